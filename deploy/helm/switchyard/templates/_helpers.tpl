@@ -1,0 +1,3 @@
+{{- define "switchyard.xdsHost" -}}
+switchyard-xds.{{ .Release.Namespace }}.svc.cluster.local
+{{- end -}}

@@ -1,0 +1,415 @@
+//! Kubernetes mode: watches → Inputs → translate → xDS cache, and status
+//! written by the Lease holder only.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::engine::Engine;
+use crate::inputs::{Inputs, Kind, ObjKey};
+use crate::provider::addresses::AddressPool;
+use crate::provider::kube::lease::{self, LeaseConfig};
+use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
+use crate::provider::kube::watch::{self as kwatch, Change};
+use crate::translate::Output;
+use crate::xds::snapshot_cache::Cache;
+
+pub struct Options {
+    pub controller_name: String,
+    pub xds_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub address_pool: String,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub debounce: Duration,
+}
+
+struct DebugState {
+    cache: Arc<Cache>,
+    version: Mutex<(u64, bool)>,
+}
+
+impl crate::admin::DebugSource for DebugState {
+    fn snapshot_json(&self) -> serde_json::Value {
+        let (version, _) = *self.version.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({ "version": version })
+    }
+    fn nodes_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.cache.node_states()).unwrap_or_default()
+    }
+    fn ready(&self) -> bool {
+        self.version.lock().map(|v| v.1).unwrap_or(false)
+    }
+}
+
+fn key_of(kind: Kind, v: &serde_json::Value) -> ObjKey {
+    let meta = v.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(|x| x.as_str())
+        .unwrap_or("")
+        .to_string();
+    let ns = if kind.namespaced() {
+        meta.and_then(|m| m.get("namespace"))
+            .and_then(|x| x.as_str())
+            .unwrap_or("default")
+            .to_string()
+    } else {
+        String::new()
+    };
+    ObjKey::new(ns, name)
+}
+
+/// State the loop keeps between translations.
+struct World {
+    inputs: Inputs,
+    raw: RawObjects,
+    /// Kinds being watched, and those whose initial list has arrived.
+    watching: BTreeSet<Kind>,
+    synced: BTreeSet<Kind>,
+    discovered: bool,
+    /// Only EndpointSlices changed since the last full translation.
+    endpoints_only: bool,
+    dirty: bool,
+}
+
+impl World {
+    fn apply(&mut self, change: Change, writer: &mut KubeStatusWriter) {
+        match change {
+            Change::Applied(kind, v) => {
+                let key = key_of(kind, &v);
+                if writes_status(kind) {
+                    let prev = self.raw.insert((kind, key.clone()), v.clone());
+                    // Our own status writes come back as watch events: nothing to translate.
+                    if prev.as_ref().is_some_and(|p| same_except_status(p, &v)) {
+                        return;
+                    }
+                }
+                self.mark(kind);
+                if let Err(e) = self.inputs.insert_value(v) {
+                    // A malformed object is skipped (and counted), never a crash; the
+                    // previous version of it is dropped so nothing half-valid is served.
+                    warn!(kind = kind.as_str(), object = %key, "skipping object: {e}");
+                    crate::metrics::counter_add(
+                        "switchyard_invalid_objects_total",
+                        "Objects that could not be decoded.",
+                        &[("kind", kind.as_str())],
+                        1,
+                    );
+                    self.inputs.remove(kind, &key);
+                }
+            }
+            Change::Deleted(kind, v) => {
+                let key = key_of(kind, &v);
+                self.mark(kind);
+                self.raw.remove(&(kind, key.clone()));
+                self.inputs.remove(kind, &key);
+            }
+            Change::Relisted(kind, list) => {
+                self.synced.insert(kind);
+                self.mark(kind);
+                let keep: BTreeSet<ObjKey> = list.iter().map(|v| key_of(kind, v)).collect();
+                let existing: Vec<ObjKey> = existing_keys(&self.inputs, kind);
+                for k in existing.into_iter().filter(|k| !keep.contains(k)) {
+                    self.inputs.remove(kind, &k);
+                    self.raw.remove(&(kind, k));
+                }
+                for v in list {
+                    self.apply(Change::Applied(kind, v), writer);
+                }
+            }
+            Change::MissingKinds(kinds) => {
+                self.discovered = true;
+                self.inputs.missing_kinds = kinds;
+                self.mark(Kind::GatewayClass);
+            }
+            Change::BundleVersion(v) => {
+                self.inputs.crd_bundle_version = v;
+                self.mark(Kind::GatewayClass);
+            }
+            Change::Watching(kind, ar) => {
+                self.watching.insert(kind);
+                writer.register(kind, ar);
+            }
+        }
+    }
+
+    /// Translating before every watched kind has been listed once would push
+    /// a partial configuration (e.g. Gateways without their routes) and make
+    /// Envoy drop traffic after a controller restart.
+    fn initial_sync_done(&self) -> bool {
+        self.discovered && self.watching.is_subset(&self.synced)
+    }
+
+    fn mark(&mut self, kind: Kind) {
+        if !self.dirty {
+            self.endpoints_only = true;
+        }
+        self.dirty = true;
+        if kind != Kind::EndpointSlice {
+            self.endpoints_only = false;
+        }
+    }
+}
+
+/// Whether two versions of an object differ only in status/resourceVersion.
+fn same_except_status(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("status");
+            if let Some(meta) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
+                meta.remove("resourceVersion");
+                meta.remove("managedFields");
+            }
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Routes whose cross-namespace trust changed between two translations:
+/// (kind, route, now permitted?, message). A ReferenceGrant created or deleted
+/// shows up here as the routes it let in or cut off.
+fn trust_changes(old: &Output, new: &Output) -> Vec<(Kind, ObjKey, bool, String)> {
+    use crate::status::ObjectStatus;
+    let refused = |st: Option<&ObjectStatus>| -> Option<String> {
+        match st {
+            Some(ObjectStatus::Route { parents }) => parents.iter().find_map(|p| {
+                p.conditions
+                    .iter()
+                    .find(|c| c.type_ == "ResolvedRefs" && c.reason == "RefNotPermitted")
+                    .map(|c| c.message.clone())
+            }),
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    for ((kind, key), st) in &new.status.objects {
+        if !matches!(
+            kind,
+            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TLSRoute | Kind::TCPRoute | Kind::UDPRoute
+        ) {
+            continue;
+        }
+        let before = refused(old.status.get(*kind, key));
+        let after = refused(Some(st));
+        match (before, after) {
+            (None, Some(msg)) => out.push((*kind, key.clone(), false, msg)),
+            (Some(_), None) => out.push((
+                *kind,
+                key.clone(),
+                true,
+                "cross-namespace references are permitted again".into(),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn publish_trust_events(
+    recorder: &kube::runtime::events::Recorder,
+    changes: Vec<(Kind, ObjKey, bool, String)>,
+) {
+    use kube::runtime::events::{Event, EventType};
+    for (kind, key, permitted, msg) in changes {
+        let (type_, reason) = if permitted {
+            (EventType::Normal, "ReferencePermitted")
+        } else {
+            (EventType::Warning, "RefNotPermitted")
+        };
+        if permitted {
+            info!(kind = kind.as_str(), route = %key, "trust restored: {msg}");
+        } else {
+            warn!(kind = kind.as_str(), route = %key, "trust removed: {msg}");
+        }
+        crate::metrics::counter_add(
+            "switchyard_trust_changes_total",
+            "Routes whose cross-namespace references became permitted or refused.",
+            &[
+                ("kind", kind.as_str()),
+                ("permitted", if permitted { "true" } else { "false" }),
+            ],
+            1,
+        );
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(format!("{}/v1", crate::inputs::GATEWAY_GROUP)),
+            kind: Some(kind.as_str().to_string()),
+            namespace: Some(key.namespace.clone()),
+            name: Some(key.name.clone()),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(msg),
+            action: "ResolveReferences".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            warn!(route = %key, "publishing event failed: {e}");
+        }
+    }
+}
+
+fn existing_keys(inputs: &Inputs, kind: Kind) -> Vec<ObjKey> {
+    fn keys<V>(m: &std::collections::BTreeMap<ObjKey, V>) -> Vec<ObjKey> {
+        m.keys().cloned().collect()
+    }
+    match kind {
+        Kind::GatewayClass => inputs.gateway_classes.keys().map(ObjKey::cluster).collect(),
+        Kind::Namespace => inputs.namespaces.keys().map(ObjKey::cluster).collect(),
+        Kind::Gateway => keys(&inputs.gateways),
+        Kind::HTTPRoute => keys(&inputs.http_routes),
+        Kind::GRPCRoute => keys(&inputs.grpc_routes),
+        Kind::TLSRoute => keys(&inputs.tls_routes),
+        Kind::TCPRoute => keys(&inputs.tcp_routes),
+        Kind::UDPRoute => keys(&inputs.udp_routes),
+        Kind::ReferenceGrant => keys(&inputs.reference_grants),
+        Kind::BackendTLSPolicy => keys(&inputs.backend_tls_policies),
+        Kind::ListenerSet => keys(&inputs.listener_sets),
+        Kind::Service => keys(&inputs.services),
+        Kind::Secret => keys(&inputs.secrets),
+        Kind::ConfigMap => keys(&inputs.config_maps),
+        Kind::EndpointSlice => inputs
+            .endpoint_slices
+            .iter()
+            .flat_map(|(svc, slices)| {
+                slices
+                    .keys()
+                    .map(move |n| ObjKey::new(svc.namespace.clone(), n.clone()))
+            })
+            .collect(),
+    }
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API server")?;
+    let cache = Cache::new();
+    let debug = Arc::new(DebugState {
+        cache: cache.clone(),
+        version: Mutex::new((0, false)),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let xds_listener = tokio::net::TcpListener::bind(opts.xds_listen)
+        .await
+        .with_context(|| format!("binding the xDS port {}", opts.xds_listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
+    tokio::spawn(crate::xds::ads::serve(
+        cache.clone(),
+        xds_listener,
+        wait(shutdown_rx.clone()),
+    ));
+    tokio::spawn(crate::admin::serve(
+        admin_listener,
+        debug.clone(),
+        wait(shutdown_rx.clone()),
+    ));
+
+    let (tx, mut rx) = mpsc::channel::<Change>(1024);
+    tokio::spawn(kwatch::run(client.clone(), tx, Duration::from_secs(30)));
+    let (leader_tx, mut leader_rx) = watch::channel(false);
+    tokio::spawn(lease::run(
+        client.clone(),
+        LeaseConfig {
+            namespace: opts.lease_namespace.clone(),
+            name: opts.lease_name.clone(),
+            identity: opts.identity.clone(),
+            lease_duration: opts.lease_duration,
+            renew_every: opts.lease_duration / 3,
+        },
+        leader_tx,
+    ));
+    info!(identity = %opts.identity, xds = %opts.xds_listen, "controller started");
+
+    let mut writer = KubeStatusWriter::new(client.clone(), opts.controller_name.clone());
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: opts.controller_name.clone(),
+            instance: Some(opts.identity.clone()),
+        },
+    );
+    let mut engine = Engine::new(cache.clone());
+    let mut pool = AddressPool::parse(&opts.address_pool)?;
+    let mut world = World {
+        inputs: Inputs::new(&opts.controller_name),
+        raw: RawObjects::new(),
+        watching: BTreeSet::new(),
+        synced: BTreeSet::new(),
+        discovered: false,
+        endpoints_only: false,
+        dirty: false,
+    };
+    let mut last_output: Option<Output> = None;
+    let mut status_retry = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { break };
+                world.apply(change, &mut writer);
+                // Coalesce a burst of events.
+                let deadline = Instant::now() + opts.debounce;
+                while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+                    world.apply(c, &mut writer);
+                }
+            }
+            _ = leader_rx.changed() => {}
+            _ = status_retry.tick() => {}
+            _ = crate::admin::shutdown_signal() => break,
+        }
+        if world.dirty && world.initial_sync_done() {
+            let t0 = Instant::now();
+            if world.endpoints_only && last_output.is_some() {
+                let n = engine.endpoints_only(&world.inputs);
+                info!(
+                    clusters = n,
+                    elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "endpoints updated (no route re-translation)"
+                );
+            } else {
+                pool.assign(&mut world.inputs);
+                let (out, _snap) = engine.full(&world.inputs);
+                info!(
+                    version = engine.version,
+                    elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "configuration translated"
+                );
+                if let Some(old) = &last_output {
+                    let changes = trust_changes(old, &out);
+                    if !changes.is_empty() && *leader_rx.borrow() {
+                        publish_trust_events(&recorder, changes).await;
+                    }
+                }
+                last_output = Some(out);
+            }
+            world.dirty = false;
+            world.endpoints_only = false;
+            if let Ok(mut v) = debug.version.lock() {
+                *v = (engine.version, true);
+            }
+        }
+        if *leader_rx.borrow() {
+            if let Some(out) = &last_output {
+                writer.write(&out.status, &world.raw).await;
+            }
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    Ok(())
+}

@@ -1,0 +1,538 @@
+//! The immutable input snapshot the translator reads.
+//!
+//! Providers (the YAML directory, Kubernetes reflectors) only build
+//! [`Inputs`]; they never decide routing. Every object is decoded into its
+//! typed form and any field the typed form would drop is recorded in
+//! [`Inputs::unknown_fields`], so the translator can report it instead of
+//! silently ignoring it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
+use gateway_api::experimental::{
+    gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
+    listenersets::ListenerSet, referencegrants::ReferenceGrant, tcproutes::TcpRoute,
+    tlsroutes::TlsRoute, udproutes::UdpRoute,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub const DEFAULT_CONTROLLER_NAME: &str = "switchyard.dev/gateway-controller";
+
+/// `namespace/name` of a namespaced object (`namespace` empty for
+/// cluster-scoped ones).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ObjKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+    pub fn cluster(name: impl Into<String>) -> Self {
+        ObjKey {
+            namespace: String::new(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// The kinds Switchyard reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Kind {
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    GRPCRoute,
+    TLSRoute,
+    TCPRoute,
+    UDPRoute,
+    ReferenceGrant,
+    BackendTLSPolicy,
+    ListenerSet,
+    Namespace,
+    Service,
+    EndpointSlice,
+    Secret,
+    ConfigMap,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
+            Kind::TLSRoute => "TLSRoute",
+            Kind::TCPRoute => "TCPRoute",
+            Kind::UDPRoute => "UDPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
+            Kind::ListenerSet => "ListenerSet",
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+
+    /// Resolves `apiVersion` + `kind` as written in a manifest.
+    pub fn from_type_meta(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+        let k = match (group, kind) {
+            (GATEWAY_GROUP, "GatewayClass") => Kind::GatewayClass,
+            (GATEWAY_GROUP, "Gateway") => Kind::Gateway,
+            (GATEWAY_GROUP, "HTTPRoute") => Kind::HTTPRoute,
+            (GATEWAY_GROUP, "GRPCRoute") => Kind::GRPCRoute,
+            (GATEWAY_GROUP, "TLSRoute") => Kind::TLSRoute,
+            (GATEWAY_GROUP, "TCPRoute") => Kind::TCPRoute,
+            (GATEWAY_GROUP, "UDPRoute") => Kind::UDPRoute,
+            (GATEWAY_GROUP, "ReferenceGrant") => Kind::ReferenceGrant,
+            (GATEWAY_GROUP, "BackendTLSPolicy") => Kind::BackendTLSPolicy,
+            (GATEWAY_GROUP, "ListenerSet") | ("gateway.networking.x-k8s.io", "XListenerSet") => {
+                Kind::ListenerSet
+            }
+            ("", "Namespace") => Kind::Namespace,
+            ("", "Service") => Kind::Service,
+            ("", "Secret") => Kind::Secret,
+            ("", "ConfigMap") => Kind::ConfigMap,
+            ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
+            _ => return None,
+        };
+        Some(k)
+    }
+
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::GatewayClass | Kind::Namespace)
+    }
+}
+
+/// Why an object could not be added to the snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("object has no apiVersion/kind")]
+    MissingTypeMeta,
+    #[error("unsupported object kind {kind} ({api_version})")]
+    UnsupportedKind { api_version: String, kind: String },
+    #[error("{kind} has no metadata.name")]
+    MissingName { kind: &'static str },
+    #[error("{kind} {key}: field `{path}`: {message}")]
+    Decode {
+        kind: &'static str,
+        key: ObjKey,
+        path: String,
+        message: String,
+    },
+}
+
+/// Everything the translator may read, indexed by kind and `namespace/name`.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// The `controllerName` whose GatewayClasses we serve.
+    pub controller_name: String,
+    pub gateway_classes: BTreeMap<String, GatewayClass>,
+    pub gateways: BTreeMap<ObjKey, Gateway>,
+    pub http_routes: BTreeMap<ObjKey, HttpRoute>,
+    pub grpc_routes: BTreeMap<ObjKey, GrpcRoute>,
+    pub tls_routes: BTreeMap<ObjKey, TlsRoute>,
+    pub tcp_routes: BTreeMap<ObjKey, TcpRoute>,
+    pub udp_routes: BTreeMap<ObjKey, UdpRoute>,
+    pub reference_grants: BTreeMap<ObjKey, ReferenceGrant>,
+    pub backend_tls_policies: BTreeMap<ObjKey, BackendTlsPolicy>,
+    pub listener_sets: BTreeMap<ObjKey, ListenerSet>,
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub services: BTreeMap<ObjKey, Service>,
+    /// EndpointSlices by the Service they belong to (label
+    /// `kubernetes.io/service-name`), then by slice name.
+    pub endpoint_slices: BTreeMap<ObjKey, BTreeMap<String, EndpointSlice>>,
+    pub secrets: BTreeMap<ObjKey, Secret>,
+    pub config_maps: BTreeMap<ObjKey, ConfigMap>,
+    /// Addresses the provider assigned to Gateways that did not ask for
+    /// static ones (`spec.addresses`).
+    pub assigned_addresses: BTreeMap<ObjKey, Vec<String>>,
+    /// Kinds whose CRDs are not installed (Kubernetes mode).
+    pub missing_kinds: Vec<String>,
+    /// `gateway.networking.k8s.io/bundle-version` of the installed CRDs
+    /// (Kubernetes mode; `None` in standalone mode).
+    pub crd_bundle_version: Option<String>,
+    /// Fields present in the manifest that the typed model does not know,
+    /// as JSON paths (`spec.rules[0].foo`).
+    pub unknown_fields: BTreeMap<(Kind, ObjKey), Vec<String>>,
+}
+
+impl Inputs {
+    pub fn new(controller_name: impl Into<String>) -> Self {
+        Inputs {
+            controller_name: controller_name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Decodes one manifest and adds it. Returns the kind and key it was
+    /// stored under.
+    pub fn insert_value(&mut self, value: serde_json::Value) -> Result<(Kind, ObjKey), InputError> {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let kind_str = value.get("kind").and_then(|v| v.as_str()).unwrap_or("");
+        if api_version.is_empty() || kind_str.is_empty() {
+            return Err(InputError::MissingTypeMeta);
+        }
+        let kind = Kind::from_type_meta(api_version, kind_str).ok_or_else(|| {
+            InputError::UnsupportedKind {
+                api_version: api_version.to_string(),
+                kind: kind_str.to_string(),
+            }
+        })?;
+        let meta = value.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            return Err(InputError::MissingName {
+                kind: kind.as_str(),
+            });
+        }
+        let namespace = if kind.namespaced() {
+            meta.and_then(|m| m.get("namespace"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default")
+                .to_string()
+        } else {
+            String::new()
+        };
+        let key = ObjKey::new(namespace.clone(), name.clone());
+        let mut value = value;
+        // Defaulting the namespace keeps typed metadata consistent with the key.
+        if kind.namespaced() {
+            if let Some(m) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                m.entry("namespace")
+                    .or_insert_with(|| serde_json::Value::String(namespace.clone()));
+            }
+        }
+        macro_rules! put {
+            ($map:expr, $k:expr) => {{
+                let (obj, unknown) = decode(kind, &key, value)?;
+                self.note_unknown(kind, &key, unknown);
+                $map.insert($k, obj);
+            }};
+        }
+        match kind {
+            Kind::GatewayClass => put!(self.gateway_classes, name.clone()),
+            Kind::Gateway => put!(self.gateways, key.clone()),
+            Kind::HTTPRoute => put!(self.http_routes, key.clone()),
+            Kind::GRPCRoute => put!(self.grpc_routes, key.clone()),
+            Kind::TLSRoute => put!(self.tls_routes, key.clone()),
+            Kind::TCPRoute => put!(self.tcp_routes, key.clone()),
+            Kind::UDPRoute => put!(self.udp_routes, key.clone()),
+            Kind::ReferenceGrant => put!(self.reference_grants, key.clone()),
+            Kind::BackendTLSPolicy => put!(self.backend_tls_policies, key.clone()),
+            Kind::ListenerSet => put!(self.listener_sets, key.clone()),
+            Kind::Namespace => put!(self.namespaces, name.clone()),
+            Kind::Service => put!(self.services, key.clone()),
+            Kind::Secret => put!(self.secrets, key.clone()),
+            Kind::ConfigMap => put!(self.config_maps, key.clone()),
+            Kind::EndpointSlice => {
+                let (obj, unknown): (EndpointSlice, _) = decode(kind, &key, value)?;
+                // Its Service label may have changed: drop the old index entry first.
+                self.remove(Kind::EndpointSlice, &key);
+                self.note_unknown(kind, &key, unknown);
+                self.insert_endpoint_slice(obj);
+            }
+        }
+        Ok((kind, key))
+    }
+
+    /// Removes an object (a no-op if absent).
+    pub fn remove(&mut self, kind: Kind, key: &ObjKey) {
+        self.unknown_fields.remove(&(kind, key.clone()));
+        match kind {
+            Kind::GatewayClass => drop(self.gateway_classes.remove(&key.name)),
+            Kind::Gateway => drop(self.gateways.remove(key)),
+            Kind::HTTPRoute => drop(self.http_routes.remove(key)),
+            Kind::GRPCRoute => drop(self.grpc_routes.remove(key)),
+            Kind::TLSRoute => drop(self.tls_routes.remove(key)),
+            Kind::TCPRoute => drop(self.tcp_routes.remove(key)),
+            Kind::UDPRoute => drop(self.udp_routes.remove(key)),
+            Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
+            Kind::BackendTLSPolicy => drop(self.backend_tls_policies.remove(key)),
+            Kind::ListenerSet => drop(self.listener_sets.remove(key)),
+            Kind::Namespace => drop(self.namespaces.remove(&key.name)),
+            Kind::Service => drop(self.services.remove(key)),
+            Kind::Secret => drop(self.secrets.remove(key)),
+            Kind::ConfigMap => drop(self.config_maps.remove(key)),
+            Kind::EndpointSlice => {
+                // Slices are indexed by Service; find the one with this name.
+                let mut empty = None;
+                for (svc, slices) in self
+                    .endpoint_slices
+                    .range_mut(ObjKey::new(key.namespace.clone(), "")..)
+                {
+                    if svc.namespace != key.namespace {
+                        break;
+                    }
+                    if slices.remove(&key.name).is_some() {
+                        if slices.is_empty() {
+                            empty = Some(svc.clone());
+                        }
+                        break;
+                    }
+                }
+                if let Some(svc) = empty {
+                    self.endpoint_slices.remove(&svc);
+                }
+            }
+        }
+    }
+
+    /// Adds an EndpointSlice under the Service it names.
+    pub fn insert_endpoint_slice(&mut self, slice: EndpointSlice) {
+        let ns = slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let svc = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .cloned()
+            .unwrap_or_default();
+        self.endpoint_slices
+            .entry(ObjKey::new(ns, svc))
+            .or_default()
+            .insert(name, slice);
+    }
+
+    fn note_unknown(&mut self, kind: Kind, key: &ObjKey, unknown: Vec<String>) {
+        if unknown.is_empty() {
+            self.unknown_fields.remove(&(kind, key.clone()));
+        } else {
+            self.unknown_fields.insert((kind, key.clone()), unknown);
+        }
+    }
+
+    /// Unknown fields of one object (empty if none).
+    pub fn unknown(&self, kind: Kind, key: &ObjKey) -> &[String] {
+        if self.unknown_fields.is_empty() {
+            return &[];
+        }
+        self.unknown_fields
+            .get(&(kind, key.clone()))
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Labels of a namespace (empty if the namespace is unknown).
+    pub fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        // Kubernetes sets this label on every namespace; standalone YAML may omit it.
+        labels
+            .entry("kubernetes.io/metadata.name".into())
+            .or_insert_with(|| ns.to_string());
+        labels
+    }
+
+    /// Number of objects of every kind (for logs and metrics).
+    pub fn object_count(&self) -> usize {
+        self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.grpc_routes.len()
+            + self.tls_routes.len()
+            + self.tcp_routes.len()
+            + self.udp_routes.len()
+            + self.reference_grants.len()
+            + self.backend_tls_policies.len()
+            + self.listener_sets.len()
+            + self.namespaces.len()
+            + self.services.len()
+            + self
+                .endpoint_slices
+                .values()
+                .map(|m| m.len())
+                .sum::<usize>()
+            + self.secrets.len()
+            + self.config_maps.len()
+    }
+}
+
+/// Decodes `value` into `T` and returns the JSON paths of every field the
+/// typed model dropped.
+pub fn decode<T: DeserializeOwned + Serialize>(
+    kind: Kind,
+    key: &ObjKey,
+    value: serde_json::Value,
+) -> Result<(T, Vec<String>), InputError> {
+    let obj: T =
+        serde_path_to_error::deserialize(value.clone()).map_err(|e| InputError::Decode {
+            kind: kind.as_str(),
+            key: key.clone(),
+            path: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+    let back = serde_json::to_value(&obj).map_err(|e| InputError::Decode {
+        kind: kind.as_str(),
+        key: key.clone(),
+        path: ".".into(),
+        message: e.to_string(),
+    })?;
+    let mut unknown = Vec::new();
+    dropped_fields(&value, &back, String::new(), &mut unknown);
+    // Status is written by controllers, not read by us.
+    unknown.retain(|p| !p.starts_with("status"));
+    Ok((obj, unknown))
+}
+
+/// Walks `input` and records every object key that is missing in `typed`.
+fn dropped_fields(
+    input: &serde_json::Value,
+    typed: &serde_json::Value,
+    path: String,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(bv) => dropped_fields(v, bv, p, out),
+                    // Explicit nulls and empty values carry no information.
+                    None if is_empty_value(v) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (av, bv)) in a.iter().zip(b.iter()).enumerate() {
+                dropped_fields(av, bv, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_value(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(m) => m.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// Namespaces mentioned anywhere (for diagnostics).
+pub fn namespaces_of(inputs: &Inputs) -> BTreeSet<String> {
+    let mut s = BTreeSet::new();
+    s.extend(inputs.gateways.keys().map(|k| k.namespace.clone()));
+    s.extend(inputs.http_routes.keys().map(|k| k.namespace.clone()));
+    s.extend(inputs.services.keys().map(|k| k.namespace.clone()));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_path() {
+        let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
+        let (kind, key) = inputs
+            .insert_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "r", "namespace": "apps"},
+                "spec": {
+                    "rules": [{"matches": [{"path": {"type": "Exact", "value": "/", "frobnicate": 1}}]}],
+                    "mystery": {"a": 1},
+                    "hostnames": null
+                }
+            }))
+            .expect("decodes");
+        assert_eq!(kind, Kind::HTTPRoute);
+        assert_eq!(key, ObjKey::new("apps", "r"));
+        assert_eq!(
+            inputs.unknown(Kind::HTTPRoute, &key),
+            [
+                "spec.mystery".to_string(),
+                "spec.rules[0].matches[0].path.frobnicate".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn namespace_defaults_and_errors_name_the_object() {
+        let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
+        let (_, key) = inputs
+            .insert_value(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}))
+            .expect("decodes");
+        assert_eq!(key.to_string(), "default/s");
+        let err = inputs
+            .insert_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": "g", "namespace": "x"},
+                "spec": {"gatewayClassName": 5, "listeners": []}
+            }))
+            .expect_err("bad type");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("Gateway x/g: field `spec.gatewayClassName`"),
+            "{msg}"
+        );
+        let err = inputs
+            .insert_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
+            .expect_err("unsupported");
+        assert!(err.to_string().contains("Widget"));
+    }
+
+    #[test]
+    fn endpoint_slices_are_indexed_by_service() {
+        let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
+        inputs
+            .insert_value(json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "s-abc", "namespace": "n", "labels": {"kubernetes.io/service-name": "s"}},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1"]}], "ports": [{"port": 80}]
+            }))
+            .expect("decodes");
+        assert!(inputs.endpoint_slices[&ObjKey::new("n", "s")].contains_key("s-abc"));
+        inputs.remove(Kind::EndpointSlice, &ObjKey::new("n", "s-abc"));
+        assert!(inputs.endpoint_slices.is_empty());
+    }
+}

@@ -1,0 +1,260 @@
+//! Protocol-neutral intermediate representation.
+//!
+//! The translator has already applied every Gateway API rule here: listener
+//! validity, attachment, hostname intersection, precedence, ReferenceGrants.
+//! `xds::build` only has to spell this in Envoy's terms. Names are stable so
+//! a route edit changes route configurations only.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::inputs::ObjKey;
+
+/// Everything to serve, per Gateway.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Model {
+    pub gateways: BTreeMap<ObjKey, Gateway>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Gateway {
+    pub key: ObjKey,
+    /// One Envoy listener per (address, port).
+    pub listeners: Vec<Listener>,
+    /// Upstream clusters this Gateway's routes use, by cluster name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// TLS certificates its listeners serve, by secret name.
+    pub secrets: BTreeMap<String, TlsCertificate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Listener {
+    /// `<gw-ns>/<gw-name>/<port>`.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub kind: ListenerKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerKind {
+    /// Plain HTTP: one route table for every Gateway listener on the port.
+    Http { route_config: RouteConfig },
+    /// TLS-terminating HTTP: one filter chain per Gateway listener, chosen by SNI.
+    Https { chains: Vec<TlsChain> },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TlsChain {
+    /// The Gateway listener (`sectionName`) this chain serves.
+    pub section: String,
+    /// SNI names (empty: any).
+    pub server_names: Vec<String>,
+    /// SDS secret names.
+    pub secrets: Vec<String>,
+    pub route_config: RouteConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Sorted: exact domains first, then wildcards, `*` last.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    /// In precedence order: Envoy takes the first match.
+    pub routes: Vec<Route>,
+}
+
+/// Where a compiled route came from (for names, `explain` and NACK mapping).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct RouteSource {
+    pub kind: &'static str,
+    pub route: ObjKey,
+    pub rule: usize,
+    /// Index of the match in the rule (0 when the rule has no matches).
+    pub match_index: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Route {
+    pub source: RouteSource,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub request_headers: HeaderMods,
+    pub response_headers: HeaderMods,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-aware prefix (`/foo` matches `/foo` and `/foo/bar`, not `/foobar`).
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+    pub query_params: Vec<HeaderMatch>,
+    pub method: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeaderMods {
+    pub add: Vec<(String, String)>,
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderMods {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Forward(Forward),
+    Redirect(Redirect),
+    Direct { status: u32, body: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Forward {
+    pub backends: Vec<WeightedBackend>,
+    pub rewrite: Option<Rewrite>,
+    pub timeouts: Timeouts,
+}
+
+/// HTTPRoute rule timeouts. `Some(ZERO)` disables the timeout.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Timeouts {
+    /// Whole request, gateway receipt to response (`timeouts.request`).
+    pub request: Option<std::time::Duration>,
+    /// One request to a backend (`timeouts.backendRequest`).
+    pub backend_request: Option<std::time::Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WeightedBackend {
+    /// `None`: the backendRef could not be resolved; its share gets HTTP 500.
+    pub cluster: Option<String>,
+    pub weight: u32,
+    pub request_headers: HeaderMods,
+    pub response_headers: HeaderMods,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathRewrite {
+    Full(String),
+    /// Replace the matched prefix (the route's `PathMatch::Prefix`).
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Rewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathRewrite>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathRewrite>,
+    pub status_code: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 over cleartext (`appProtocol: kubernetes.io/h2c`).
+    H2c,
+}
+
+/// One Service port (`<ns>/<svc>/<port>`), shared by every route using it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub service: ObjKey,
+    pub port: u16,
+    /// Name of the Service port (EndpointSlice ports are matched by it).
+    pub port_name: String,
+    pub protocol: UpstreamProtocol,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+}
+
+#[derive(Clone, PartialEq, Serialize)]
+pub struct TlsCertificate {
+    pub name: String,
+    pub certificate_chain: String,
+    #[serde(skip)]
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stable resource names.
+pub mod names {
+    use crate::inputs::ObjKey;
+
+    pub fn cluster(service: &ObjKey, port: u16) -> String {
+        format!("{}/{}/{}", service.namespace, service.name, port)
+    }
+    pub fn listener(gateway: &ObjKey, port: u16) -> String {
+        format!("{}/{}/{}", gateway.namespace, gateway.name, port)
+    }
+    pub fn http_route_config(gateway: &ObjKey, port: u16) -> String {
+        listener(gateway, port)
+    }
+    pub fn https_route_config(gateway: &ObjKey, port: u16, section: &str) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            gateway.namespace, gateway.name, port, section
+        )
+    }
+    pub fn secret(secret: &ObjKey) -> String {
+        format!("{}/{}", secret.namespace, secret.name)
+    }
+}

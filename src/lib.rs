@@ -1,0 +1,22 @@
+//! Switchyard: a Kubernetes Gateway API implementation that drives Envoy over xDS.
+//!
+//! Data flows one way:
+//! `provider (kube | file) → Arc<Inputs> → translate (pure) → ir::Model + StatusSet
+//!  → xds::build (pure) → xds::cache → xds::server (ADS)`, and `StatusSet → status writer`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod controller;
+pub mod engine;
+pub mod inputs;
+pub mod ir;
+pub mod metrics;
+pub mod pipeline;
+pub mod provider;
+pub mod standalone;
+pub mod status;
+pub mod status_file;
+pub mod supervisor;
+pub mod synthetic;
+pub mod translate;
+pub mod xds;

@@ -1,0 +1,112 @@
+//! Gateway address assignment from a configured pool (standalone and
+//! bare-metal Kubernetes): sticky per Gateway, released when it goes away.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::inputs::{Inputs, ObjKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("address pool {0:?} is not a CIDR (e.g. 127.0.0.0/24) or an IP address")]
+    Parse(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct AddressPool {
+    addresses: Vec<IpAddr>,
+    assigned: BTreeMap<ObjKey, IpAddr>,
+}
+
+impl AddressPool {
+    /// `127.0.0.1/32`, `127.0.0.0/24` (network address skipped), or a bare IP.
+    pub fn parse(spec: &str) -> Result<Self, PoolError> {
+        let net: IpNet = match spec.parse::<IpNet>() {
+            Ok(n) => n,
+            Err(_) => spec
+                .parse::<IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| PoolError::Parse(spec.to_string()))?,
+        };
+        let addresses: Vec<IpAddr> = if net.prefix_len() + 1 >= net.max_prefix_len() {
+            net.hosts()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(std::iter::once(net.addr()))
+                .take(2)
+                .collect()
+        } else {
+            // Cap the pool: nobody runs more Gateways than this on one node.
+            net.hosts().take(65_536).collect()
+        };
+        let mut addresses = addresses;
+        addresses.dedup();
+        Ok(AddressPool {
+            addresses,
+            assigned: BTreeMap::new(),
+        })
+    }
+
+    /// Assigns addresses to our Gateways that did not ask for static ones
+    /// (or asked for an empty value), keeping earlier assignments.
+    pub fn assign(&mut self, inputs: &mut Inputs) {
+        let ours: Vec<ObjKey> = inputs
+            .gateways
+            .iter()
+            .filter(|(_, gw)| {
+                inputs
+                    .gateway_classes
+                    .get(&gw.spec.gateway_class_name)
+                    .is_some_and(|gc| gc.spec.controller_name == inputs.controller_name)
+            })
+            .filter(|(_, gw)| {
+                gw.spec.addresses.as_ref().is_none_or(|a| {
+                    a.is_empty()
+                        || a.iter()
+                            .any(|x| x.value.as_deref().unwrap_or("").is_empty())
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.assigned.retain(|k, _| ours.contains(k));
+        for k in ours {
+            if !self.assigned.contains_key(&k) {
+                let used: Vec<IpAddr> = self.assigned.values().copied().collect();
+                if let Some(a) = self.addresses.iter().find(|a| !used.contains(a)) {
+                    self.assigned.insert(k.clone(), *a);
+                }
+            }
+        }
+        inputs.assigned_addresses = self
+            .assigned
+            .iter()
+            .map(|(k, a)| (k.clone(), vec![a.to_string()]))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_parse() {
+        assert_eq!(
+            AddressPool::parse("127.0.0.1/32").expect("ok").addresses,
+            vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]
+        );
+        assert_eq!(
+            AddressPool::parse("127.0.0.7").expect("ok").addresses.len(),
+            1
+        );
+        let p = AddressPool::parse("127.0.0.0/24").expect("ok");
+        assert_eq!(
+            p.addresses.first().map(|a| a.to_string()),
+            Some("127.0.0.1".into())
+        );
+        assert_eq!(p.addresses.len(), 254);
+        assert!(AddressPool::parse("nope").is_err());
+    }
+}

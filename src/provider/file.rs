@@ -1,0 +1,302 @@
+//! Standalone provider: multi-document Kubernetes YAML from a directory.
+//!
+//! Each file is parsed on its own. A file that fails (bad YAML, a document
+//! that does not decode) keeps contributing its last good contents, and the
+//! error names the file, the line and the object/field — nothing that was
+//! working stops working because of a typo.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::inputs::{InputError, Inputs};
+
+/// One problem found while loading.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoadError {
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub message: String,
+    /// Whether an earlier good version of the file is still in use.
+    pub using_last_good: bool,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file, l, self.message)?,
+            None => write!(f, "{}: {}", self.file, self.message)?,
+        }
+        if self.using_last_good {
+            write!(f, " (keeping the last good version of this file)")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct FileState {
+    stamp: (SystemTime, u64),
+    content_hash: String,
+    /// Documents of the last version that loaded cleanly.
+    good: Option<Vec<serde_json::Value>>,
+    error: Option<LoadError>,
+}
+
+/// Loads a directory, re-parsing only files that changed.
+pub struct DirLoader {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// Parses one file into JSON documents, checking that each decodes.
+pub fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, (Option<usize>, String)> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let start_line = None::<usize>;
+        let v = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| (e.location().map(|l| l.line()).or(start_line), e.to_string()))?;
+        if v.is_null() {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::to_value(&v).map_err(|e| (None, e.to_string()))?;
+        match json {
+            serde_json::Value::Object(ref m)
+                if m.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+            {
+                if let Some(items) = m.get("items").and_then(|i| i.as_array()) {
+                    docs.extend(items.iter().cloned());
+                }
+            }
+            other => docs.push(other),
+        }
+    }
+    Ok(docs)
+}
+
+/// Line where the n-th document (0-based) starts, for error messages.
+fn document_line(text: &str, n: usize) -> Option<usize> {
+    let mut idx = 0;
+    let mut seen_content = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("---") {
+            if seen_content {
+                idx += 1;
+                seen_content = false;
+            }
+            continue;
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if !seen_content {
+            seen_content = true;
+            if idx == n {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+impl DirLoader {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DirLoader {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Rescans the directory and builds a fresh snapshot. Returns the
+    /// snapshot and every current error.
+    pub fn load(&mut self, controller_name: &str) -> (Inputs, Vec<LoadError>) {
+        let mut paths = Vec::new();
+        collect_yaml(&self.dir, &mut paths);
+        paths.sort();
+        self.files.retain(|p, _| paths.contains(p));
+        for path in &paths {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let stamp = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
+            if self.files.get(path).is_some_and(|f| f.stamp == stamp) {
+                continue;
+            }
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let prev = self.files.get(path).and_then(|f| f.good.clone());
+                    self.files.insert(
+                        path.clone(),
+                        FileState {
+                            stamp,
+                            content_hash: String::new(),
+                            error: Some(LoadError {
+                                file: path.display().to_string(),
+                                line: None,
+                                message: format!("cannot read: {e}"),
+                                using_last_good: prev.is_some(),
+                            }),
+                            good: prev,
+                        },
+                    );
+                    continue;
+                }
+            };
+            let hash = crate::xds::content_version(text.as_bytes());
+            if self.files.get(path).is_some_and(|f| f.content_hash == hash) {
+                if let Some(f) = self.files.get_mut(path) {
+                    f.stamp = stamp;
+                }
+                continue;
+            }
+            let prev = self.files.get(path).and_then(|f| f.good.clone());
+            let result = parse_documents(&text).and_then(|docs| {
+                // Every document must decode on its own before the file counts as good.
+                let mut probe = Inputs::new(controller_name);
+                for (i, d) in docs.iter().enumerate() {
+                    probe
+                        .insert_value(d.clone())
+                        .map_err(|e: InputError| (document_line(&text, i), e.to_string()))?;
+                }
+                Ok(docs)
+            });
+            let state = match result {
+                Ok(docs) => FileState {
+                    stamp,
+                    content_hash: hash,
+                    good: Some(docs),
+                    error: None,
+                },
+                Err((line, message)) => FileState {
+                    stamp,
+                    content_hash: hash,
+                    error: Some(LoadError {
+                        file: path.display().to_string(),
+                        line,
+                        message,
+                        using_last_good: prev.is_some(),
+                    }),
+                    good: prev,
+                },
+            };
+            self.files.insert(path.clone(), state);
+        }
+        let mut inputs = Inputs::new(controller_name);
+        let mut errors = Vec::new();
+        for (path, f) in &self.files {
+            if let Some(e) = &f.error {
+                errors.push(e.clone());
+            }
+            for d in f.good.iter().flatten() {
+                if let Err(e) = inputs.insert_value(d.clone()) {
+                    // Cannot happen for a good file; report rather than panic.
+                    errors.push(LoadError {
+                        file: path.display().to_string(),
+                        line: None,
+                        message: e.to_string(),
+                        using_last_good: false,
+                    });
+                }
+            }
+        }
+        (inputs, errors)
+    }
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            collect_yaml(&p, out);
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+            out.push(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "switchyard-file-test-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  namespace: n\nspec:\n  ports:\n  - port: 80\n";
+
+    #[test]
+    fn malformed_file_names_file_and_line_and_keeps_last_good() {
+        let d = tmpdir("malformed");
+        let f = d.join("svc.yaml");
+        std::fs::write(&f, SVC).expect("write");
+        let mut loader = DirLoader::new(&d);
+        let (inputs, errors) = loader.load("c");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(inputs.services.len(), 1);
+
+        // Break the YAML on line 3.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&f, "apiVersion: v1\nkind: Service\nmetadata: [oops\n").expect("write");
+        let (inputs, errors) = loader.load("c");
+        assert_eq!(inputs.services.len(), 1, "last good version still served");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].file.ends_with("svc.yaml"));
+        assert!(errors[0].line.is_some(), "{:?}", errors[0]);
+        assert!(errors[0].using_last_good);
+        assert!(errors[0].to_string().contains("svc.yaml:"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn bad_field_names_object_field_and_document_line() {
+        let d = tmpdir("badfield");
+        let text = format!("{SVC}---\n# second\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: g\nspec:\n  gatewayClassName: [1]\n  listeners: []\n");
+        std::fs::write(d.join("x.yaml"), text).expect("write");
+        let (inputs, errors) = DirLoader::new(&d).load("c");
+        assert_eq!(
+            inputs.services.len(),
+            0,
+            "a file with a bad document is not half-applied"
+        );
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(11));
+        assert!(
+            errors[0].message.contains("Gateway default/g"),
+            "{}",
+            errors[0].message
+        );
+        assert!(
+            errors[0].message.contains("spec.gatewayClassName"),
+            "{}",
+            errors[0].message
+        );
+        assert!(!errors[0].using_last_good);
+    }
+}

@@ -1,0 +1,215 @@
+//! Kubernetes watches → changes on one channel.
+//!
+//! Every kind is watched untyped (`DynamicObject`) and decoded through
+//! [`crate::inputs::Inputs::insert_value`], so fields newer than our typed
+//! model are detected exactly as in standalone mode. Kinds whose CRD is not
+//! installed are reported and picked up when they appear (rediscovery).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::discovery::Discovery;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::inputs::{Kind, GATEWAY_GROUP};
+
+/// One change from the API server.
+#[derive(Debug)]
+pub enum Change {
+    Applied(Kind, serde_json::Value),
+    Deleted(Kind, serde_json::Value),
+    /// A (re-)list finished: these are all the objects of the kind now.
+    Relisted(Kind, Vec<serde_json::Value>),
+    /// The set of kinds that cannot be watched (CRD missing) changed.
+    MissingKinds(Vec<String>),
+    /// The `bundle-version` annotation of the installed Gateway API CRDs.
+    BundleVersion(Option<String>),
+    /// A kind is now watched at this API resource (group/version/plural).
+    Watching(Kind, ApiResource),
+}
+
+/// (group, kind, Switchyard kind, field selector).
+const KINDS: &[(&str, &str, Kind, Option<&str>)] = &[
+    (GATEWAY_GROUP, "GatewayClass", Kind::GatewayClass, None),
+    (GATEWAY_GROUP, "Gateway", Kind::Gateway, None),
+    (GATEWAY_GROUP, "HTTPRoute", Kind::HTTPRoute, None),
+    (GATEWAY_GROUP, "GRPCRoute", Kind::GRPCRoute, None),
+    (GATEWAY_GROUP, "TLSRoute", Kind::TLSRoute, None),
+    (GATEWAY_GROUP, "TCPRoute", Kind::TCPRoute, None),
+    (GATEWAY_GROUP, "UDPRoute", Kind::UDPRoute, None),
+    (GATEWAY_GROUP, "ReferenceGrant", Kind::ReferenceGrant, None),
+    (
+        GATEWAY_GROUP,
+        "BackendTLSPolicy",
+        Kind::BackendTLSPolicy,
+        None,
+    ),
+    (GATEWAY_GROUP, "ListenerSet", Kind::ListenerSet, None),
+    ("", "Namespace", Kind::Namespace, None),
+    ("", "Service", Kind::Service, None),
+    (
+        "discovery.k8s.io",
+        "EndpointSlice",
+        Kind::EndpointSlice,
+        None,
+    ),
+    // Only TLS Secrets can be certificates; do not hold every Secret of the cluster.
+    ("", "Secret", Kind::Secret, Some("type=kubernetes.io/tls")),
+    ("", "ConfigMap", Kind::ConfigMap, None),
+];
+
+fn to_value(kind: Kind, ar: &ApiResource, obj: DynamicObject) -> Option<serde_json::Value> {
+    let mut v = serde_json::to_value(obj).ok()?;
+    if let Some(m) = v.as_object_mut() {
+        // Watch events carry no type meta for some clients; make it explicit.
+        m.insert("apiVersion".into(), ar.api_version.clone().into());
+        m.insert("kind".into(), kind_name(kind).into());
+        if let Some(meta) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
+            // managedFields are large and never read.
+            meta.remove("managedFields");
+        }
+    }
+    Some(v)
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    kind.as_str()
+}
+
+/// Runs forever: discovers kinds, watches the available ones, rediscovers
+/// every `rediscover` to pick up CRDs installed later.
+pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration) {
+    let mut watching: BTreeSet<&'static str> = BTreeSet::new();
+    let mut last_missing: Option<Vec<String>> = None;
+    let mut last_bundle: Option<Option<String>> = None;
+    loop {
+        match Discovery::new(client.clone())
+            .filter(&["", GATEWAY_GROUP, "discovery.k8s.io"])
+            .run()
+            .await
+        {
+            Ok(discovery) => {
+                let mut missing = Vec::new();
+                for (group, kind_str, kind, field_selector) in KINDS {
+                    if watching.contains(kind_str) {
+                        continue;
+                    }
+                    let found = discovery
+                        .get(group)
+                        .and_then(|g| g.recommended_kind(kind_str));
+                    match found {
+                        Some((ar, _caps)) => {
+                            info!(kind = kind_str, version = %ar.version, "watching");
+                            watching.insert(kind_str);
+                            let _ = tx.send(Change::Watching(*kind, ar.clone())).await;
+                            tokio::spawn(watch_kind(
+                                client.clone(),
+                                *kind,
+                                ar,
+                                *field_selector,
+                                tx.clone(),
+                            ));
+                        }
+                        None => missing.push(kind_str.to_string()),
+                    }
+                }
+                if last_missing.as_ref() != Some(&missing) {
+                    if !missing.is_empty() {
+                        warn!(kinds = ?missing, "Gateway API kinds not installed in this cluster; they will be picked up when their CRDs appear");
+                    }
+                    crate::metrics::gauge_set(
+                        "switchyard_missing_kinds",
+                        "Kinds Switchyard serves whose CRDs are not installed.",
+                        &[],
+                        missing.len() as f64,
+                    );
+                    let _ = tx.send(Change::MissingKinds(missing.clone())).await;
+                    last_missing = Some(missing);
+                }
+                let bundle = bundle_version(&client).await;
+                if last_bundle.as_ref() != Some(&bundle) {
+                    let _ = tx.send(Change::BundleVersion(bundle.clone())).await;
+                    last_bundle = Some(bundle);
+                }
+            }
+            Err(e) => warn!("API discovery failed (will retry): {e}"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(rediscover).await;
+    }
+}
+
+/// `gateway.networking.k8s.io/bundle-version` of the Gateway CRD.
+async fn bundle_version(client: &Client) -> Option<String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = api
+        .get_opt("gateways.gateway.networking.k8s.io")
+        .await
+        .ok()
+        .flatten()?;
+    crd.metadata
+        .annotations?
+        .get("gateway.networking.k8s.io/bundle-version")
+        .cloned()
+}
+
+async fn watch_kind(
+    client: Client,
+    kind: Kind,
+    ar: ApiResource,
+    field_selector: Option<&'static str>,
+    tx: mpsc::Sender<Change>,
+) {
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let mut cfg = watcher::Config::default();
+    if let Some(fs) = field_selector {
+        cfg = cfg.fields(fs);
+    }
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut relist: Option<Vec<serde_json::Value>> = None;
+    while let Some(ev) = stream.next().await {
+        let change = match ev {
+            Ok(Event::Apply(o)) => to_value(kind, &ar, o).map(|v| Change::Applied(kind, v)),
+            Ok(Event::Delete(o)) => to_value(kind, &ar, o).map(|v| Change::Deleted(kind, v)),
+            Ok(Event::Init) => {
+                relist = Some(Vec::new());
+                None
+            }
+            Ok(Event::InitApply(o)) => {
+                if let (Some(list), Some(v)) = (relist.as_mut(), to_value(kind, &ar, o)) {
+                    list.push(v);
+                }
+                None
+            }
+            Ok(Event::InitDone) => relist.take().map(|l| Change::Relisted(kind, l)),
+            Err(e) => {
+                warn!(
+                    kind = kind.as_str(),
+                    "watch error (retrying with backoff): {e}"
+                );
+                crate::metrics::counter_add(
+                    "switchyard_watch_errors_total",
+                    "Errors from Kubernetes watches.",
+                    &[("kind", kind.as_str())],
+                    1,
+                );
+                None
+            }
+        };
+        if let Some(c) = change {
+            debug!(kind = kind.as_str(), "change");
+            if tx.send(c).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Standalone mode: a YAML directory in, ADS out, status files written,
+//! optionally a supervised local Envoy. No Kubernetes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::provider::addresses::AddressPool;
+use crate::provider::file::{DirLoader, LoadError};
+use crate::status_file::FileStatusWriter;
+use crate::xds::snapshot_cache::Cache;
+
+pub struct Options {
+    pub config_dir: PathBuf,
+    pub status_dir: PathBuf,
+    pub controller_name: String,
+    pub xds_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub address_pool: String,
+    pub envoy: Option<crate::supervisor::EnvoyConfig>,
+    /// Debounce for file events.
+    pub debounce: Duration,
+}
+
+/// What the admin endpoint shows.
+struct State {
+    cache: Arc<Cache>,
+    last: Mutex<LastRun>,
+}
+
+#[derive(Default)]
+struct LastRun {
+    version: u64,
+    errors: Vec<LoadError>,
+    objects: usize,
+    resources: serde_json::Value,
+    ready: bool,
+}
+
+impl crate::admin::DebugSource for State {
+    fn snapshot_json(&self) -> serde_json::Value {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "version": last.version,
+            "objects": last.objects,
+            "errors": last.errors,
+            "resources": last.resources,
+        })
+    }
+    fn nodes_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.cache.node_states()).unwrap_or_default()
+    }
+    fn ready(&self) -> bool {
+        self.last.lock().map(|l| l.ready).unwrap_or(false)
+    }
+}
+
+/// Resource names and versions per Gateway and type (for /debug/snapshot).
+fn resource_index(snap: &crate::xds::Snapshot) -> serde_json::Value {
+    let mut gws = serde_json::Map::new();
+    for (gw, set) in &snap.gateways {
+        let mut types = serde_json::Map::new();
+        for (t, rs) in &set.by_type {
+            let short = t.rsplit('.').next().unwrap_or(t).to_string();
+            types.insert(
+                short,
+                rs.iter()
+                    .map(|(n, r)| (n.clone(), serde_json::Value::String(r.version.clone())))
+                    .collect(),
+            );
+        }
+        gws.insert(gw.clone(), serde_json::Value::Object(types));
+    }
+    serde_json::Value::Object(gws)
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let cache = Cache::new();
+    let state = Arc::new(State {
+        cache: cache.clone(),
+        last: Mutex::new(LastRun::default()),
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let xds_listener = tokio::net::TcpListener::bind(opts.xds_listen)
+        .await
+        .with_context(|| format!("binding the xDS port {}", opts.xds_listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
+    info!(xds = %opts.xds_listen, admin = %opts.admin_listen, dir = %opts.config_dir.display(), "standalone mode starting");
+
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let xds_task = tokio::spawn(crate::xds::ads::serve(
+        cache.clone(),
+        xds_listener,
+        wait(shutdown_rx.clone()),
+    ));
+    let admin_task = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        state.clone(),
+        wait(shutdown_rx.clone()),
+    ));
+
+    // File events → a coalescing channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let _watcher = {
+        use notify::{RecursiveMode, Watcher};
+        let tx = tx.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.try_send(());
+                }
+            }
+        })
+        .context("starting the file watcher")?;
+        w.watch(&opts.config_dir, RecursiveMode::Recursive)
+            .with_context(|| format!("watching {}", opts.config_dir.display()))?;
+        w
+    };
+
+    let mut loader = DirLoader::new(&opts.config_dir);
+    let mut pool = AddressPool::parse(&opts.address_pool)?;
+    let mut writer = FileStatusWriter::new(&opts.status_dir);
+    reload(
+        &mut loader,
+        &mut pool,
+        &mut writer,
+        &cache,
+        &state,
+        &opts.controller_name,
+    );
+
+    let envoy_task = opts
+        .envoy
+        .map(|cfg| tokio::spawn(crate::supervisor::supervise(cfg, shutdown_rx.clone())));
+
+    loop {
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                // Coalesce the burst of events an editor's save produces.
+                tokio::time::sleep(opts.debounce).await;
+                while rx.try_recv().is_ok() {}
+                reload(&mut loader, &mut pool, &mut writer, &cache, &state, &opts.controller_name);
+            }
+            _ = crate::admin::shutdown_signal() => {
+                info!("shutting down");
+                break;
+            }
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    if let Some(t) = envoy_task {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), xds_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    Ok(())
+}
+
+fn reload(
+    loader: &mut DirLoader,
+    pool: &mut AddressPool,
+    writer: &mut FileStatusWriter,
+    cache: &Arc<Cache>,
+    state: &State,
+    controller_name: &str,
+) {
+    let t0 = Instant::now();
+    let (mut inputs, errors) = loader.load(controller_name);
+    for e in &errors {
+        error!(file = %e.file, line = ?e.line, "{}", e.message);
+    }
+    pool.assign(&mut inputs);
+    for ((kind, key), fields) in &inputs.unknown_fields {
+        warn!(kind = kind.as_str(), object = %key, fields = ?fields, "unknown fields (reported in status where they matter)");
+    }
+    let objects = inputs.object_count();
+    let (out, snap) = crate::pipeline::run(&inputs);
+    let resources = resource_index(&snap);
+    let version = cache.set_snapshot(snap);
+    if let Err(e) = writer.write(&out.status) {
+        error!(dir = %writer.dir().display(), "writing status: {e}");
+    }
+    if let Err(e) = writer.write_errors(&errors) {
+        error!(dir = %writer.dir().display(), "writing errors.yaml: {e}");
+    }
+    crate::metrics::counter_add("switchyard_reloads_total", "Configuration reloads.", &[], 1);
+    crate::metrics::gauge_set(
+        "switchyard_config_errors",
+        "Files currently failing to load (their last good version is served).",
+        &[],
+        errors.len() as f64,
+    );
+    info!(
+        version,
+        objects,
+        errors = errors.len(),
+        elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+        "configuration applied"
+    );
+    let mut last = state.last.lock().unwrap_or_else(|p| p.into_inner());
+    *last = LastRun {
+        version,
+        errors,
+        objects,
+        resources,
+        ready: true,
+    };
+}

@@ -1,0 +1,225 @@
+//! Status the translator computed, in Gateway API shape, independent of
+//! where it is written (Kubernetes status subresource or the standalone
+//! `status/` directory).
+//!
+//! Conditions carry no `lastTransitionTime`: writers add it, keeping the
+//! previous one when a condition's status did not change.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::inputs::{Kind, ObjKey};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub observed_generation: i64,
+}
+
+impl Condition {
+    pub fn new(
+        type_: &str,
+        ok: bool,
+        reason: &str,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
+        Condition {
+            type_: type_.to_string(),
+            status: if ok { "True" } else { "False" }.to_string(),
+            reason: reason.to_string(),
+            message: message.into(),
+            observed_generation: generation,
+        }
+    }
+    pub fn is_true(&self) -> bool {
+        self.status == "True"
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GroupKind {
+    pub group: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    pub supported_kinds: Vec<GroupKind>,
+    pub attached_routes: i32,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    pub group: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteParentStatus {
+    pub parent_ref: ParentRef,
+    pub controller_name: String,
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAddress {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", untagged)]
+pub enum ObjectStatus {
+    #[serde(rename_all = "camelCase")]
+    GatewayClass {
+        conditions: Vec<Condition>,
+        supported_features: Vec<SupportedFeature>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Gateway {
+        addresses: Vec<GatewayAddress>,
+        conditions: Vec<Condition>,
+        listeners: Vec<ListenerStatus>,
+    },
+    /// Routes: only the entries for parentRefs Switchyard owns.
+    Route { parents: Vec<RouteParentStatus> },
+    /// Objects with plain conditions (e.g. BackendTLSPolicy ancestors later).
+    Conditions { conditions: Vec<Condition> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SupportedFeature {
+    pub name: String,
+}
+
+/// Every status Switchyard wants on the API objects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatusSet {
+    pub objects: BTreeMap<(Kind, ObjKey), ObjectStatus>,
+}
+
+impl StatusSet {
+    pub fn get(&self, kind: Kind, key: &ObjKey) -> Option<&ObjectStatus> {
+        self.objects.get(&(kind, key.clone()))
+    }
+
+    /// The statuses as a YAML-friendly list, sorted by kind then key.
+    pub fn to_documents(&self) -> Vec<serde_json::Value> {
+        self.objects
+            .iter()
+            .map(|((kind, key), st)| {
+                let mut meta = serde_json::Map::new();
+                meta.insert("name".into(), key.name.clone().into());
+                if !key.namespace.is_empty() {
+                    meta.insert("namespace".into(), key.namespace.clone().into());
+                }
+                serde_json::json!({
+                    "kind": kind.as_str(),
+                    "metadata": meta,
+                    "status": st,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Current time, RFC 3339, seconds precision, UTC.
+pub fn now_rfc3339() -> String {
+    // Seconds precision, UTC, without pulling in a date crate.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Adds `lastTransitionTime` to every condition list in `v`, reusing the
+/// time from `prev` where the condition (by type) kept its status.
+pub fn stamp_conditions(v: &mut Value, prev: Option<&Value>, now: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m.iter_mut() {
+                let prev_child = prev.and_then(|p| p.get(k));
+                if k == "conditions" {
+                    if let Value::Array(conds) = child {
+                        for c in conds.iter_mut() {
+                            let ty = c.get("type").cloned();
+                            let st = c.get("status").cloned();
+                            let old = prev_child
+                                .and_then(|p| p.as_array())
+                                .and_then(|a| a.iter().find(|o| o.get("type") == ty.as_ref()))
+                                .filter(|o| o.get("status") == st.as_ref())
+                                .and_then(|o| o.get("lastTransitionTime").cloned());
+                            if let Value::Object(cm) = c {
+                                cm.insert(
+                                    "lastTransitionTime".into(),
+                                    old.unwrap_or_else(|| Value::String(now.into())),
+                                );
+                            }
+                        }
+                    }
+                } else {
+                    stamp_conditions(child, prev_child, now);
+                }
+            }
+        }
+        Value::Array(a) => {
+            // Lists of parents/listeners: match by position (stable, sorted by the translator).
+            for (i, child) in a.iter_mut().enumerate() {
+                let p = prev.and_then(|p| p.as_array()).and_then(|pa| pa.get(i));
+                stamp_conditions(child, p, now);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes every `lastTransitionTime` (to compare content).
+pub fn without_times(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "lastTransitionTime")
+                .map(|(k, x)| (k.clone(), without_times(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_times).collect()),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,140 @@
+//! Standalone status writer: one YAML file per object under a directory,
+//! `<dir>/<kind>/<namespace or _cluster>/<name>.yaml`, written only when the
+//! content changed. `lastTransitionTime` is kept while a condition's status
+//! stays the same, as on a real API server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::inputs::{Kind, ObjKey};
+use crate::status::StatusSet;
+
+pub struct FileStatusWriter {
+    dir: PathBuf,
+    /// What is on disk now, by path.
+    written: BTreeMap<PathBuf, Value>,
+    writes: u64,
+}
+
+fn path_for(dir: &Path, kind: Kind, key: &ObjKey) -> PathBuf {
+    let ns = if key.namespace.is_empty() {
+        "_cluster"
+    } else {
+        key.namespace.as_str()
+    };
+    dir.join(kind.as_str().to_ascii_lowercase())
+        .join(ns)
+        .join(format!("{}.yaml", key.name))
+}
+
+use crate::status::{now_rfc3339, stamp_conditions, without_times};
+
+impl FileStatusWriter {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileStatusWriter {
+            dir: dir.into(),
+            written: BTreeMap::new(),
+            writes: 0,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of status files written so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    /// Writes what changed and removes files of objects that have no status any more.
+    pub fn write(&mut self, set: &StatusSet) -> std::io::Result<usize> {
+        let now = now_rfc3339();
+        let mut keep = BTreeMap::new();
+        let mut changed = 0;
+        for ((kind, key), st) in &set.objects {
+            let path = path_for(&self.dir, *kind, key);
+            let mut status = serde_json::to_value(st).unwrap_or(Value::Null);
+            let prev = self.written.get(&path).and_then(|d| d.get("status"));
+            if prev.map(without_times).as_ref() == Some(&status) {
+                keep.insert(path.clone(), self.written[&path].clone());
+                continue;
+            }
+            stamp_conditions(&mut status, prev, &now);
+            let mut meta = serde_json::Map::new();
+            meta.insert("name".into(), key.name.clone().into());
+            if !key.namespace.is_empty() {
+                meta.insert("namespace".into(), key.namespace.clone().into());
+            }
+            let doc =
+                serde_json::json!({"kind": kind.as_str(), "metadata": meta, "status": status});
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("yaml.tmp");
+            std::fs::write(&tmp, crate::pipeline::to_yaml(&doc))?;
+            std::fs::rename(&tmp, &path)?;
+            changed += 1;
+            keep.insert(path, doc);
+        }
+        for old in self.written.keys() {
+            if !keep.contains_key(old) {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        self.written = keep;
+        self.writes += changed as u64;
+        Ok(changed)
+    }
+
+    /// Writes the current load errors to `<dir>/errors.yaml` (removed when none).
+    pub fn write_errors(&self, errors: &[crate::provider::file::LoadError]) -> std::io::Result<()> {
+        let path = self.dir.join("errors.yaml");
+        if errors.is_empty() {
+            let _ = std::fs::remove_file(path);
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let v = serde_json::json!({ "errors": errors });
+        std::fs::write(path, crate::pipeline::to_yaml(&v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Condition, ObjectStatus};
+
+    #[test]
+    fn writes_only_on_change_and_keeps_transition_times() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-status-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = FileStatusWriter::new(&dir);
+        let key = ObjKey::new("apps", "r");
+        let mut set = StatusSet::default();
+        let st = |ok: bool| ObjectStatus::Conditions {
+            conditions: vec![Condition::new("Accepted", ok, "Accepted", "m", 1)],
+        };
+        set.objects.insert((Kind::HTTPRoute, key.clone()), st(true));
+        assert_eq!(w.write(&set).expect("write"), 1);
+        let path = dir.join("httproute/apps/r.yaml");
+        let text = std::fs::read_to_string(&path).expect("file");
+        assert!(text.contains("lastTransitionTime"), "{text}");
+        assert!(text.contains("observedGeneration: 1"), "{text}");
+        assert_eq!(
+            w.write(&set).expect("write"),
+            0,
+            "unchanged status is not rewritten"
+        );
+        set.objects
+            .insert((Kind::HTTPRoute, key.clone()), st(false));
+        assert_eq!(w.write(&set).expect("write"), 1);
+        set.objects.clear();
+        w.write(&set).expect("write");
+        assert!(!path.exists(), "status of a deleted object is removed");
+        assert_eq!(now_rfc3339().len(), 20);
+    }
+}

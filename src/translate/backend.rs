@@ -1,0 +1,207 @@
+//! backendRefs → clusters: kind checks, ReferenceGrants, Service ports,
+//! endpoints from EndpointSlices.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::conditions::reasons;
+use super::refgrant::{self, Ref};
+use crate::inputs::{Inputs, ObjKey, GATEWAY_GROUP};
+use crate::ir::{self, names};
+
+/// A backendRef as written, whatever route kind it came from.
+pub struct BackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+}
+
+/// Why a backendRef cannot be used (reason for ResolvedRefs=False).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Clusters resolved during one translation, shared by every route that
+/// names the same Service port (resolution runs once per Service port).
+#[derive(Default)]
+pub struct Backends {
+    /// Successfully resolved clusters by name.
+    pub clusters: BTreeMap<String, ir::Cluster>,
+    lookups: HashMap<(ObjKey, i32), Result<String, RefError>>,
+}
+
+impl Backends {
+    /// Resolves a backendRef of a route in `route_ns` (of kind `route_kind`)
+    /// to a cluster name; the cluster itself is in `self.clusters`.
+    pub fn resolve(
+        &mut self,
+        inputs: &Inputs,
+        route_kind: &str,
+        route_ns: &str,
+        r: &BackendRef<'_>,
+    ) -> Result<String, RefError> {
+        let group = r.group.unwrap_or("");
+        let kind = r.kind.unwrap_or("Service");
+        let ns = r.namespace.unwrap_or(route_ns);
+        // Kind and trust depend on the referrer: checked every time (cheap).
+        if !(group.is_empty() || group == "core") || kind != "Service" {
+            return Err(RefError {
+                reason: reasons::INVALID_KIND,
+                message: format!(
+                    "backendRef {group}/{kind} {ns}/{}: only core Services are supported",
+                    r.name
+                ),
+            });
+        }
+        let from = Ref {
+            group: GATEWAY_GROUP,
+            kind: route_kind,
+            namespace: route_ns,
+        };
+        let to = Ref {
+            group: "",
+            kind: "Service",
+            namespace: ns,
+        };
+        if !refgrant::permits(inputs, &from, &to, r.name) {
+            return Err(RefError {
+                reason: reasons::REF_NOT_PERMITTED,
+                message: format!("backendRef Service {ns}/{} is in another namespace and no ReferenceGrant in {ns} allows {route_kind}s from {route_ns}", r.name),
+            });
+        }
+        let key = ObjKey::new(ns, r.name);
+        let port = r.port.unwrap_or(-1);
+        if let Some(res) = self.lookups.get(&(key.clone(), port)) {
+            return res.clone();
+        }
+        let res = resolve(inputs, route_kind, route_ns, r).map(|c| {
+            let name = c.name.clone();
+            self.clusters.insert(name.clone(), c);
+            name
+        });
+        self.lookups.insert((key, port), res.clone());
+        res
+    }
+}
+
+/// Resolves a backendRef of a route in `route_ns` (of kind `route_kind`) to a cluster.
+pub fn resolve(
+    inputs: &Inputs,
+    route_kind: &str,
+    route_ns: &str,
+    r: &BackendRef<'_>,
+) -> Result<ir::Cluster, RefError> {
+    let group = r.group.unwrap_or("");
+    let kind = r.kind.unwrap_or("Service");
+    let ns = r.namespace.unwrap_or(route_ns);
+    let key = ObjKey::new(ns, r.name);
+    if !(group.is_empty() || group == "core") || kind != "Service" {
+        return Err(RefError {
+            reason: reasons::INVALID_KIND,
+            message: format!("backendRef {group}/{kind} {key}: only core Services are supported"),
+        });
+    }
+    let from = Ref {
+        group: GATEWAY_GROUP,
+        kind: route_kind,
+        namespace: route_ns,
+    };
+    let to = Ref {
+        group: "",
+        kind: "Service",
+        namespace: ns,
+    };
+    if !refgrant::permits(inputs, &from, &to, r.name) {
+        return Err(RefError {
+            reason: reasons::REF_NOT_PERMITTED,
+            message: format!("backendRef Service {key} is in another namespace and no ReferenceGrant in {ns} allows {route_kind}s from {route_ns}"),
+        });
+    }
+    let Some(svc) = inputs.services.get(&key) else {
+        return Err(RefError {
+            reason: reasons::BACKEND_NOT_FOUND,
+            message: format!("Service {key} not found"),
+        });
+    };
+    let Some(port) = r.port else {
+        return Err(RefError {
+            reason: reasons::BACKEND_NOT_FOUND,
+            message: format!("backendRef Service {key} needs a port"),
+        });
+    };
+    let spec = svc.spec.as_ref();
+    let Some(sp) = spec
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ps| ps.iter().find(|p| p.port == port))
+    else {
+        return Err(RefError {
+            reason: reasons::BACKEND_NOT_FOUND,
+            message: format!("Service {key} has no port {port}"),
+        });
+    };
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+        return Err(RefError {
+            reason: reasons::UNSUPPORTED_PROTOCOL,
+            message: format!(
+                "Service {key} is of type ExternalName, which Switchyard does not route to"
+            ),
+        });
+    }
+    let protocol = match sp.app_protocol.as_deref() {
+        None | Some("http") | Some("kubernetes.io/ws") => ir::UpstreamProtocol::Http1,
+        Some("kubernetes.io/h2c") | Some("h2c") => ir::UpstreamProtocol::H2c,
+        Some(other) => {
+            return Err(RefError {
+                reason: reasons::UNSUPPORTED_PROTOCOL,
+                message: format!("Service {key} port {port} has appProtocol {other:?}, which Switchyard does not support"),
+            })
+        }
+    };
+    let port_u16 = u16::try_from(port).unwrap_or(0);
+    Ok(ir::Cluster {
+        name: names::cluster(&key, port_u16),
+        service: key.clone(),
+        port: port_u16,
+        port_name: sp.name.clone().unwrap_or_default(),
+        protocol,
+        endpoints: endpoints(inputs, &key, sp.name.as_deref().unwrap_or("")),
+    })
+}
+
+/// Ready endpoints of a Service port, from its EndpointSlices, sorted.
+pub fn endpoints(inputs: &Inputs, service: &ObjKey, port_name: &str) -> Vec<ir::Endpoint> {
+    let mut out = BTreeSet::new();
+    let Some(slices) = inputs.endpoint_slices.get(service) else {
+        return Vec::new();
+    };
+    for slice in slices.values() {
+        let Some(port) = slice
+            .ports
+            .as_ref()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            })
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().flatten() {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for a in &ep.addresses {
+                out.insert(ir::Endpoint {
+                    address: a.clone(),
+                    port,
+                });
+            }
+        }
+    }
+    out.into_iter().collect()
+}

@@ -1,0 +1,1068 @@
+//! HTTPRoute: attachment to listeners, rule compilation, precedence, and the
+//! per-Gateway IR (listeners → route tables → virtual hosts → routes).
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
+use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesFrom as NsFrom;
+use gateway_api::experimental::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefsFilters,
+    HttpRouteRulesBackendRefsFiltersType as BfType, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
+    HttpRouteRulesFiltersType as FType, HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HType,
+    HttpRouteRulesMatchesPathType as PType, HttpRouteRulesMatchesQueryParamsType as QType,
+};
+
+use super::backend::{self, BackendRef, RefError};
+use super::conditions::{reasons, types};
+use super::gateway::{GatewayState, ListenerState};
+use super::{generation, hostname, GatewayMap};
+use crate::inputs::{Inputs, Kind, ObjKey, GATEWAY_GROUP};
+use crate::ir::{self, names};
+use crate::status::{Condition, ParentRef, RouteParentStatus};
+
+/// Routes attached to Gateways, plus their per-parent status.
+#[derive(Default)]
+pub struct Routes {
+    pub statuses: BTreeMap<ObjKey, Vec<RouteParentStatus>>,
+    attachments: Vec<Attachment>,
+    compiled: BTreeMap<ObjKey, Compiled>,
+    backends: backend::Backends,
+}
+
+struct Attachment {
+    gateway: ObjKey,
+    listener: usize,
+    /// Effective hostnames on this listener; empty = any host.
+    hostnames: Vec<String>,
+    route: ObjKey,
+}
+
+/// A route's rules, compiled once and shared by all its parents.
+struct Compiled {
+    /// (creationTimestamp, namespace/name) for precedence ties.
+    age: (String, ObjKey),
+    rules: Vec<CompiledRule>,
+}
+
+struct CompiledRule {
+    index: usize,
+    matches: Vec<ir::RouteMatch>,
+    action: ir::RouteAction,
+    request_headers: ir::HeaderMods,
+    response_headers: ir::HeaderMods,
+}
+
+/// Attaches every HTTPRoute to the listeners of our Gateways and computes
+/// the route status.
+pub fn attach_http_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
+    let mut out = Routes::default();
+    let mut ns_labels: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+    for (key, route) in &inputs.http_routes {
+        let gen = generation(&route.metadata);
+        let compiled = compile_route(inputs, key, route, &mut out.backends);
+        let labels = ns_labels
+            .entry(key.namespace.as_str())
+            .or_insert_with(|| inputs.namespace_labels(&key.namespace));
+        let mut parents = Vec::new();
+        for pr in route.spec.parent_refs.iter().flatten() {
+            let group = pr.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            let kind = pr.kind.as_deref().unwrap_or("Gateway");
+            if group != GATEWAY_GROUP || kind != "Gateway" {
+                continue;
+            }
+            let gw_key = ObjKey::new(pr.namespace.as_deref().unwrap_or(&key.namespace), &pr.name);
+            let Some(gw) = gateways.get_mut(&gw_key) else {
+                // Not a Gateway of ours (or not there): leave its status to others.
+                continue;
+            };
+            let accepted =
+                attach_to_gateway(labels, key, route, pr, gw, &compiled, &mut out.attachments);
+            let mut conditions = vec![match accepted {
+                Ok(()) => compiled.accepted.clone().unwrap_or_else(|(reason, msg)| {
+                    Condition::new(types::ACCEPTED, false, reason, msg, gen)
+                }),
+                Err((reason, msg)) => Condition::new(types::ACCEPTED, false, reason, msg, gen),
+            }];
+            conditions.push(match &compiled.ref_error {
+                None => Condition::new(
+                    types::RESOLVED_REFS,
+                    true,
+                    reasons::RESOLVED_REFS,
+                    "All references resolved",
+                    gen,
+                ),
+                Some(e) => Condition::new(
+                    types::RESOLVED_REFS,
+                    false,
+                    e.reason,
+                    e.message.clone(),
+                    gen,
+                ),
+            });
+            if let Some(msg) = &compiled.partially_invalid {
+                conditions.push(Condition::new(
+                    types::PARTIALLY_INVALID,
+                    true,
+                    reasons::UNSUPPORTED_VALUE,
+                    msg.clone(),
+                    gen,
+                ));
+            }
+            parents.push(RouteParentStatus {
+                parent_ref: ParentRef {
+                    group: GATEWAY_GROUP.into(),
+                    kind: "Gateway".into(),
+                    namespace: pr.namespace.clone(),
+                    name: pr.name.clone(),
+                    section_name: pr.section_name.clone(),
+                    port: pr.port,
+                },
+                controller_name: inputs.controller_name.clone(),
+                conditions,
+            });
+        }
+        if !parents.is_empty() {
+            out.statuses.insert(key.clone(), parents);
+        }
+        if let Some(c) = compiled.compiled {
+            out.compiled.insert(key.clone(), c);
+        }
+    }
+    out
+}
+
+/// Result of compiling a route's rules, before attachment.
+struct RouteCompile {
+    /// `Ok` with the Accepted condition if at least one rule is usable.
+    accepted: Result<Condition, (&'static str, String)>,
+    partially_invalid: Option<String>,
+    ref_error: Option<RefError>,
+    compiled: Option<Compiled>,
+}
+
+fn compile_route(
+    inputs: &Inputs,
+    key: &ObjKey,
+    route: &HttpRoute,
+    backends: &mut backend::Backends,
+) -> RouteCompile {
+    let gen = generation(&route.metadata);
+    let unknown = inputs.unknown(Kind::HTTPRoute, key);
+    let route_level: Vec<&String> = unknown
+        .iter()
+        .filter(|p| !p.starts_with("spec.rules["))
+        .collect();
+    if !route_level.is_empty() {
+        let fields: Vec<&str> = route_level.iter().map(|s| s.as_str()).collect();
+        return RouteCompile {
+            accepted: Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!(
+                    "fields not supported by this Switchyard: {}",
+                    fields.join(", ")
+                ),
+            )),
+            partially_invalid: None,
+            ref_error: None,
+            compiled: None,
+        };
+    }
+    if route.spec.use_default_gateways.is_some() {
+        return RouteCompile {
+            accepted: Err((
+                reasons::UNSUPPORTED_VALUE,
+                "spec.useDefaultGateways is not supported".into(),
+            )),
+            partially_invalid: None,
+            ref_error: None,
+            compiled: None,
+        };
+    }
+    let mut rules = Vec::new();
+    let mut dropped = Vec::new();
+    let mut first_drop_reason = None;
+    let mut ref_error = None;
+    let empty_rule = [HttpRouteRules::default()];
+    let spec_rules = route
+        .spec
+        .rules
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or(&empty_rule);
+    for (i, rule) in spec_rules.iter().enumerate() {
+        let prefix = format!("spec.rules[{i}]");
+        let unknown_here: Vec<&str> = unknown
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .map(|s| s.as_str())
+            .collect();
+        let res = if unknown_here.is_empty() {
+            compile_rule(inputs, key, i, rule, backends, &mut ref_error)
+        } else {
+            Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("fields not supported: {}", unknown_here.join(", ")),
+            ))
+        };
+        match res {
+            Ok(r) => rules.push(r),
+            Err((reason, msg)) => {
+                first_drop_reason.get_or_insert(reason);
+                dropped.push(format!("rule {i}: {msg}"));
+            }
+        }
+    }
+    let age = (
+        route
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        key.clone(),
+    );
+    if rules.is_empty() {
+        return RouteCompile {
+            accepted: Err((
+                first_drop_reason.unwrap_or(reasons::UNSUPPORTED_VALUE),
+                format!("no usable rule: {}", dropped.join("; ")),
+            )),
+            partially_invalid: None,
+            ref_error,
+            compiled: None,
+        };
+    }
+    let partially_invalid =
+        (!dropped.is_empty()).then(|| format!("Dropped Rule(s): {}", dropped.join("; ")));
+    RouteCompile {
+        accepted: Ok(Condition::new(
+            types::ACCEPTED,
+            true,
+            reasons::ACCEPTED,
+            "Route is accepted",
+            gen,
+        )),
+        partially_invalid,
+        ref_error,
+        compiled: Some(Compiled { age, rules }),
+    }
+}
+
+type RuleError = (&'static str, String);
+
+fn compile_rule(
+    inputs: &Inputs,
+    key: &ObjKey,
+    index: usize,
+    rule: &HttpRouteRules,
+    backends_cache: &mut backend::Backends,
+    ref_error: &mut Option<RefError>,
+) -> Result<CompiledRule, RuleError> {
+    if rule.retry.is_some() {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            "retry is not supported yet".into(),
+        ));
+    }
+    if rule.session_persistence.is_some() {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            "sessionPersistence is not supported yet".into(),
+        ));
+    }
+    let timeouts = compile_timeouts(rule)?;
+    // Matches.
+    let default_match = [HttpRouteRulesMatches::default()];
+    let spec_matches = rule
+        .matches
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .unwrap_or(&default_match);
+    let mut matches = Vec::new();
+    for (j, m) in spec_matches.iter().enumerate() {
+        matches.push(
+            compile_match(m)
+                .map_err(|e| (reasons::UNSUPPORTED_VALUE, format!("matches[{j}]: {e}")))?,
+        );
+    }
+    // Filters.
+    let mut request_headers = ir::HeaderMods::default();
+    let mut response_headers = ir::HeaderMods::default();
+    let mut redirect = None;
+    let mut rewrite: Option<ir::Rewrite> = None;
+    for (j, f) in rule.filters.iter().flatten().enumerate() {
+        apply_filter(
+            f,
+            &mut request_headers,
+            &mut response_headers,
+            &mut redirect,
+            &mut rewrite,
+            &matches,
+        )
+        .map_err(|(r, e)| (r, format!("filters[{j}]: {e}")))?;
+    }
+    if redirect.is_some() && rewrite.is_some() {
+        return Err((
+            reasons::INCOMPATIBLE_FILTERS,
+            "RequestRedirect and URLRewrite cannot be combined".into(),
+        ));
+    }
+    let action = if let Some(r) = redirect {
+        if rule.backend_refs.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err((
+                reasons::INCOMPATIBLE_FILTERS,
+                "RequestRedirect cannot be combined with backendRefs".into(),
+            ));
+        }
+        ir::RouteAction::Redirect(r)
+    } else {
+        let mut backends = Vec::new();
+        for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+            let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+            let mut breq = ir::HeaderMods::default();
+            let mut bresp = ir::HeaderMods::default();
+            for (k, f) in b.filters.iter().flatten().enumerate() {
+                backend_filter(f, &mut breq, &mut bresp).map_err(|e| {
+                    (
+                        reasons::UNSUPPORTED_VALUE,
+                        format!("backendRefs[{j}].filters[{k}]: {e}"),
+                    )
+                })?;
+            }
+            let r = BackendRef {
+                group: b.group.as_deref(),
+                kind: b.kind.as_deref(),
+                name: &b.name,
+                namespace: b.namespace.as_deref(),
+                port: b.port,
+            };
+            let cluster = match backends_cache.resolve(inputs, "HTTPRoute", &key.namespace, &r) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    match ref_error {
+                        // One reason per condition (the first); the message names every bad reference.
+                        Some(first) => {
+                            if !first.message.contains(&e.message) {
+                                first.message = format!("{}; {}", first.message, e.message);
+                            }
+                        }
+                        None => *ref_error = Some(e),
+                    }
+                    None
+                }
+            };
+            if weight > 0 {
+                backends.push(ir::WeightedBackend {
+                    cluster,
+                    weight,
+                    request_headers: breq,
+                    response_headers: bresp,
+                });
+            }
+        }
+        ir::RouteAction::Forward(ir::Forward {
+            backends,
+            rewrite,
+            timeouts,
+        })
+    };
+    Ok(CompiledRule {
+        index,
+        matches,
+        action,
+        request_headers,
+        response_headers,
+    })
+}
+
+fn compile_timeouts(rule: &HttpRouteRules) -> Result<ir::Timeouts, RuleError> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(ir::Timeouts::default());
+    };
+    let parse =
+        |field: &str, v: &Option<String>| -> Result<Option<std::time::Duration>, RuleError> {
+            match v.as_deref() {
+                None => Ok(None),
+                Some(s) => s
+                    .parse::<gateway_api::Duration>()
+                    .map(|d| {
+                        Some(std::time::Duration::from_nanos(
+                            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                        ))
+                    })
+                    .map_err(|e| {
+                        (
+                            reasons::UNSUPPORTED_VALUE,
+                            format!("timeouts.{field} {s:?}: {e}"),
+                        )
+                    }),
+            }
+        };
+    let request = parse("request", &t.request)?;
+    let backend_request = parse("backendRequest", &t.backend_request)?;
+    if let (Some(r), Some(b)) = (request, backend_request) {
+        if !r.is_zero() && (b.is_zero() || b > r) {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                "timeouts.backendRequest must not be longer than timeouts.request".into(),
+            ));
+        }
+    }
+    Ok(ir::Timeouts {
+        request,
+        backend_request,
+    })
+}
+
+fn compile_match(m: &HttpRouteRulesMatches) -> Result<ir::RouteMatch, String> {
+    let path = match &m.path {
+        None => ir::PathMatch::Prefix("/".into()),
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            match p.r#type.clone().unwrap_or(PType::PathPrefix) {
+                PType::Exact => {
+                    check_path(&value)?;
+                    ir::PathMatch::Exact(value)
+                }
+                PType::PathPrefix => {
+                    check_path(&value)?;
+                    let trimmed = value.trim_end_matches('/');
+                    ir::PathMatch::Prefix(if trimmed.is_empty() {
+                        "/".into()
+                    } else {
+                        trimmed.to_string()
+                    })
+                }
+                PType::RegularExpression => {
+                    check_regex(&value)?;
+                    ir::PathMatch::Regex(value)
+                }
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for h in m.headers.iter().flatten() {
+        let name = h.name.to_ascii_lowercase();
+        if headers.iter().any(|x: &ir::HeaderMatch| x.name == name) {
+            // The spec: only the first match for a header name counts.
+            continue;
+        }
+        let value = match h.r#type.clone().unwrap_or(HType::Exact) {
+            HType::Exact => ir::StringMatch::Exact(h.value.clone()),
+            HType::RegularExpression => {
+                check_regex(&h.value)?;
+                ir::StringMatch::Regex(h.value.clone())
+            }
+        };
+        headers.push(ir::HeaderMatch { name, value });
+    }
+    let mut query_params = Vec::new();
+    for q in m.query_params.iter().flatten() {
+        if query_params
+            .iter()
+            .any(|x: &ir::HeaderMatch| x.name == q.name)
+        {
+            continue;
+        }
+        let value = match q.r#type.clone().unwrap_or(QType::Exact) {
+            QType::Exact => ir::StringMatch::Exact(q.value.clone()),
+            QType::RegularExpression => {
+                check_regex(&q.value)?;
+                ir::StringMatch::Regex(q.value.clone())
+            }
+        };
+        query_params.push(ir::HeaderMatch {
+            name: q.name.clone(),
+            value,
+        });
+    }
+    let method = m.method.as_ref().map(|mm| {
+        serde_json::to_value(mm)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    Ok(ir::RouteMatch {
+        path,
+        headers,
+        query_params,
+        method,
+    })
+}
+
+fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("path {p:?} must start with '/'"));
+    }
+    if p.contains("//")
+        || p.contains("/./")
+        || p.contains("/../")
+        || p.ends_with("/..")
+        || p.ends_with("/.")
+    {
+        return Err(format!("path {p:?} is not normalized"));
+    }
+    if p.contains('?') || p.contains('#') {
+        return Err(format!("path {p:?} must not contain '?' or '#'"));
+    }
+    Ok(())
+}
+
+/// Envoy evaluates RE2; the `regex` crate accepts the same syntax family
+/// (no look-around, no backreferences), so a pattern it rejects is one Envoy
+/// would reject too.
+fn check_regex(r: &str) -> Result<(), String> {
+    regex::Regex::new(r).map(|_| ()).map_err(|e| {
+        let first = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        format!("invalid regular expression {r:?}: {first}")
+    })
+}
+
+fn header_mods(
+    add: impl Iterator<Item = (String, String)>,
+    set: impl Iterator<Item = (String, String)>,
+    remove: Option<&Vec<String>>,
+    into: &mut ir::HeaderMods,
+) {
+    into.add.extend(add);
+    into.set.extend(set);
+    into.remove
+        .extend(remove.into_iter().flatten().map(|s| s.to_ascii_lowercase()));
+}
+
+fn apply_filter(
+    f: &HttpRouteRulesFilters,
+    req: &mut ir::HeaderMods,
+    resp: &mut ir::HeaderMods,
+    redirect: &mut Option<ir::Redirect>,
+    rewrite: &mut Option<ir::Rewrite>,
+    matches: &[ir::RouteMatch],
+) -> Result<(), RuleError> {
+    let unsupported = |what: &str| {
+        Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("filter type {what} is not supported yet"),
+        ))
+    };
+    let missing = |what: &str| {
+        Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("filter type {what} needs its {what} field"),
+        ))
+    };
+    match f.r#type {
+        FType::RequestHeaderModifier => {
+            let Some(m) = &f.request_header_modifier else {
+                return missing("requestHeaderModifier");
+            };
+            header_mods(
+                m.add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.remove.as_ref(),
+                req,
+            );
+        }
+        FType::ResponseHeaderModifier => {
+            let Some(m) = &f.response_header_modifier else {
+                return missing("responseHeaderModifier");
+            };
+            header_mods(
+                m.add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.remove.as_ref(),
+                resp,
+            );
+        }
+        FType::RequestRedirect => {
+            let Some(r) = &f.request_redirect else {
+                return missing("requestRedirect");
+            };
+            let path = match &r.path {
+                None => None,
+                Some(p) => Some(path_rewrite(
+                    matches!(p.r#type, RedirectPathType::ReplaceFullPath),
+                    p.replace_full_path.as_deref(),
+                    p.replace_prefix_match.as_deref(),
+                    matches,
+                )?),
+            };
+            let status_code = r.status_code.unwrap_or(302);
+            if ![301, 302, 303, 307, 308].contains(&status_code) {
+                return Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!("redirect statusCode {status_code} is not supported"),
+                ));
+            }
+            let scheme = r
+                .scheme
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string));
+            *redirect = Some(ir::Redirect {
+                scheme,
+                hostname: r.hostname.clone(),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                path,
+                status_code: status_code as u32,
+            });
+        }
+        FType::UrlRewrite => {
+            let Some(r) = &f.url_rewrite else {
+                return missing("urlRewrite");
+            };
+            let path = match &r.path {
+                None => None,
+                Some(p) => Some(path_rewrite(
+                    matches!(p.r#type, RewritePathType::ReplaceFullPath),
+                    p.replace_full_path.as_deref(),
+                    p.replace_prefix_match.as_deref(),
+                    matches,
+                )?),
+            };
+            *rewrite = Some(ir::Rewrite {
+                hostname: r.hostname.clone(),
+                path,
+            });
+        }
+        FType::RequestMirror => return unsupported("RequestMirror"),
+        FType::ExtensionRef => return unsupported("ExtensionRef"),
+        FType::Cors => return unsupported("CORS"),
+        FType::ExternalAuth => return unsupported("ExternalAuth"),
+    }
+    Ok(())
+}
+
+/// `full`: ReplaceFullPath (else ReplacePrefixMatch, which needs PathPrefix matches).
+fn path_rewrite(
+    full: bool,
+    full_path: Option<&str>,
+    prefix: Option<&str>,
+    matches: &[ir::RouteMatch],
+) -> Result<ir::PathRewrite, RuleError> {
+    if full {
+        let p = full_path.ok_or((
+            reasons::UNSUPPORTED_VALUE,
+            "ReplaceFullPath needs replaceFullPath".to_string(),
+        ))?;
+        return Ok(ir::PathRewrite::Full(p.to_string()));
+    }
+    let replacement = prefix.ok_or((
+        reasons::UNSUPPORTED_VALUE,
+        "ReplacePrefixMatch needs replacePrefixMatch".to_string(),
+    ))?;
+    // Every match must be a PathPrefix; the matched prefix is per route entry,
+    // so the IR records a placeholder that xds::build fills per match.
+    if !matches
+        .iter()
+        .all(|m| matches!(m.path, ir::PathMatch::Prefix(_)))
+    {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            "ReplacePrefixMatch requires every match of the rule to be a PathPrefix match".into(),
+        ));
+    }
+    Ok(ir::PathRewrite::Prefix {
+        matched: String::new(),
+        replacement: replacement.to_string(),
+    })
+}
+
+fn backend_filter(
+    f: &HttpRouteRulesBackendRefsFilters,
+    req: &mut ir::HeaderMods,
+    resp: &mut ir::HeaderMods,
+) -> Result<(), String> {
+    match f.r#type {
+        BfType::RequestHeaderModifier => {
+            let m = f
+                .request_header_modifier
+                .as_ref()
+                .ok_or("requestHeaderModifier missing")?;
+            header_mods(
+                m.add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.remove.as_ref(),
+                req,
+            );
+            Ok(())
+        }
+        BfType::ResponseHeaderModifier => {
+            let m = f
+                .response_header_modifier
+                .as_ref()
+                .ok_or("responseHeaderModifier missing")?;
+            header_mods(
+                m.add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.clone(), h.value.clone())),
+                m.remove.as_ref(),
+                resp,
+            );
+            Ok(())
+        }
+        ref other => Err(format!("backendRef filter type {other:?} is not supported")),
+    }
+}
+
+/// Tries to attach a route (via one parentRef) to a Gateway's listeners.
+fn attach_to_gateway(
+    ns_labels: &BTreeMap<String, String>,
+    key: &ObjKey,
+    route: &HttpRoute,
+    pr: &HttpRouteParentRefs,
+    gw: &mut GatewayState,
+    compiled: &RouteCompile,
+    attachments: &mut Vec<Attachment>,
+) -> Result<(), (&'static str, String)> {
+    let route_hostnames: Vec<String> = route.spec.hostnames.clone().unwrap_or_default();
+    let candidates: Vec<usize> = gw
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| pr.section_name.as_deref().is_none_or(|s| s == l.name))
+        .filter(|(_, l)| pr.port.is_none_or(|p| i32::from(l.port) == p))
+        .map(|(i, _)| i)
+        .collect();
+    if candidates.is_empty() {
+        return Err((
+            reasons::NO_MATCHING_PARENT,
+            format!(
+                "Gateway {} has no listener matching{}{}",
+                gw.key,
+                pr.section_name
+                    .as_ref()
+                    .map(|s| format!(" sectionName {s}"))
+                    .unwrap_or_default(),
+                pr.port.map(|p| format!(" port {p}")).unwrap_or_default()
+            ),
+        ));
+    }
+    let allowed: Vec<usize> = candidates
+        .into_iter()
+        .filter(|&i| gw.listeners[i].attachable())
+        .filter(|&i| {
+            listener_allows(
+                &gw.listeners[i],
+                &gw.key.namespace,
+                &key.namespace,
+                ns_labels,
+            )
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            reasons::NOT_ALLOWED_BY_LISTENERS,
+            format!(
+                "no listener of Gateway {} allows HTTPRoutes from namespace {}",
+                gw.key, key.namespace
+            ),
+        ));
+    }
+    let mut attached = false;
+    for i in allowed {
+        let Some(hosts) =
+            hostname::intersect(gw.listeners[i].hostname.as_deref(), &route_hostnames)
+        else {
+            continue;
+        };
+        attached = true;
+        if compiled.compiled.is_some() {
+            gw.listeners[i].attached_routes += 1;
+            attachments.push(Attachment {
+                gateway: gw.key.clone(),
+                listener: i,
+                hostnames: hosts,
+                route: key.clone(),
+            });
+        }
+    }
+    if !attached {
+        return Err((
+            reasons::NO_MATCHING_LISTENER_HOSTNAME,
+            format!(
+                "no hostname of the route intersects a listener hostname of Gateway {}",
+                gw.key
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn listener_allows(
+    l: &ListenerState,
+    gw_ns: &str,
+    route_ns: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    if !l.kinds.iter().any(|k| k == "HTTPRoute") {
+        return false;
+    }
+    let ns = l
+        .spec
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
+    match ns.and_then(|n| n.from.clone()).unwrap_or(NsFrom::Same) {
+        NsFrom::Same => gw_ns == route_ns,
+        NsFrom::All => true,
+        NsFrom::Selector => ns.and_then(|n| n.selector.as_ref()).is_some_and(|sel| {
+            sel.match_labels
+                .iter()
+                .flatten()
+                .all(|(k, v)| labels.get(k) == Some(v))
+                && sel.match_expressions.iter().flatten().all(|e| {
+                    let vals = e.values.as_deref().unwrap_or(&[]);
+                    match e.operator.as_str() {
+                        "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
+                        "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
+                        "Exists" => labels.contains_key(&e.key),
+                        "DoesNotExist" => !labels.contains_key(&e.key),
+                        _ => false,
+                    }
+                })
+        }),
+    }
+}
+
+/// Precedence key of one compiled match (smaller sorts first).
+fn precedence(m: &ir::RouteMatch) -> (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>) {
+    let (kind, len) = match &m.path {
+        ir::PathMatch::Exact(p) => (0, p.len()),
+        ir::PathMatch::Regex(p) => (1, p.len()),
+        ir::PathMatch::Prefix(p) => (2, p.len()),
+    };
+    (
+        kind,
+        Reverse(len),
+        u8::from(m.method.is_none()),
+        Reverse(m.headers.len()),
+        Reverse(m.query_params.len()),
+    )
+}
+
+/// Builds one Gateway's IR from the attachments.
+pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
+    let mut out = ir::Gateway {
+        key: gw.key.clone(),
+        ..Default::default()
+    };
+    let Some(address) = gw.bind_address() else {
+        return out;
+    };
+    // Route entries per table (HTTP: per port; HTTPS: per listener) and domain.
+    type Table = BTreeMap<String, Vec<(SortKey, ir::Route)>>;
+    let mut tables: BTreeMap<(u16, Option<usize>), Table> = BTreeMap::new();
+    for a in routes.attachments.iter().filter(|a| a.gateway == gw.key) {
+        let l = &gw.listeners[a.listener];
+        if !l.programmable() {
+            continue;
+        }
+        let Some(c) = routes.compiled.get(&a.route) else {
+            continue;
+        };
+        let table_key = (l.port, (l.protocol == "HTTPS").then_some(a.listener));
+        let table = tables.entry(table_key).or_default();
+        let domains: Vec<String> = if a.hostnames.is_empty() {
+            vec!["*".into()]
+        } else {
+            a.hostnames.clone()
+        };
+        for rule in &c.rules {
+            if let ir::RouteAction::Forward(f) = &rule.action {
+                for b in &f.backends {
+                    if let Some(name) = &b.cluster {
+                        if !out.clusters.contains_key(name) {
+                            if let Some(cl) = routes.backends.clusters.get(name) {
+                                out.clusters.insert(name.clone(), cl.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let key = (precedence(m), c.age.clone(), rule.index, mi);
+                let route = ir::Route {
+                    source: ir::RouteSource {
+                        kind: "HTTPRoute",
+                        route: a.route.clone(),
+                        rule: rule.index,
+                        match_index: mi,
+                    },
+                    matcher: m.clone(),
+                    action: with_matched_prefix(&rule.action, m),
+                    request_headers: rule.request_headers.clone(),
+                    response_headers: rule.response_headers.clone(),
+                };
+                if let Some((last, rest)) = domains.split_last() {
+                    for d in rest {
+                        table
+                            .entry(d.clone())
+                            .or_default()
+                            .push((key.clone(), route.clone()));
+                    }
+                    table.entry(last.clone()).or_default().push((key, route));
+                }
+            }
+        }
+    }
+    // Listeners: one per port.
+    let mut ports: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+    for (i, l) in gw.listeners.iter().enumerate() {
+        if l.programmable() {
+            ports.entry(l.port).or_default().push(i);
+        }
+    }
+    for (port, idxs) in ports {
+        let protocol = gw.listeners[idxs[0]].protocol.as_str();
+        let kind = if protocol == "HTTPS" {
+            let mut chains = Vec::new();
+            for &i in &idxs {
+                let l = &gw.listeners[i];
+                let table = tables.remove(&(port, Some(i))).unwrap_or_default();
+                chains.push(ir::TlsChain {
+                    section: l.name.clone(),
+                    server_names: l.hostname.iter().cloned().collect(),
+                    secrets: l.secrets.clone(),
+                    route_config: route_config(
+                        names::https_route_config(&gw.key, port, &l.name),
+                        table,
+                    ),
+                });
+                for s in &l.secrets {
+                    if let Some(sec) = gw.secrets.get(s) {
+                        out.secrets.insert(s.clone(), sec.clone());
+                    }
+                }
+            }
+            // Most specific SNI first; the catch-all chain last.
+            chains.sort_by_key(|c| {
+                c.server_names
+                    .first()
+                    .map(|s| hostname::specificity_key(s))
+                    .unwrap_or_else(|| hostname::specificity_key("*"))
+            });
+            ir::ListenerKind::Https { chains }
+        } else {
+            let table = tables.remove(&(port, None)).unwrap_or_default();
+            ir::ListenerKind::Http {
+                route_config: route_config(names::http_route_config(&gw.key, port), table),
+            }
+        };
+        out.listeners.push(ir::Listener {
+            name: names::listener(&gw.key, port),
+            address: address.to_string(),
+            port,
+            kind,
+        });
+    }
+    out
+}
+
+type SortKey = (
+    (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>),
+    (String, ObjKey),
+    usize,
+    usize,
+);
+
+/// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
+fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) -> ir::RouteAction {
+    let matched = match &m.path {
+        ir::PathMatch::Prefix(p) => p.clone(),
+        _ => return action.clone(),
+    };
+    let fix = |p: &Option<ir::PathRewrite>| match p {
+        Some(ir::PathRewrite::Prefix { replacement, .. }) => Some(ir::PathRewrite::Prefix {
+            matched: matched.clone(),
+            replacement: replacement.clone(),
+        }),
+        other => other.clone(),
+    };
+    match action {
+        ir::RouteAction::Forward(f) => ir::RouteAction::Forward(ir::Forward {
+            backends: f.backends.clone(),
+            rewrite: f.rewrite.as_ref().map(|r| ir::Rewrite {
+                hostname: r.hostname.clone(),
+                path: fix(&r.path),
+            }),
+            timeouts: f.timeouts.clone(),
+        }),
+        ir::RouteAction::Redirect(r) => ir::RouteAction::Redirect(ir::Redirect {
+            path: fix(&r.path),
+            ..r.clone()
+        }),
+        other => other.clone(),
+    }
+}
+
+/// Orders domains and routes; a request also falls back to the routes of
+/// less specific hostnames (after its own), as the spec's precedence asks.
+fn route_config(
+    name: String,
+    mut table: BTreeMap<String, Vec<(SortKey, ir::Route)>>,
+) -> ir::RouteConfig {
+    for routes in table.values_mut() {
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let mut domains: Vec<String> = table.keys().cloned().collect();
+    domains.sort_by_key(|d| hostname::specificity_key(d));
+    // Wider domains (wildcards) whose routes more specific domains fall back to.
+    let wildcards: Vec<String> = domains
+        .iter()
+        .filter(|d| d.starts_with('*'))
+        .cloned()
+        .collect();
+    let fallbacks: BTreeMap<String, Vec<ir::Route>> = wildcards
+        .iter()
+        .map(|w| (w.clone(), table[w].iter().map(|(_, r)| r.clone()).collect()))
+        .collect();
+    let mut virtual_hosts = Vec::with_capacity(domains.len());
+    for d in domains {
+        let own = table.remove(&d).unwrap_or_default();
+        let mut routes: Vec<ir::Route> = own.into_iter().map(|(_, r)| r).collect();
+        // Wider domains in specificity order.
+        for wider in wildcards.iter().filter(|w| hostname::falls_back_to(&d, w)) {
+            routes.extend(fallbacks[wider].iter().cloned());
+        }
+        virtual_hosts.push(ir::VirtualHost {
+            name: format!("{name}/{d}"),
+            domains: vec![d],
+            routes,
+        });
+    }
+    ir::RouteConfig {
+        name,
+        virtual_hosts,
+    }
+}

@@ -1,0 +1,564 @@
+//! Pure IR → Envoy resources. No I/O; the same IR always yields the same bytes.
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
+use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
+use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
+
+use super::{type_url, Resource, ResourceSet, Snapshot};
+use crate::ir;
+
+/// Cluster name that is never defined: Envoy answers requests routed to it
+/// with `cluster_not_found_response_code` (500), which is what the spec asks
+/// for a backendRef that cannot be resolved.
+pub const INVALID_BACKEND_CLUSTER: &str = "switchyard/invalid-backend";
+
+fn any<M: prost::Name>(m: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: prost::Message::encode_to_vec(m),
+    }
+}
+
+/// Builds every Gateway's resources.
+pub fn build(model: &ir::Model) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for (key, gw) in &model.gateways {
+        snap.gateways.insert(key.to_string(), build_gateway(gw));
+    }
+    snap
+}
+
+pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
+    let mut set = ResourceSet::default();
+    for c in gw.clusters.values() {
+        set.insert(type_url::CLUSTER, Resource::new(&c.name, &build_cluster(c)));
+        set.insert(
+            type_url::ENDPOINT,
+            Resource::new(&c.name, &build_endpoints(c)),
+        );
+    }
+    for s in gw.secrets.values() {
+        set.insert(type_url::SECRET, Resource::new(&s.name, &build_secret(s)));
+    }
+    for l in &gw.listeners {
+        set.insert(
+            type_url::LISTENER,
+            Resource::new(&l.name, &build_listener(l)),
+        );
+        match &l.kind {
+            ir::ListenerKind::Http { route_config } => {
+                set.insert(
+                    type_url::ROUTE,
+                    Resource::new(&route_config.name, &build_route_config(route_config)),
+                );
+            }
+            ir::ListenerKind::Https { chains } => {
+                for ch in chains {
+                    let rc = &ch.route_config;
+                    set.insert(
+                        type_url::ROUTE,
+                        Resource::new(&rc.name, &build_route_config(rc)),
+                    );
+                }
+            }
+        }
+    }
+    set
+}
+
+fn ads() -> core::ConfigSource {
+    core::ConfigSource {
+        resource_api_version: core::ApiVersion::V3 as i32,
+        config_source_specifier: Some(core::config_source::ConfigSourceSpecifier::Ads(
+            core::AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
+    let mut out = cluster::Cluster {
+        name: c.name.clone(),
+        alt_stat_name: c.name.replace('/', "_"),
+        cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        connect_timeout: Some(Duration {
+            seconds: 5,
+            nanos: 0,
+        }),
+        // Removed endpoints stop taking traffic at once, not after health checks.
+        ignore_health_on_host_removal: true,
+        ..Default::default()
+    };
+    if c.protocol == ir::UpstreamProtocol::H2c {
+        let opts = upstream_http::HttpProtocolOptions {
+            upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                upstream_http::http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(
+                        upstream_http::http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            core::Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            )),
+            ..Default::default()
+        };
+        out.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            any(&opts),
+        );
+    }
+    out
+}
+
+pub fn build_endpoints(c: &ir::Cluster) -> endpoint::ClusterLoadAssignment {
+    let lb_endpoints = c
+        .endpoints
+        .iter()
+        .map(|e| endpoint::LbEndpoint {
+            host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+                endpoint::Endpoint {
+                    address: Some(socket_address(&e.address, e.port)),
+                    ..Default::default()
+                },
+            )),
+            health_status: core::HealthStatus::Healthy as i32,
+            ..Default::default()
+        })
+        .collect();
+    endpoint::ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: vec![endpoint::LocalityLbEndpoints {
+            lb_endpoints,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn socket_address(address: &str, port: u16) -> core::Address {
+    core::Address {
+        address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(core::socket_address::PortSpecifier::PortValue(u32::from(
+                port,
+            ))),
+            ..Default::default()
+        })),
+    }
+}
+
+pub fn build_secret(s: &ir::TlsCertificate) -> tls::Secret {
+    let inline = |v: &str| core::DataSource {
+        specifier: Some(core::data_source::Specifier::InlineString(v.to_string())),
+        ..Default::default()
+    };
+    tls::Secret {
+        name: s.name.clone(),
+        r#type: Some(tls::secret::Type::TlsCertificate(tls::TlsCertificate {
+            certificate_chain: Some(inline(&s.certificate_chain)),
+            private_key: Some(inline(&s.private_key)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::Filter {
+    let router = hcm::HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            &Router::default(),
+        ))),
+        ..Default::default()
+    };
+    let m = hcm::HttpConnectionManager {
+        stat_prefix: stat_prefix.replace('/', "_"),
+        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+            hcm::Rds {
+                config_source: Some(ads()),
+                route_config_name: route_config.to_string(),
+            },
+        )),
+        http_filters: vec![router],
+        // The spec: the port in the Host header is ignored for matching.
+        strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        merge_slashes: true,
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    listener::Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(listener::filter::ConfigType::TypedConfig(any(&m))),
+    }
+}
+
+pub fn build_listener(l: &ir::Listener) -> listener::Listener {
+    let mut out = listener::Listener {
+        name: l.name.clone(),
+        address: Some(socket_address(&l.address, l.port)),
+        // Drain quickly on the rare listener change (route edits never touch it).
+        drain_type: listener::listener::DrainType::Default as i32,
+        ..Default::default()
+    };
+    match &l.kind {
+        ir::ListenerKind::Http { route_config } => {
+            out.filter_chains.push(listener::FilterChain {
+                filters: vec![http_connection_manager(&l.name, &route_config.name)],
+                ..Default::default()
+            });
+        }
+        ir::ListenerKind::Https { chains } => {
+            out.listener_filters.push(listener::ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+                    &TlsInspector::default(),
+                ))),
+                ..Default::default()
+            });
+            for ch in chains {
+                let ctx = tls::DownstreamTlsContext {
+                    common_tls_context: Some(tls::CommonTlsContext {
+                        tls_certificate_sds_secret_configs: ch
+                            .secrets
+                            .iter()
+                            .map(|s| tls::SdsSecretConfig {
+                                name: s.clone(),
+                                sds_config: Some(ads()),
+                            })
+                            .collect(),
+                        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                out.filter_chains.push(listener::FilterChain {
+                    name: ch.section.clone(),
+                    filter_chain_match: Some(listener::FilterChainMatch {
+                        server_names: ch.server_names.clone(),
+                        ..Default::default()
+                    }),
+                    filters: vec![http_connection_manager(
+                        &format!("{}/{}", l.name, ch.section),
+                        &ch.route_config.name,
+                    )],
+                    transport_socket: Some(core::TransportSocket {
+                        name: "envoy.transport_sockets.tls".into(),
+                        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
+                            &ctx,
+                        ))),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
+    route::RouteConfiguration {
+        name: rc.name.clone(),
+        virtual_hosts: rc.virtual_hosts.iter().map(build_virtual_host).collect(),
+        // Backends that do not resolve must answer 500, not fail the config.
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn build_virtual_host(vh: &ir::VirtualHost) -> route::VirtualHost {
+    route::VirtualHost {
+        name: vh.name.clone(),
+        domains: vh.domains.clone(),
+        routes: vh.routes.iter().map(build_route).collect(),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(m: &ir::StringMatch) -> matcher::StringMatcher {
+    matcher::StringMatcher {
+        match_pattern: Some(match m {
+            ir::StringMatch::Exact(v) => matcher::string_matcher::MatchPattern::Exact(v.clone()),
+            ir::StringMatch::Regex(r) => matcher::string_matcher::MatchPattern::SafeRegex(regex(r)),
+        }),
+        ignore_case: false,
+    }
+}
+
+fn regex(r: &str) -> matcher::RegexMatcher {
+    matcher::RegexMatcher {
+        regex: r.to_string(),
+        ..Default::default()
+    }
+}
+
+fn build_match(m: &ir::RouteMatch) -> route::RouteMatch {
+    use route::route_match::PathSpecifier;
+    let path_specifier = match &m.path {
+        ir::PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+        ir::PathMatch::Prefix(p) if p == "/" => PathSpecifier::Prefix("/".into()),
+        ir::PathMatch::Prefix(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
+        ir::PathMatch::Regex(r) => PathSpecifier::SafeRegex(regex(r)),
+    };
+    let mut headers: Vec<route::HeaderMatcher> = m
+        .headers
+        .iter()
+        .map(|h| route::HeaderMatcher {
+            name: h.name.clone(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&h.value),
+            )),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(method) = &m.method {
+        headers.push(route::HeaderMatcher {
+            name: ":method".into(),
+            header_match_specifier: Some(route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&ir::StringMatch::Exact(method.clone())),
+            )),
+            ..Default::default()
+        });
+    }
+    let query_parameters = m
+        .query_params
+        .iter()
+        .map(|q| route::QueryParameterMatcher {
+            name: q.name.clone(),
+            query_parameter_match_specifier: Some(
+                route::query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(&q.value),
+                ),
+            ),
+        })
+        .collect();
+    route::RouteMatch {
+        path_specifier: Some(path_specifier),
+        headers,
+        query_parameters,
+        ..Default::default()
+    }
+}
+
+fn header_options(mods: &ir::HeaderMods) -> Vec<core::HeaderValueOption> {
+    use core::header_value_option::HeaderAppendAction;
+    let opt = |(k, v): &(String, String), action: HeaderAppendAction| core::HeaderValueOption {
+        header: Some(core::HeaderValue {
+            key: k.clone(),
+            value: v.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    mods.set
+        .iter()
+        .map(|h| opt(h, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .chain(
+            mods.add
+                .iter()
+                .map(|h| opt(h, HeaderAppendAction::AppendIfExistsOrAdd)),
+        )
+        .collect()
+}
+
+/// Regex rewrite that replaces a matched path prefix segment-wise.
+fn prefix_rewrite(matched: &str, replacement: &str) -> matcher::RegexMatchAndSubstitute {
+    let escaped = regex::escape(matched.trim_end_matches('/'));
+    let (pattern, substitution) = if replacement.ends_with('/') {
+        // "/api" → "/": "/api/x" → "/x", "/api" → "/".
+        (format!("^{escaped}/*"), replacement.to_string())
+    } else {
+        // "/api" → "/v2": "/api/x" → "/v2/x", "/api" → "/v2".
+        (format!("^{escaped}(/|$)"), format!("{replacement}\\1"))
+    };
+    matcher::RegexMatchAndSubstitute {
+        pattern: Some(regex(&pattern)),
+        substitution,
+    }
+}
+
+fn full_rewrite(path: &str) -> matcher::RegexMatchAndSubstitute {
+    matcher::RegexMatchAndSubstitute {
+        pattern: Some(regex("^.*$")),
+        substitution: path.to_string(),
+    }
+}
+
+fn build_route(r: &ir::Route) -> route::Route {
+    let mut out = route::Route {
+        name: format!(
+            "{}/{}/rule/{}/match/{}",
+            r.source.kind, r.source.route, r.source.rule, r.source.match_index
+        ),
+        r#match: Some(build_match(&r.matcher)),
+        request_headers_to_add: header_options(&r.request_headers),
+        request_headers_to_remove: r.request_headers.remove.clone(),
+        response_headers_to_add: header_options(&r.response_headers),
+        response_headers_to_remove: r.response_headers.remove.clone(),
+        ..Default::default()
+    };
+    out.action = Some(match &r.action {
+        ir::RouteAction::Direct { status, body } => {
+            route::route::Action::DirectResponse(route::DirectResponseAction {
+                status: *status,
+                body: (!body.is_empty()).then(|| core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(body.clone())),
+                    ..Default::default()
+                }),
+                body_format: None,
+            })
+        }
+        ir::RouteAction::Redirect(rd) => route::route::Action::Redirect(build_redirect(rd)),
+        ir::RouteAction::Forward(f) => forward(f),
+    });
+    out
+}
+
+fn build_redirect(rd: &ir::Redirect) -> route::RedirectAction {
+    use route::redirect_action::{
+        PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
+    };
+    let response_code = match rd.status_code {
+        301 => RedirectResponseCode::MovedPermanently,
+        303 => RedirectResponseCode::SeeOther,
+        307 => RedirectResponseCode::TemporaryRedirect,
+        308 => RedirectResponseCode::PermanentRedirect,
+        _ => RedirectResponseCode::Found,
+    };
+    route::RedirectAction {
+        host_redirect: rd.hostname.clone().unwrap_or_default(),
+        port_redirect: rd.port.map(u32::from).unwrap_or(0),
+        response_code: response_code as i32,
+        scheme_rewrite_specifier: rd
+            .scheme
+            .clone()
+            .map(SchemeRewriteSpecifier::SchemeRedirect),
+        path_rewrite_specifier: rd.path.as_ref().map(|p| match p {
+            ir::PathRewrite::Full(full) => PathRewriteSpecifier::PathRedirect(full.clone()),
+            ir::PathRewrite::Prefix {
+                matched,
+                replacement,
+            } => PathRewriteSpecifier::RegexRewrite(prefix_rewrite(matched, replacement)),
+        }),
+        strip_query: false,
+    }
+}
+
+fn forward(f: &ir::Forward) -> route::route::Action {
+    use route::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+    if f.backends.is_empty() {
+        return route::route::Action::DirectResponse(route::DirectResponseAction {
+            status: 500,
+            body: None,
+            body_format: None,
+        });
+    }
+    let cluster_name = |b: &ir::WeightedBackend| {
+        b.cluster
+            .clone()
+            .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into())
+    };
+    let specifier = if f.backends.len() == 1
+        && f.backends[0].request_headers.is_empty()
+        && f.backends[0].response_headers.is_empty()
+    {
+        ClusterSpecifier::Cluster(cluster_name(&f.backends[0]))
+    } else {
+        ClusterSpecifier::WeightedClusters(route::WeightedCluster {
+            clusters: f
+                .backends
+                .iter()
+                .map(|b| route::weighted_cluster::ClusterWeight {
+                    name: cluster_name(b),
+                    weight: Some(UInt32Value { value: b.weight }),
+                    request_headers_to_add: header_options(&b.request_headers),
+                    request_headers_to_remove: b.request_headers.remove.clone(),
+                    response_headers_to_add: header_options(&b.response_headers),
+                    response_headers_to_remove: b.response_headers.remove.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    };
+    let mut action = route::RouteAction {
+        cluster_specifier: Some(specifier),
+        cluster_not_found_response_code:
+            route::route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
+        ..Default::default()
+    };
+    let dur = |d: std::time::Duration| Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    };
+    match (f.timeouts.request, f.timeouts.backend_request) {
+        (Some(r), Some(b)) => {
+            action.timeout = Some(dur(r));
+            action.retry_policy = Some(route::RetryPolicy {
+                num_retries: Some(UInt32Value { value: 0 }),
+                per_try_timeout: Some(dur(b)),
+                ..Default::default()
+            });
+        }
+        (Some(t), None) | (None, Some(t)) => action.timeout = Some(dur(t)),
+        (None, None) => {}
+    }
+    if let Some(rw) = &f.rewrite {
+        if let Some(h) = &rw.hostname {
+            action.host_rewrite_specifier =
+                Some(HostRewriteSpecifier::HostRewriteLiteral(h.clone()));
+        }
+        match &rw.path {
+            Some(ir::PathRewrite::Full(p)) => action.regex_rewrite = Some(full_rewrite(p)),
+            Some(ir::PathRewrite::Prefix {
+                matched,
+                replacement,
+            }) => action.regex_rewrite = Some(prefix_rewrite(matched, replacement)),
+            None => {}
+        }
+    }
+    route::route::Action::Route(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rewrite_patterns_follow_segment_semantics() {
+        let re = |m: &str, r: &str, input: &str| {
+            let rw = prefix_rewrite(m, r);
+            let pat = rw.pattern.expect("pattern").regex;
+            // Envoy uses RE2 substitution syntax (\1); translate for the regex crate.
+            let sub = rw.substitution.replace("\\1", "${1}");
+            regex::Regex::new(&pat)
+                .expect("valid")
+                .replace(input, sub.as_str())
+                .to_string()
+        };
+        assert_eq!(re("/api", "/", "/api/x"), "/x");
+        assert_eq!(re("/api", "/", "/api"), "/");
+        assert_eq!(re("/api", "/v2", "/api/x"), "/v2/x");
+        assert_eq!(re("/api", "/v2", "/api"), "/v2");
+        assert_eq!(re("/", "/v2", "/x"), "/v2/x");
+        assert_eq!(re("/", "/", "/x"), "/x");
+    }
+}
