@@ -209,10 +209,32 @@ impl StreamState {
         Plan { want, retained }
     }
 
-    /// Next response to send, if any (at most one outstanding per stream).
+    /// Next response to send, if any. One response per type may be
+    /// unanswered at a time. Endpoints follow clusters as soon as the
+    /// clusters are sent (Envoy asks for them while the clusters warm, and
+    /// may ACK the clusters only once warm); listeners and routes wait until
+    /// clusters, endpoints and secrets are sent and answered.
     fn next_push(&mut self, version: u64, view: &View) -> Option<Push> {
         let users_settled = self.users_settled(view);
-        let mut all_settled = true;
+        let mut plans: BTreeMap<&'static str, Plan> = BTreeMap::new();
+        for t in PUSH_ORDER {
+            if self.types.get(t).is_some_and(|ts| ts.requested) {
+                plans.insert(t, self.plan(t, view, users_settled));
+            }
+        }
+        let sent_ok = |t: &'static str| match (self.types.get(t), plans.get(t)) {
+            (Some(ts), Some(p)) => p.matches(&ts.sent) && ts.responded,
+            _ => true,
+        };
+        let settled = |t: &'static str| match (self.types.get(t), plans.get(t)) {
+            (Some(ts), Some(p)) => p.matches(&ts.sent) && ts.responded && ts.pending.is_none(),
+            _ => true,
+        };
+        let warm = settled(type_url::CLUSTER)
+            && settled(type_url::ENDPOINT)
+            && settled(type_url::SECRET)
+            && self.eds_covers_clusters();
+        let mut all_settled = warm;
         for t in PUSH_ORDER {
             let Some(ts) = self.types.get(t) else {
                 continue;
@@ -220,26 +242,28 @@ impl StreamState {
             if !ts.requested {
                 continue;
             }
-            if ts.pending.is_some() {
-                return None;
+            let Some(plan) = plans.get(t) else { continue };
+            if !plan.retained.is_empty() || ts.pending.is_some() || !plan.matches(&ts.sent) {
+                all_settled = false;
             }
-            let plan = self.plan(t, view, users_settled);
-            let must_answer = !ts.responded && (wildcard_type(t) || !plan.want.is_empty());
-            if plan.matches(&ts.sent) && !must_answer {
-                if t == type_url::ENDPOINT || t == type_url::CLUSTER {
-                    // Routes must not go out before every cluster has its endpoints.
-                    if !self.eds_covers_clusters() {
-                        all_settled = false;
-                        break;
-                    }
-                }
-                if !plan.retained.is_empty() {
-                    all_settled = false;
-                }
+            if ts.pending.is_some() {
                 continue;
             }
-            let push = self.make_push(t, version, plan);
-            return Some(push);
+            let allowed = match t {
+                type_url::ENDPOINT => sent_ok(type_url::CLUSTER),
+                type_url::LISTENER => warm,
+                type_url::ROUTE => warm && sent_ok(type_url::LISTENER),
+                _ => true,
+            };
+            if !allowed {
+                continue;
+            }
+            let must_answer = !ts.responded && (wildcard_type(t) || !plan.want.is_empty());
+            if plan.matches(&ts.sent) && !must_answer {
+                continue;
+            }
+            let plan = plans.remove(t)?;
+            return Some(self.make_push(t, version, plan));
         }
         if all_settled && users_settled {
             self.synced_version = version;
@@ -590,12 +614,17 @@ async fn run_stream<Req, Resp>(
             }
         }
         let (version, view) = cache.view(&st.gateways);
-        if let Some(push) = st.next_push(version, view.as_ref()) {
+        let mut closed = false;
+        while let Some(push) = st.next_push(version, view.as_ref()) {
             if tx.send(Ok(render(push))).await.is_err() {
+                closed = true;
                 break;
             }
         }
         st.publish(&cache);
+        if closed {
+            break;
+        }
     }
     cache.remove_node(st.id);
     info!(stream = st.id, node = %st.node_id, "Envoy disconnected");
