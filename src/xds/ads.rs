@@ -86,6 +86,8 @@ struct TypeStream {
     sent: BTreeMap<String, Sent>,
     responded: bool,
     pending: Option<String>,
+    /// Nonce of the latest response of this type.
+    last_nonce: String,
     /// Version string of the pending response.
     pending_version: String,
     acked_version: String,
@@ -332,6 +334,7 @@ impl StreamState {
         ts.sent = new_sent;
         ts.responded = true;
         ts.pending = Some(nonce.clone());
+        ts.last_nonce = nonce.clone();
         ts.pending_version = version_s.clone();
         let bytes: usize = resources.iter().map(|r| r.any.value.len()).sum();
         crate::metrics::counter_add(
@@ -371,7 +374,7 @@ impl StreamState {
         if nonce.is_empty() {
             return true;
         }
-        if ts.pending.as_deref() != Some(nonce) {
+        if ts.last_nonce != nonce {
             debug!(
                 stream = self.id,
                 type_ = short(t),
@@ -379,6 +382,10 @@ impl StreamState {
                 "stale nonce ignored"
             );
             return false;
+        }
+        if ts.pending.is_none() {
+            // Already answered: a subscription change on the latest response.
+            return true;
         }
         ts.pending = None;
         // Delta requests carry no version: the nonce names the response.
