@@ -363,6 +363,30 @@ impl Inputs {
         labels
     }
 
+    /// Whether `other` differs from `self` at most in EndpointSlices (then
+    /// only endpoints need publishing; routes need no re-translation).
+    pub fn same_except_endpoints(&self, other: &Inputs) -> bool {
+        self.controller_name == other.controller_name
+            && self.gateway_classes == other.gateway_classes
+            && self.gateways == other.gateways
+            && self.http_routes == other.http_routes
+            && self.grpc_routes == other.grpc_routes
+            && self.tls_routes == other.tls_routes
+            && self.tcp_routes == other.tcp_routes
+            && self.udp_routes == other.udp_routes
+            && self.reference_grants == other.reference_grants
+            && self.backend_tls_policies == other.backend_tls_policies
+            && self.listener_sets == other.listener_sets
+            && self.namespaces == other.namespaces
+            && self.services == other.services
+            && self.secrets == other.secrets
+            && self.config_maps == other.config_maps
+            && self.assigned_addresses == other.assigned_addresses
+            && self.missing_kinds == other.missing_kinds
+            && self.crd_bundle_version == other.crd_bundle_version
+            && self.unknown_fields == other.unknown_fields
+    }
+
     /// Number of objects of every kind (for logs and metrics).
     pub fn object_count(&self) -> usize {
         self.gateway_classes.len()

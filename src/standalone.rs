@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::engine::Engine;
+use crate::inputs::Inputs;
 use crate::provider::addresses::AddressPool;
 use crate::provider::file::{DirLoader, LoadError};
 use crate::status_file::FileStatusWriter;
@@ -127,17 +129,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         w
     };
 
-    let mut loader = DirLoader::new(&opts.config_dir);
-    let mut pool = AddressPool::parse(&opts.address_pool)?;
-    let mut writer = FileStatusWriter::new(&opts.status_dir);
-    reload(
-        &mut loader,
-        &mut pool,
-        &mut writer,
-        &cache,
-        &state,
-        &opts.controller_name,
-    );
+    let mut reloader = Reloader {
+        loader: DirLoader::new(&opts.config_dir),
+        pool: AddressPool::parse(&opts.address_pool)?,
+        writer: FileStatusWriter::new(&opts.status_dir),
+        engine: Engine::new(cache.clone()),
+        last: None,
+        controller_name: opts.controller_name.clone(),
+    };
+    reloader.reload(&state);
 
     let envoy_task = opts
         .envoy
@@ -149,7 +149,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 // Coalesce the burst of events an editor's save produces.
                 tokio::time::sleep(opts.debounce).await;
                 while rx.try_recv().is_ok() {}
-                reload(&mut loader, &mut pool, &mut writer, &cache, &state, &opts.controller_name);
+                reloader.reload(&state);
             }
             _ = crate::admin::shutdown_signal() => {
                 info!("shutting down");
@@ -166,27 +166,77 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reload(
-    loader: &mut DirLoader,
-    pool: &mut AddressPool,
+/// What the reload loop keeps between runs.
+struct Reloader {
+    loader: DirLoader,
+    pool: AddressPool,
+    writer: FileStatusWriter,
+    engine: Engine,
+    last: Option<Inputs>,
+    controller_name: String,
+}
+
+impl Reloader {
+    fn reload(&mut self, state: &State) {
+        let t0 = Instant::now();
+        let (mut inputs, errors) = self.loader.load(&self.controller_name);
+        self.pool.assign(&mut inputs);
+        if errors.is_empty()
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|l| l.same_except_endpoints(&inputs))
+        {
+            if self
+                .last
+                .as_ref()
+                .is_some_and(|l| l.endpoint_slices == inputs.endpoint_slices)
+            {
+                debug!("no change");
+                return;
+            }
+            let n = self.engine.endpoints_only(&inputs);
+            info!(
+                clusters = n,
+                elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
+                "endpoints updated (no route re-translation)"
+            );
+            self.last = Some(inputs);
+            return;
+        }
+        full_reload(
+            &mut self.writer,
+            &mut self.engine,
+            state,
+            &inputs,
+            errors,
+            t0,
+        );
+        self.last = Some(inputs);
+    }
+}
+
+fn full_reload(
     writer: &mut FileStatusWriter,
-    cache: &Arc<Cache>,
+    engine: &mut Engine,
     state: &State,
-    controller_name: &str,
+    inputs: &Inputs,
+    errors: Vec<LoadError>,
+    t0: Instant,
 ) {
-    let t0 = Instant::now();
-    let (mut inputs, errors) = loader.load(controller_name);
     for e in &errors {
         error!(file = %e.file, line = ?e.line, "{}", e.message);
     }
-    pool.assign(&mut inputs);
+    for e in &errors {
+        error!(file = %e.file, line = ?e.line, "{}", e.message);
+    }
     for ((kind, key), fields) in &inputs.unknown_fields {
         warn!(kind = kind.as_str(), object = %key, fields = ?fields, "unknown fields (reported in status where they matter)");
     }
     let objects = inputs.object_count();
-    let (out, snap) = crate::pipeline::run(&inputs);
+    let (out, snap) = engine.full(inputs);
     let resources = resource_index(&snap);
-    let version = cache.set_snapshot(snap);
+    let version = engine.version;
     if let Err(e) = writer.write(&out.status) {
         error!(dir = %writer.dir().display(), "writing status: {e}");
     }
