@@ -17,7 +17,7 @@ use crate::provider::kube::lease::{self, LeaseConfig};
 use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
 use crate::provider::kube::watch::{self as kwatch, Change};
 use crate::translate::Output;
-use crate::xds::snapshot_cache::Cache;
+use crate::xds::cache::Cache;
 
 pub struct Options {
     pub controller_name: String,
@@ -310,7 +310,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
-    tokio::spawn(crate::xds::ads::serve(
+    tokio::spawn(crate::xds::server::serve(
         cache.clone(),
         xds_listener,
         wait(shutdown_rx.clone()),

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::inputs::Inputs;
 use crate::ir;
 use crate::translate::Output;
-use crate::xds::snapshot_cache::Cache;
+use crate::xds::cache::Cache;
 use crate::xds::{self, Resource};
 
 pub struct Engine {

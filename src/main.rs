@@ -107,8 +107,11 @@ enum Command {
         #[arg(long, default_value = "")]
         envoy_work_dir: String,
         /// Debounce for file changes, in milliseconds.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 10)]
         debounce_ms: u64,
+        /// Extra argument for the supervised Envoy (repeatable), e.g. `--envoy-extra-arg=--concurrency --envoy-extra-arg=1`.
+        #[arg(long = "envoy-extra-arg", allow_hyphen_values = true)]
+        envoy_extra_args: Vec<String>,
     },
 }
 
@@ -247,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             delta,
             envoy_work_dir,
             debounce_ms,
+            envoy_extra_args,
         } => {
             anyhow::ensure!(
                 config_dir.is_dir(),
@@ -269,7 +273,7 @@ fn main() -> anyhow::Result<()> {
                     admin_addr: envoy_admin,
                     gateways: Vec::new(),
                     delta,
-                    extra_args: Vec::new(),
+                    extra_args: envoy_extra_args,
                 }
             });
             let rt = tokio::runtime::Builder::new_multi_thread()

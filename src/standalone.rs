@@ -15,7 +15,7 @@ use crate::inputs::Inputs;
 use crate::provider::addresses::AddressPool;
 use crate::provider::file::{DirLoader, LoadError};
 use crate::status_file::FileStatusWriter;
-use crate::xds::snapshot_cache::Cache;
+use crate::xds::cache::Cache;
 
 pub struct Options {
     pub config_dir: PathBuf,
@@ -100,7 +100,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let xds_task = tokio::spawn(crate::xds::ads::serve(
+    let xds_task = tokio::spawn(crate::xds::server::serve(
         cache.clone(),
         xds_listener,
         wait(shutdown_rx.clone()),

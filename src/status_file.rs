@@ -77,6 +77,12 @@ impl FileStatusWriter {
             std::fs::write(&tmp, crate::pipeline::to_yaml(&doc))?;
             std::fs::rename(&tmp, &path)?;
             changed += 1;
+            crate::metrics::counter_add(
+                "switchyard_status_writes_total",
+                "Status updates written (files in standalone mode, patches in Kubernetes mode).",
+                &[("kind", kind.as_str())],
+                1,
+            );
             keep.insert(path, doc);
         }
         for old in self.written.keys() {

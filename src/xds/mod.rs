@@ -6,12 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub mod ads;
 pub mod build;
 pub mod cache;
 pub mod render;
 pub mod server;
-pub mod snapshot_cache;
 
 /// Type URLs of the resources Switchyard serves.
 pub mod type_url {

@@ -1,1 +1,838 @@
-//! (in progress)
+//! ADS over gRPC: state of the world (`StreamAggregatedResources`) and
+//! incremental (`DeltaAggregatedResources`) on one tonic service.
+//!
+//! One task per stream. It waits on the request stream, on the cache's
+//! full-snapshot watch and (only while the node subscribes to EDS) on the
+//! endpoints watch; after each of those it *flushes*: for every subscribed
+//! type, in [`type_url::PUSH_ORDER`], it compares what the node should have
+//! with what it was last sent and pushes the difference.
+//!
+//! Make-before-break:
+//! - Listeners and routes change only once clusters, endpoints and secrets
+//!   have nothing in flight and the node's EDS subscription covers every
+//!   cluster it was sent (Envoy asks for endpoints while new clusters warm,
+//!   and may ACK the clusters only once warm), so no route names a cluster
+//!   that is still warming.
+//! - A cluster, endpoint set or secret that leaves the view (and, gated on
+//!   LDS only, a route configuration) is still served until the node has
+//!   ACKed LDS and RDS at the version that dropped it, with no LDS/RDS
+//!   response in flight. Only then does a push remove it (absent from the
+//!   SotW set, or in delta `removed_resources`).
+//!
+//! A NACK keeps the last good config: the rejected content counts as sent, so
+//! it goes out again only once the snapshot changes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    Resource as WireResource,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
+
+use super::cache::{self, Cache, Nack, NodeHandle, Protocol, Selection, TypeMap};
+use super::{type_url, Resource};
+
+/// The ADS service. Build it with [`service`], or run it with [`serve`].
+#[derive(Clone)]
+pub struct Ads {
+    cache: Arc<Cache>,
+    stop: watch::Receiver<bool>,
+}
+
+/// The ADS service for embedding in a tonic router. Its streams end when
+/// the server shuts down; use [`serve`] to also end them on a signal.
+pub fn service(cache: Arc<Cache>) -> AggregatedDiscoveryServiceServer<Ads> {
+    // The sender is dropped at once: `stopped` then never completes.
+    let (_, stop) = watch::channel(false);
+    AggregatedDiscoveryServiceServer::new(Ads { cache, stop })
+}
+
+/// Serves ADS on `listener` until `shutdown` completes; then every stream
+/// ends with `UNAVAILABLE` (so Envoy reconnects elsewhere) and the server
+/// returns.
+pub async fn serve(
+    cache: Arc<Cache>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().ok();
+    let (stop_tx, stop) = watch::channel(false);
+    let svc = AggregatedDiscoveryServiceServer::new(Ads { cache, stop });
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    });
+    let signal = async move {
+        shutdown.await;
+        info!("xDS server shutting down");
+        let _ = stop_tx.send(true);
+    };
+    info!(addr = ?addr, "xDS server listening");
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .context("serving xDS")
+}
+
+type Outbox<T> = mpsc::Sender<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run_stream::<Sotw>(
+            self.cache.clone(),
+            self.stop.clone(),
+            request.into_inner(),
+            tx,
+            peer,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run_stream::<Delta>(
+            self.cache.clone(),
+            self.stop.clone(),
+            request.into_inner(),
+            tx,
+            peer,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Completes when the server stops (never, if the sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Inputs of one type's evaluation in a flush.
+struct Step<'a> {
+    t: &'a str,
+    /// Global version of the state being served.
+    version: u64,
+    /// The node's view of the type.
+    w: &'a TypeMap,
+    /// Removals of resources that left the view at or before this version
+    /// may go out (see [`Session::gate`]).
+    gate: u64,
+    /// A change must wait (listeners and routes while clusters warm).
+    hold: bool,
+    nonce: String,
+}
+
+enum Outcome<R> {
+    /// The client has exactly what it should.
+    Unchanged,
+    /// Something differs but must wait.
+    Held,
+    Send(R),
+}
+
+/// What differs between the two protocols; the stream loop is shared.
+trait Wire: Send + 'static {
+    type Req: Message + Default + Send + 'static;
+    type Resp: Message + Send + 'static;
+    const PROTOCOL: Protocol;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn on_request(s: &mut Session, req: Self::Req);
+    /// The response that brings the client to `step.w` (the node's view of
+    /// type `step.t`), unless it already has it or the push is held.
+    fn build(st: &mut TypeState, step: Step<'_>) -> Outcome<Self::Resp>;
+    /// (version, nonce, resources, removed) for logs.
+    fn describe(resp: &Self::Resp) -> (&str, &str, usize, usize);
+}
+
+async fn run_stream<W: Wire>(
+    cache: Arc<Cache>,
+    stop: watch::Receiver<bool>,
+    mut input: Streaming<W::Req>,
+    tx: Outbox<W::Resp>,
+    peer: Option<SocketAddr>,
+) {
+    let first = tokio::select! {
+        m = input.next() => m,
+        _ = stopped(stop.clone()) => return,
+    };
+    let first = match first {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            debug!(?peer, "xDS stream failed before its first request: {e}");
+            return;
+        }
+        None => return,
+    };
+    let Some(node) = W::node(&first).cloned() else {
+        warn!(?peer, protocol = ?W::PROTOCOL, "xDS stream without `node` in its first request; closing it");
+        let _ = tx
+            .send(Err(Status::invalid_argument(
+                "the first request must carry `node`",
+            )))
+            .await;
+        return;
+    };
+    let selection = cache::selection_from_metadata(node.metadata.as_ref());
+    let handle = cache.register(&node.id, &node.cluster, W::PROTOCOL, &selection);
+    info!(
+        node = %node.id, cluster = %node.cluster, protocol = ?W::PROTOCOL, ?peer, gateways = ?selection,
+        "xDS stream connected"
+    );
+    let mut s = Session {
+        node: node.id,
+        cluster: node.cluster,
+        selection,
+        handle,
+        types: BTreeMap::new(),
+        nonce: 0,
+    };
+    let mut full = cache.watch_full();
+    full.borrow_and_update();
+    let mut eds = cache.watch_endpoints();
+    eds.borrow_and_update();
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+
+    W::on_request(&mut s, first);
+    let reason: String = loop {
+        if s.flush::<W>(&cache, &tx).await.is_err() {
+            break "client went away".into();
+        }
+        let watch_eds = s
+            .types
+            .get(type_url::ENDPOINT)
+            .is_some_and(|t| t.subscribed);
+        tokio::select! {
+            m = input.next() => match m {
+                Some(Ok(req)) => W::on_request(&mut s, req),
+                Some(Err(e)) => break format!("stream error: {e}"),
+                None => break "closed by client".into(),
+            },
+            r = full.changed() => if r.is_err() { break "cache dropped".into() },
+            r = eds.changed(), if watch_eds => if r.is_err() { break "cache dropped".into() },
+            _ = &mut stop => {
+                let _ = tx.send(Err(Status::unavailable("control plane shutting down"))).await;
+                break "server shutting down".into();
+            }
+            _ = tx.closed() => break "client went away".into(),
+        }
+    };
+    info!(node = %s.node, cluster = %s.cluster, protocol = ?W::PROTOCOL, ?peer, %reason, "xDS stream disconnected");
+}
+
+/// Where a type's latest response stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// Nothing sent yet.
+    #[default]
+    Idle,
+    /// Sent, neither ACKed nor NACKed.
+    Pending,
+    Acked,
+    Nacked,
+}
+
+/// A resource the client has, as far as we know. `res` is kept for SotW
+/// (retained resources are sent again in the full set); delta only needs
+/// the version, and versions from `initial_resource_versions` have no body.
+#[derive(Debug)]
+struct Held {
+    version: String,
+    res: Option<Arc<Resource>>,
+}
+
+/// Per-stream, per-type protocol state.
+#[derive(Debug, Default)]
+struct TypeState {
+    subscribed: bool,
+    /// All resources of the type (LDS/CDS in SotW always are).
+    wildcard: bool,
+    /// Explicitly subscribed names.
+    names: BTreeSet<String>,
+    /// What the client has, by name.
+    have: BTreeMap<String, Held>,
+    /// Resources kept after leaving the view (make-before-break), with the
+    /// global version at which they left it.
+    stale: BTreeMap<String, u64>,
+    /// Delta: subscribed names already reported as absent.
+    absent_told: BTreeSet<String>,
+    /// Respond even if nothing changed (a (re)subscription asked for it).
+    force: bool,
+    phase: Phase,
+    nonce: String,
+    /// Global version the latest response was built from.
+    sent_at: u64,
+    /// Latest global version at which the latest response was still current.
+    current_at: u64,
+    /// Latest global version the node is known to run.
+    acked_at: u64,
+    /// Resources carried by the latest response (for NACK reports).
+    sent_names: Vec<String>,
+    /// Resources whose latest delivery was rejected (NACKed).
+    rejected: BTreeSet<String>,
+    /// SotW `version_info` bookkeeping: (global version, suffix).
+    last_vi: (u64, u32),
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Records a response just built.
+    fn sent(&mut self, nonce: String, version: u64, names: Vec<String>) {
+        self.force = false;
+        self.phase = Phase::Pending;
+        self.nonce = nonce;
+        self.sent_at = version;
+        self.current_at = version;
+        for n in &names {
+            self.rejected.remove(n);
+        }
+        self.sent_names = names;
+    }
+
+    /// Nothing to send at `version`; true when that moved `acked_at`.
+    fn unchanged(&mut self, version: u64) -> bool {
+        self.current_at = self.current_at.max(version);
+        if self.phase == Phase::Acked && self.acked_at < version {
+            self.acked_at = version;
+            return true;
+        }
+        false
+    }
+
+    /// `version_info`: the global version; a second, different response at
+    /// the same version (a deferred removal) gets a `.N` suffix.
+    fn version_info(&mut self, version: u64) -> String {
+        if self.last_vi.0 == version {
+            self.last_vi.1 += 1;
+            format!("{version}.{}", self.last_vi.1)
+        } else {
+            self.last_vi = (version, 0);
+            version.to_string()
+        }
+    }
+}
+
+/// Types whose removal waits for LDS/RDS ACKs.
+fn gates(t: &str) -> &'static [&'static str] {
+    match t {
+        type_url::CLUSTER | type_url::ENDPOINT | type_url::SECRET => {
+            &[type_url::LISTENER, type_url::ROUTE]
+        }
+        type_url::ROUTE => &[type_url::LISTENER],
+        _ => &[],
+    }
+}
+
+fn any(r: &Resource) -> Any {
+    Any {
+        type_url: r.any.type_url.clone(),
+        value: r.any.value.clone(),
+    }
+}
+
+struct Session {
+    node: String,
+    cluster: String,
+    selection: Selection,
+    handle: NodeHandle,
+    types: BTreeMap<String, TypeState>,
+    nonce: u64,
+}
+
+impl Session {
+    /// Handles the client's answer to our latest response for `t`.
+    fn on_reply(&mut self, t: &str, error: Option<RpcStatus>) {
+        let Some(st) = self.types.get_mut(t) else {
+            return;
+        };
+        if st.phase != Phase::Pending {
+            return; // a repeated ACK/NACK of the same response
+        }
+        match error {
+            Some(e) => {
+                st.phase = Phase::Nacked;
+                st.rejected.extend(st.sent_names.iter().cloned());
+                warn!(
+                    node = %self.node, cluster = %self.cluster, type_url = t, version = st.sent_at,
+                    nonce = %st.nonce, resources = ?st.sent_names, error = %e.message,
+                    "Envoy rejected an xDS response (NACK); it keeps its last good config"
+                );
+                self.handle.nacked(
+                    t,
+                    Nack {
+                        version: st.sent_at,
+                        nonce: st.nonce.clone(),
+                        error: e.message,
+                        resource_names: st.sent_names.clone(),
+                        at_unix_ms: cache::now_unix_ms(),
+                    },
+                );
+            }
+            None => {
+                st.phase = Phase::Acked;
+                st.acked_at = st.acked_at.max(st.current_at);
+                debug!(node = %self.node, type_url = t, version = st.acked_at, nonce = %st.nonce, "ACK");
+                self.handle.acked(t, st.acked_at, &st.nonce);
+            }
+        }
+    }
+
+    /// The type's state, creating it (and registering the subscription) on
+    /// first use. Returns whether it was new.
+    fn subscribe(&mut self, t: &str) -> (&mut TypeState, bool) {
+        let new = !self.types.get(t).is_some_and(|s| s.subscribed);
+        if new {
+            self.handle.subscribed(t);
+        }
+        let st = self.types.entry(t.to_string()).or_default();
+        st.subscribed = true;
+        (st, new)
+    }
+
+    /// Highest "left the view at" version whose removal may go out now: the
+    /// node runs LDS (and RDS) at that version or later, with nothing of
+    /// theirs in flight. Gate types the node does not subscribe to do not
+    /// hold removals back.
+    fn gate(&self, t: &str) -> u64 {
+        gates(t)
+            .iter()
+            .filter_map(|g| self.types.get(*g))
+            .filter(|s| s.subscribed)
+            .map(|s| match s.phase {
+                Phase::Acked | Phase::Nacked => s.acked_at,
+                Phase::Idle | Phase::Pending => 0,
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Whether listeners and routes may change: clusters, endpoints and
+    /// secrets have nothing in flight (Envoy may ACK clusters only once they
+    /// are warm) and the EDS subscription covers every cluster the node was
+    /// sent that has endpoints in its view, so no route can name a cluster
+    /// that is still warming. Rejected clusters are not waited for.
+    fn warm(&self, view: &cache::View) -> bool {
+        let settled = |t: &str| {
+            self.types
+                .get(t)
+                .filter(|s| s.subscribed)
+                .is_none_or(|s| matches!(s.phase, Phase::Acked | Phase::Nacked))
+        };
+        if !(settled(type_url::CLUSTER) && settled(type_url::ENDPOINT) && settled(type_url::SECRET))
+        {
+            return false;
+        }
+        let Some(cds) = self.types.get(type_url::CLUSTER).filter(|s| s.subscribed) else {
+            return true;
+        };
+        let cla = view.get(type_url::ENDPOINT);
+        let mut needed = cds
+            .have
+            .keys()
+            .filter(|c| cla.contains_key(*c) && !cds.rejected.contains(*c));
+        match self.types.get(type_url::ENDPOINT).filter(|s| s.subscribed) {
+            Some(eds) => eds.wildcard || needed.all(|c| eds.names.contains(c)),
+            // Envoy asks for endpoints once it sees clusters: wait for that.
+            None => needed.next().is_none(),
+        }
+    }
+
+    /// Subscribed types, in push order.
+    fn order(&self) -> Vec<String> {
+        let mut out: Vec<String> = type_url::PUSH_ORDER
+            .iter()
+            .filter(|t| self.types.contains_key(**t))
+            .map(|t| t.to_string())
+            .collect();
+        out.extend(
+            self.types
+                .keys()
+                .filter(|t| !type_url::PUSH_ORDER.contains(&t.as_str()))
+                .cloned(),
+        );
+        out
+    }
+
+    /// Pushes whatever the node is missing. Repeats while a pass lets a
+    /// gate open (an unchanged LDS/RDS counting as ACKed at the new version
+    /// can release a deferred removal).
+    async fn flush<W: Wire>(&mut self, cache: &Cache, tx: &Outbox<W::Resp>) -> Result<(), ()> {
+        let state = cache.current();
+        let view = state.view(&self.selection);
+        for _ in 0..=self.types.len() {
+            let mut progressed = false;
+            for t in self.order() {
+                let gate = self.gate(&t);
+                let hold = (t == type_url::LISTENER || t == type_url::ROUTE) && !self.warm(&view);
+                let Some(st) = self.types.get_mut(&t) else {
+                    continue;
+                };
+                if !st.subscribed {
+                    continue;
+                }
+                let step = Step {
+                    t: &t,
+                    version: state.version,
+                    w: view.get(&t),
+                    gate,
+                    hold,
+                    nonce: (self.nonce + 1).to_string(),
+                };
+                let resp = match W::build(st, step) {
+                    Outcome::Send(resp) => resp,
+                    Outcome::Held => continue,
+                    Outcome::Unchanged => {
+                        if st.unchanged(state.version) {
+                            self.handle.acked(&t, st.acked_at, &st.nonce);
+                            progressed = true;
+                        }
+                        continue;
+                    }
+                };
+                self.nonce += 1;
+                let bytes = resp.encoded_len();
+                let label = cache::type_label(&t);
+                let (version, nonce, n, removed) = W::describe(&resp);
+                debug!(
+                    node = %self.node, type_url = %t, version, nonce, resources = n, removed, bytes,
+                    "xDS push"
+                );
+                crate::metrics::counter_add(
+                    "switchyard_xds_pushes_total",
+                    "xDS responses sent.",
+                    &[("type", label)],
+                    1,
+                );
+                crate::metrics::counter_add(
+                    "switchyard_xds_push_bytes_total",
+                    "Encoded bytes of xDS responses sent.",
+                    &[("type", label)],
+                    bytes as u64,
+                );
+                tx.send(Ok(resp)).await.map_err(|_| ())?;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Sotw;
+
+impl Wire for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Sotw;
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn on_request(s: &mut Session, req: DiscoveryRequest) {
+        let t = req.type_url;
+        if t.is_empty() {
+            warn!(node = %s.node, "request without type_url ignored");
+            return;
+        }
+        if !req.response_nonce.is_empty() {
+            let latest = s.types.get(&t).map(|st| st.nonce.as_str()).unwrap_or("");
+            if req.response_nonce != latest {
+                debug!(node = %s.node, type_url = %t, nonce = %req.response_nonce, latest, "stale nonce; request ignored");
+                return;
+            }
+            s.on_reply(&t, req.error_detail);
+        }
+        let force = req.response_nonce.is_empty();
+        let (st, first) = s.subscribe(&t);
+        st.force |= force;
+        let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
+        if names.is_empty() {
+            // Legacy wildcard on the first request; afterwards an empty list
+            // keeps wildcard, or unsubscribes from everything.
+            if first {
+                st.wildcard = true;
+            }
+        } else {
+            st.wildcard = names.remove("*");
+        }
+        st.names = names;
+    }
+
+    fn build(st: &mut TypeState, step: Step<'_>) -> Outcome<DiscoveryResponse> {
+        let Step {
+            t,
+            version,
+            w,
+            gate,
+            hold,
+            nonce,
+        } = step;
+        let full = st.wildcard || t == type_url::LISTENER || t == type_url::CLUSTER;
+        let mut desired: TypeMap = if full {
+            w.clone()
+        } else {
+            st.names
+                .iter()
+                .filter_map(|n| w.get_key_value(n))
+                .map(|(n, r)| (n.clone(), Arc::clone(r)))
+                .collect()
+        };
+        // Keep what left the view until the gate opens.
+        let mut stale = std::mem::take(&mut st.stale);
+        for (name, held) in &st.have {
+            if w.contains_key(name) || !(full || st.names.contains(name)) {
+                continue;
+            }
+            let since = *stale.entry(name.clone()).or_insert(version);
+            if !gates(t).is_empty() && since > gate {
+                if let Some(r) = &held.res {
+                    desired.insert(name.clone(), Arc::clone(r));
+                }
+            }
+        }
+        stale.retain(|n, _| desired.contains_key(n) && !w.contains_key(n));
+        st.stale = stale;
+
+        let same = desired.len() == st.have.len()
+            && desired
+                .iter()
+                .zip(st.have.iter())
+                .all(|((a, ra), (b, hb))| a == b && ra.version == hb.version);
+        if same && !st.force {
+            return Outcome::Unchanged;
+        }
+        if hold {
+            return Outcome::Held;
+        }
+        let resp = DiscoveryResponse {
+            version_info: st.version_info(version),
+            resources: desired.values().map(|r| any(r)).collect(),
+            type_url: t.to_string(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        let names: Vec<String> = desired.keys().cloned().collect();
+        st.have = desired
+            .into_iter()
+            .map(|(n, r)| {
+                (
+                    n,
+                    Held {
+                        version: r.version.clone(),
+                        res: Some(r),
+                    },
+                )
+            })
+            .collect();
+        st.sent(nonce, version, names);
+        Outcome::Send(resp)
+    }
+
+    fn describe(r: &DiscoveryResponse) -> (&str, &str, usize, usize) {
+        (&r.version_info, &r.nonce, r.resources.len(), 0)
+    }
+}
+
+struct Delta;
+
+impl Wire for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Delta;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn on_request(s: &mut Session, req: DeltaDiscoveryRequest) {
+        let t = req.type_url;
+        if t.is_empty() {
+            warn!(node = %s.node, "request without type_url ignored");
+            return;
+        }
+        if !req.response_nonce.is_empty() {
+            let latest = s.types.get(&t).map(|st| st.nonce.as_str()).unwrap_or("");
+            if req.response_nonce == latest {
+                s.on_reply(&t, req.error_detail);
+            } else {
+                // Not an answer to our latest response; its subscription
+                // changes still apply (delta requests are incremental).
+                debug!(node = %s.node, type_url = %t, nonce = %req.response_nonce, latest, "stale nonce; not an ACK/NACK");
+            }
+        }
+        let (st, first) = s.subscribe(&t);
+        if first {
+            st.force = true;
+            for (name, version) in req.initial_resource_versions {
+                st.have.insert(name, Held { version, res: None });
+            }
+            if req.resource_names_subscribe.is_empty()
+                && (t == type_url::LISTENER || t == type_url::CLUSTER)
+            {
+                st.wildcard = true;
+            }
+        }
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                st.wildcard = true;
+            } else {
+                st.names.insert(name);
+            }
+        }
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                st.wildcard = false;
+                continue;
+            }
+            st.names.remove(&name);
+            st.absent_told.remove(&name);
+            if !st.wildcard {
+                st.have.remove(&name);
+                st.stale.remove(&name);
+            }
+        }
+    }
+
+    fn build(st: &mut TypeState, step: Step<'_>) -> Outcome<DeltaDiscoveryResponse> {
+        let Step {
+            t,
+            version,
+            w,
+            gate,
+            hold,
+            nonce,
+        } = step;
+        let updates: Vec<(&String, &Arc<Resource>)> = w
+            .iter()
+            .filter(|(n, r)| {
+                st.wants(n)
+                    && st.have.get(*n).map(|h| h.version.as_str()) != Some(r.version.as_str())
+            })
+            .collect();
+        let mut removed: Vec<String> = Vec::new();
+        let mut forget: Vec<String> = Vec::new();
+        let mut stale = std::mem::take(&mut st.stale);
+        for name in st.have.keys() {
+            if !st.wants(name) {
+                forget.push(name.clone()); // unsubscribed: the client drops it itself
+            } else if !w.contains_key(name) {
+                let since = *stale.entry(name.clone()).or_insert(version);
+                if gates(t).is_empty() || since <= gate {
+                    removed.push(name.clone());
+                }
+            }
+        }
+        // Subscribed names that do not exist: say so once, so the client
+        // does not wait for them.
+        for name in &st.names {
+            if !w.contains_key(name)
+                && !st.have.contains_key(name)
+                && !st.absent_told.contains(name)
+            {
+                removed.push(name.clone());
+            }
+        }
+        for name in &forget {
+            st.have.remove(name);
+        }
+        st.absent_told
+            .retain(|n| !w.contains_key(n) && st.names.contains(n));
+        if (updates.is_empty() && removed.is_empty() && !st.force) || hold {
+            stale.retain(|n, _| st.have.contains_key(n) && !w.contains_key(n));
+            st.stale = stale;
+            let nothing = updates.is_empty() && removed.is_empty() && !st.force;
+            return if nothing {
+                Outcome::Unchanged
+            } else {
+                Outcome::Held
+            };
+        }
+        let resources: Vec<WireResource> = updates
+            .iter()
+            .map(|(n, r)| WireResource {
+                name: (*n).clone(),
+                version: r.version.clone(),
+                resource: Some(any(r)),
+                ..Default::default()
+            })
+            .collect();
+        let names: Vec<String> = updates.iter().map(|(n, _)| (*n).clone()).collect();
+        for (n, r) in &updates {
+            st.have.insert(
+                (*n).clone(),
+                Held {
+                    version: r.version.clone(),
+                    res: None,
+                },
+            );
+        }
+        for name in &removed {
+            st.have.remove(name);
+            if st.names.contains(name) {
+                st.absent_told.insert(name.clone());
+            }
+        }
+        stale.retain(|n, _| st.have.contains_key(n) && !w.contains_key(n));
+        st.stale = stale;
+        let resp = DeltaDiscoveryResponse {
+            system_version_info: version.to_string(),
+            resources,
+            type_url: t.to_string(),
+            removed_resources: removed,
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        st.sent(nonce, version, names);
+        Outcome::Send(resp)
+    }
+
+    fn describe(r: &DeltaDiscoveryResponse) -> (&str, &str, usize, usize) {
+        (
+            &r.system_version_info,
+            &r.nonce,
+            r.resources.len(),
+            r.removed_resources.len(),
+        )
+    }
+}
