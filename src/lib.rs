@@ -12,6 +12,7 @@ pub mod inputs;
 pub mod ir;
 pub mod metrics;
 pub mod pipeline;
+pub mod programmed;
 pub mod provider;
 pub mod standalone;
 pub mod status;

@@ -135,6 +135,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         writer: FileStatusWriter::new(&opts.status_dir),
         engine: Engine::new(cache.clone()),
         last: None,
+        translated: None,
         controller_name: opts.controller_name.clone(),
     };
     reloader.reload(&state);
@@ -143,8 +144,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .envoy
         .map(|cfg| tokio::spawn(crate::supervisor::supervise(cfg, shutdown_rx.clone())));
 
+    let mut xds_events = cache.subscribe_events();
     loop {
         tokio::select! {
+            ev = xds_events.recv() => {
+                if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    break;
+                }
+                // ACKs arrive in bursts (one per type): settle before rewriting status.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                while xds_events.try_recv().is_ok() {}
+                reloader.write_status();
+            }
             Some(()) = rx.recv() => {
                 // Coalesce the burst of events an editor's save produces.
                 tokio::time::sleep(opts.debounce).await;
@@ -173,6 +184,7 @@ struct Reloader {
     writer: FileStatusWriter,
     engine: Engine,
     last: Option<Inputs>,
+    translated: Option<Translated>,
     controller_name: String,
 }
 
@@ -204,16 +216,34 @@ impl Reloader {
             self.last = Some(inputs);
             return;
         }
-        full_reload(
+        self.translated = Some(full_reload(
             &mut self.writer,
             &mut self.engine,
             state,
             &inputs,
             errors,
             t0,
-        );
+        ));
         self.last = Some(inputs);
+        self.write_status();
     }
+
+    /// Writes the status with `Programmed` as the Envoy fleet reports it.
+    fn write_status(&mut self) {
+        let Some(t) = &self.translated else { return };
+        let nodes = self.engine.cache().node_states();
+        let status = crate::programmed::overlay(&t.status, &t.snapshot, &nodes, t.version);
+        if let Err(e) = self.writer.write(&status) {
+            error!(dir = %self.writer.dir().display(), "writing status: {e}");
+        }
+    }
+}
+
+/// The last full translation, kept to re-derive `Programmed` on ACK/NACK.
+struct Translated {
+    status: crate::status::StatusSet,
+    snapshot: crate::xds::Snapshot,
+    version: u64,
 }
 
 fn full_reload(
@@ -223,10 +253,7 @@ fn full_reload(
     inputs: &Inputs,
     errors: Vec<LoadError>,
     t0: Instant,
-) {
-    for e in &errors {
-        error!(file = %e.file, line = ?e.line, "{}", e.message);
-    }
+) -> Translated {
     for e in &errors {
         error!(file = %e.file, line = ?e.line, "{}", e.message);
     }
@@ -237,9 +264,6 @@ fn full_reload(
     let (out, snap) = engine.full(inputs);
     let resources = resource_index(&snap);
     let version = engine.version;
-    if let Err(e) = writer.write(&out.status) {
-        error!(dir = %writer.dir().display(), "writing status: {e}");
-    }
     if let Err(e) = writer.write_errors(&errors) {
         error!(dir = %writer.dir().display(), "writing errors.yaml: {e}");
     }
@@ -265,4 +289,10 @@ fn full_reload(
         resources,
         ready: true,
     };
+    drop(last);
+    Translated {
+        status: out.status,
+        snapshot: snap,
+        version,
+    }
 }
