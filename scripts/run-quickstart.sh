@@ -4,14 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${CARGO_TARGET_DIR:-target}/release
-ENVOY=$(scripts/envoy-path.sh)
+ENVOY=.venv/bin/envoy
+[ -x "$ENVOY" ] || { echo "Envoy not installed: run 'make envoy'" >&2; exit 1; }
 RUN_DIR=${RUN_DIR:-$(mktemp -d /tmp/switchyard-run.XXXXXX)}
+mkdir -p "$RUN_DIR"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'echo; echo "Stopping."; exit 130' INT TERM
+
+for port in 8080 9001 9002 18000 18001 19000; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then
+    echo "127.0.0.1:$port is already in use (another 'make run'?); stop that first." >&2
+    exit 1
+  fi
+done
 
 "$BIN/switchyard-echo" --listen 127.0.0.1:9001 --name echo-a >"$RUN_DIR/echo-a.log" 2>&1 & pids+=($!)
 "$BIN/switchyard-echo" --listen 127.0.0.1:9002 --name echo-b >"$RUN_DIR/echo-b.log" 2>&1 & pids+=($!)
@@ -47,4 +57,6 @@ Envoy admin:              curl -s http://127.0.0.1:19000/config_dump | head
 Edit examples/quickstart/*.yaml and re-run a curl: changes apply in milliseconds.
 Press Ctrl-C to stop.
 MSG
-wait
+# Runs until Ctrl-C, or until one of the processes exits.
+wait -n "${pids[@]}" || true
+echo "A process exited; stopping. Logs are in $RUN_DIR." >&2

@@ -6,19 +6,11 @@ requests through Envoy; backends answer JSON naming themselves.
 
 import json
 import math
-import threading
 import time
 import urllib.request
 from collections import Counter
 
-
-def route(name, host, rules):
-    return (f"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\n"
-            f"spec:\n  parentRefs: [{{name: bench}}]\n  hostnames: [{host}]\n  rules:\n{rules}")
-
-
-def name_of(body):
-    return body.get("name") if isinstance(body, dict) else None
+from conftest import edits_under_load, name_of, route
 
 
 def test_routing_by_host_path_header_query_method(gw):
@@ -217,40 +209,12 @@ def test_malformed_yaml_names_file_and_line_and_keeps_last_good(gw):
 def test_route_edit_served_within_a_second_without_failed_requests(gw):
     gw.write("live.yaml", route("live", "live.test", "  - backendRefs: [{name: svc-0, port: 80}]\n"))
     gw.wait_for("live.test", pred=lambda s, b, h: name_of(b) == "backend-0")
-    results = Counter()
-    stop = threading.Event()
-
-    def load():
-        import http.client
-        c = None
-        while not stop.is_set():
-            try:
-                if c is None:
-                    c = http.client.HTTPConnection("127.0.0.1", gw.stack.gw_port, timeout=5)
-                c.request("GET", "/", headers={"Host": "live.test"})
-                r = c.getresponse()
-                r.read()
-                results[r.status] += 1
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                results[type(e).__name__] += 1
-                c = None
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    latencies = []
-    try:
-        for i in range(10):
-            want = f"svc-{(i + 1) % 2}"
-            t0 = time.perf_counter()
-            gw.write("live.yaml", route("live", "live.test", f"  - backendRefs: [{{name: {want}, port: 80}}]\n"))
-            gw.wait_for("live.test", pred=lambda s, b, h: name_of(b) == want.replace("svc", "backend"), timeout=1.0)
-            latencies.append(time.perf_counter() - t0)
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
+    # Ten edits, alternating the backend, while four clients hammer the route.
+    wanted = [(i + 1) % 2 for i in range(10)]
+    versions = [route("live", "live.test", f"  - backendRefs: [{{name: svc-{w}, port: 80}}]\n") for w in wanted]
+    results, latencies = edits_under_load(
+        gw, "live.yaml", "live.test", versions,
+        expect=lambda i: lambda s, b, h: s == 200 and name_of(b) == f"backend-{wanted[i]}")
     assert sum(results.values()) > 100, results
     assert set(results) == {200}, f"failed requests during route edits: {results}"
     print(f"route edit → served: mean {1000 * sum(latencies) / len(latencies):.1f} ms, max {1000 * max(latencies):.1f} ms, "
@@ -267,7 +231,7 @@ def test_config_dump_shows_pushed_version_and_programmed(gw):
     while True:
         snap = gw.stack.admin_json("/debug/snapshot")
         pushed = snap["resources"]["default/bench"]["RouteConfiguration"][name]
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.stack.envoy_admin}/config_dump") as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.stack.envoy_admin}/config_dump", timeout=5) as r:
             dump = json.load(r)
         configs = {c["@type"].rsplit(".", 1)[-1]: c for c in dump["configs"]}
         ours = [rc for rc in configs["RoutesConfigDump"]["dynamic_route_configs"] if rc["route_config"]["name"] == name]

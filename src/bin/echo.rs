@@ -95,37 +95,74 @@ fn answer(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let name: Arc<str> = args.name.unwrap_or_else(default_name).into();
-    let mut tasks = Vec::new();
+    // Every connection holds a receiver; `stop_tx.closed()` resolves once
+    // all of them have finished (graceful drain on SIGTERM / Ctrl-C).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut accept_loops = tokio::task::JoinSet::new();
     for addr in args.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
-        let local = listener.local_addr()?;
-        eprintln!("switchyard-echo {name} listening on {local}");
+        eprintln!(
+            "switchyard-echo {name} listening on {}",
+            listener.local_addr()?
+        );
         let name = name.clone();
-        tasks.push(tokio::spawn(async move {
+        let stop_rx = stop_rx.clone();
+        accept_loops.spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        eprintln!("switchyard-echo: accept: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
-                let _ = stream.set_nodelay(true);
-                let name = name.clone();
-                tokio::spawn(async move {
-                    let svc =
-                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                            let resp = answer(&name, local, &req);
-                            async move { Ok::<_, Infallible>(resp) }
-                        });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(serve(stream, name.clone(), stop_rx.clone()));
             }
-        }));
+        });
     }
+    drop(stop_rx);
     tokio::select! {
-        _ = futures::future::join_all(tasks) => {}
+        _ = accept_loops.join_next() => {}
         _ = switchyard::admin::shutdown_signal() => {}
     }
+    accept_loops.abort_all();
+    while accept_loops.join_next().await.is_some() {}
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stop_tx.closed()).await;
     Ok(())
+}
+
+/// Serves one connection (HTTP/1.1 or h2c, detected); finishes in-flight
+/// requests and closes when `stop` turns true.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    name: Arc<str>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    // The address this connection arrived on (also right for wildcard binds).
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let resp = answer(&name, local, &req);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let stopped = async {
+        let _ = stop.wait_for(|v| *v).await;
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
