@@ -43,6 +43,9 @@ struct Attachment {
 struct Compiled {
     /// (creationTimestamp, namespace/name) for precedence ties.
     age: (String, ObjKey),
+    /// Position of `age` among all routes (oldest first): the same order,
+    /// compared as an integer when sorting thousands of route entries.
+    rank: u32,
     rules: Vec<CompiledRule>,
 }
 
@@ -128,6 +131,17 @@ pub fn attach_http_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes 
         }
         if let Some(c) = compiled.compiled {
             out.compiled.insert(key.clone(), c);
+        }
+    }
+    let mut by_age: Vec<((String, ObjKey), ObjKey)> = out
+        .compiled
+        .iter()
+        .map(|(k, c)| (c.age.clone(), k.clone()))
+        .collect();
+    by_age.sort();
+    for (rank, (_, k)) in by_age.into_iter().enumerate() {
+        if let Some(c) = out.compiled.get_mut(&k) {
+            c.rank = u32::try_from(rank).unwrap_or(u32::MAX);
         }
     }
     out
@@ -246,7 +260,11 @@ fn compile_route(
         )),
         partially_invalid,
         ref_error,
-        compiled: Some(Compiled { age, rules }),
+        compiled: Some(Compiled {
+            age,
+            rank: 0,
+            rules,
+        }),
     }
 }
 
@@ -911,7 +929,7 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                 }
             }
             for (mi, m) in rule.matches.iter().enumerate() {
-                let key = (precedence(m), c.age.clone(), rule.index, mi);
+                let key = (precedence(m), c.rank, rule.index, mi);
                 let route = ir::Route {
                     source: ir::RouteSource {
                         kind: "HTTPRoute",
@@ -995,7 +1013,7 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
 
 type SortKey = (
     (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>),
-    (String, ObjKey),
+    u32,
     usize,
     usize,
 );
