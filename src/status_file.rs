@@ -142,5 +142,6 @@ mod tests {
         w.write(&set).expect("write");
         assert!(!path.exists(), "status of a deleted object is removed");
         assert_eq!(now_rfc3339().len(), 20);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -272,6 +272,7 @@ mod tests {
         assert!(errors[0].line.is_some(), "{:?}", errors[0]);
         assert!(errors[0].using_last_good);
         assert!(errors[0].to_string().contains("svc.yaml:"), "{}", errors[0]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
@@ -298,5 +299,6 @@ mod tests {
             errors[0].message
         );
         assert!(!errors[0].using_last_good);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
