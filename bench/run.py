@@ -45,6 +45,10 @@ def backend_of(body):
         return None
 
 
+VERIFY_INTERVAL_S = 0.01  # verifier: about 100 requests/s
+POLL_INTERVAL_S = 0.0005  # prober: pause between polls of a route not yet served
+
+
 def propagation(routes):
     """Adds `routes` HTTPRoutes one at a time; time from file write to 200 from the right backend."""
     with h.Stack(backends=2) as st:
@@ -68,10 +72,16 @@ def propagation(routes):
                 verify_count[0] += 1
                 if status != 200 or backend_of(body) != f"backend-{i % 2}":
                     verify_errors[str(status)] += 1
+                # A background check, not a load generator: unthrottled it took about a core
+                # of this process (and of Envoy) away from what is being measured.
+                time.sleep(VERIFY_INTERVAL_S)
 
         t = threading.Thread(target=verifier, daemon=True)
         t.start()
         c = h.Client(st.gw_port)
+        envoy = st.envoy_pid()
+        cpu0 = (h.cpu_seconds(st.switchyard.pid), h.cpu_seconds(envoy) if envoy else 0.0, time.process_time())
+        wall0 = time.perf_counter()
         for i in range(routes):
             st.write(f"r{i}.yaml", h.route_manifest(f"r{i}", f"r{i}.bench", f"svc-{i % 2}"))
             t0 = time.perf_counter()
@@ -86,6 +96,9 @@ def propagation(routes):
                 if time.perf_counter() - t0 > 10:
                     unexpected["timeout"] += 1
                     break
+                time.sleep(POLL_INTERVAL_S)
+        cpu1 = (h.cpu_seconds(st.switchyard.pid), h.cpu_seconds(envoy) if envoy else 0.0, time.process_time())
+        wall = time.perf_counter() - wall0
         stop.set()
         t.join(5)
         m = st.metrics()
@@ -93,11 +106,19 @@ def propagation(routes):
             "routes": routes,
             "latency": h.summary_ms(latencies),
             "latency_by_hundred": [h.summary_ms(latencies[k:k + 100]) for k in range(0, len(latencies), 100)],
+            "latencies_ms": [round(1000 * x, 2) for x in latencies],
             "unexpected_responses": sum(unexpected.values()),
             "unexpected_detail": dict(unexpected),
             "verifier_requests": verify_count[0],
             "verifier_errors": sum(verify_errors.values()),
             "xds_nacks": sum(v for k, v in m.items() if k.startswith("switchyard_xds_nacks_total")),
+            # Where the CPU went while routes were being added (seconds; the client includes the verifier).
+            "wall_s": round(wall, 2),
+            "cpu_s": {"controller": round(cpu1[0] - cpu0[0], 2), "envoy": round(cpu1[1] - cpu0[1], 2),
+                      "bench_client": round(cpu1[2] - cpu0[2], 2)},
+            "translations": m.get("switchyard_translate_seconds_count"),
+            "translate_s_total": round(m.get("switchyard_translate_seconds_sum", 0), 3),
+            "xds_build_s_total": round(m.get("switchyard_xds_build_seconds_sum", 0), 3),
         }
 
 
@@ -315,8 +336,20 @@ def wrk(port, seconds):
     return {"rps": rps, "p99_ms": round(float(p99.group(1)) * scale_, 3)}
 
 
-def dataplane(seconds):
-    """Same Envoy, same backend, same wrk: Switchyard's config versus a minimal static one."""
+def median_run(runs):
+    """The run with the median throughput (its own p99 alongside), plus every run."""
+    mid = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    return {"rps": mid["rps"], "p99_ms": mid["p99_ms"], "runs": runs}
+
+
+def dataplane(seconds, rounds):
+    """Same Envoy, same backend, same wrk: Switchyard's config versus a minimal static one.
+
+    Both Envoys run side by side (one idle while the other is measured), pinned
+    to CPU 0 with wrk on CPU 1, and are measured in alternating order (ABBA)
+    for `rounds` rounds; the median of each side is compared, so that drift
+    from other load on a shared machine does not land on one side only.
+    """
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         return {"skipped": "wrk not installed (make bench installs it)"}
     with h.Stack(backends=1, extra_args=["--envoy-extra-arg=--concurrency", "--envoy-extra-arg=1"]) as st:
@@ -324,20 +357,28 @@ def dataplane(seconds):
         st.write("route.yaml", h.route_manifest("dp", "dp.bench", "svc-0"))
         st.start_switchyard()
         wait_gateway(st)
-        ours = wrk(st.gw_port, seconds)
+        if st.envoy_pid():
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(st.envoy_pid())], capture_output=True)
         static_port, static_admin = h.free_port(), h.free_port()
         cfg = st.dir / "static.yaml"
         cfg.write_text(STATIC_ENVOY.format(port=static_port, backend=st.backend_ports[0], admin=static_admin))
-        envoy = subprocess.Popen([str(h.envoy_binary()), "-c", str(cfg), "--concurrency", "1", "--base-id", str(static_admin)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        envoy = subprocess.Popen(["taskset", "-c", "0", str(h.envoy_binary()), "-c", str(cfg), "--concurrency", "1",
+                                  "--base-id", str(static_admin)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            h.wait_port("127.0.0.1", static_port, 20)
-            time.sleep(0.5)
-            static = wrk(static_port, seconds)
+            if not h.wait_port("127.0.0.1", static_port, 20):
+                raise RuntimeError("static Envoy did not start")
+            wrk(st.gw_port, 1)  # warm-up: connections, first-request paths
+            wrk(static_port, 1)
+            ours, static = [], []
+            for r in range(rounds):
+                order = [(st.gw_port, ours), (static_port, static)]
+                for port, runs in (order if r % 2 == 0 else order[::-1]):
+                    runs.append(wrk(port, seconds))
         finally:
             envoy.terminate()
             envoy.wait(10)
-        return {"switchyard": ours, "static": static, "ratio": round(ours["rps"] / static["rps"], 3)}
+        a, b = median_run(ours), median_run(static)
+        return {"switchyard": a, "static": b, "ratio": round(a["rps"] / b["rps"], 3), "rounds": rounds, "seconds": seconds}
 
 
 def machine():
@@ -352,7 +393,13 @@ def machine():
     except (OSError, StopIteration):
         pass
     envoy_version = subprocess.run([str(h.envoy_binary()), "--version"], capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(), "envoy": envoy_version.split("version:")[-1].strip()}
+    commit = subprocess.run(["git", "-C", str(h.ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    try:
+        load = " / ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        load = ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+            "envoy": envoy_version.split("version:")[-1].strip(), "commit": commit, "loadavg_at_start": load}
 
 
 def main():
@@ -368,7 +415,7 @@ def main():
         ("churn", lambda: churn(6 if quick else 20)),
         ("scale", lambda: scale([100, 1000] if quick else [100, 1000, 5000, 10000])),
         ("endpoints", lambda: endpoints(50)),
-        ("dataplane", lambda: dataplane(3 if quick else 10)),
+        ("dataplane", lambda: dataplane(3, 2) if quick else dataplane(10, 3)),
     ]
     result = {"date": time.strftime("%Y-%m-%d"), "quick": quick, "machine": machine(), "scenarios": {}}
     for name, fn in plan:
@@ -377,7 +424,10 @@ def main():
         print(f"== {name}", flush=True)
         t0 = time.time()
         result["scenarios"][name] = fn()
-        print(json.dumps(result["scenarios"][name], indent=1)[:2000], f"\n({time.time() - t0:.0f} s)", flush=True)
+        shown = result["scenarios"][name]
+        if isinstance(shown, dict):
+            shown = {k: v for k, v in shown.items() if k not in ("latencies_ms", "latency_by_hundred")}
+        print(json.dumps(shown, indent=1)[:2000], f"\n({time.time() - t0:.0f} s)", flush=True)
     out = Path(a.out or (Path(__file__).parent / "results" / f"{result['date']}{'-quick' if quick else ''}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,0 +1,40 @@
+# Benchmarks (issue #5). Included from the top-level Makefile, which defines
+# CARGO, VENV and the `envoy` target.
+#
+#   make bench        full suite (about 10 min on 2 quiet cores): scenarios + criterion microbenchmarks
+#   make bench-quick  about a minute: small sizes, no criterion
+#
+# Both write bench/results/<date>[-quick].json, BENCHMARKS.md and
+# bench/results/propagation.png. Run the full suite on a quiet machine: every
+# number here is wall-clock on loopback and shares the CPU with whatever else runs.
+
+CARGO ?= cargo
+VENV ?= .venv
+BENCH_PY := $(VENV)/bin/python
+BENCH_DATE := $(shell date +%Y-%m-%d)
+
+.PHONY: bench bench-quick bench-deps bench-micro
+
+# Everything the suite needs, each step a no-op when already there.
+bench-deps: envoy
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }; }
+	@$(BENCH_PY) -c 'import matplotlib' 2>/dev/null || { \
+	  echo "installing matplotlib into $(VENV)"; \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check matplotlib; }
+	$(CARGO) build --release --bins --examples
+
+# Criterion microbenchmarks of the pure stages (translate, build, decode).
+bench-micro:
+	$(CARGO) bench --bench translate
+
+bench: bench-deps
+	$(BENCH_PY) bench/run.py --out bench/results/$(BENCH_DATE).json
+	$(CARGO) bench --bench translate
+	$(BENCH_PY) bench/report.py --with-criterion bench/results/$(BENCH_DATE).json
+
+bench-quick: bench-deps
+	$(BENCH_PY) bench/run.py --quick --out bench/results/$(BENCH_DATE)-quick.json
+	$(BENCH_PY) bench/report.py bench/results/$(BENCH_DATE)-quick.json
