@@ -1,35 +1,79 @@
 //! Copies the Envoy protobuf descriptor set shipped inside the `envoy-types`
 //! crate into OUT_DIR, so the binary can render Envoy resources as JSON/YAML
 //! (the same canonical proto-JSON that Envoy's /config_dump prints).
-use std::path::PathBuf;
+//!
+//! The crate's sources are on disk before any build script runs (cargo
+//! downloads every needed package first); we find them from Cargo.lock's
+//! version in the registry source directories, and fall back to
+//! `cargo metadata` for other layouts (vendoring, path overrides).
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+const REL: &str = "src/generated/types.bin";
+
+fn locked_version(manifest_dir: &Path) -> Option<String> {
+    let lock = std::fs::read_to_string(manifest_dir.join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == "name = \"envoy-types\"" {
+            let v = lines.next()?.trim();
+            return v
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')
+                .map(str::to_string);
+        }
+    }
+    None
+}
+
+fn from_registry(version: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    for entry in std::fs::read_dir(home.join("registry/src")).ok()?.flatten() {
+        let p = entry
+            .path()
+            .join(format!("envoy-types-{version}"))
+            .join(REL);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn from_metadata(manifest_dir: &Path) -> Option<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(manifest_dir)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let manifest = v["packages"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == "envoy-types")?["manifest_path"]
+        .as_str()?
+        .to_string();
+    Some(PathBuf::from(manifest).parent()?.join(REL))
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=Cargo.lock");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
-    let meta = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline"])
-        .current_dir(&manifest_dir)
-        .output()
-        .expect("run cargo metadata");
-    assert!(
-        meta.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&meta.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&meta.stdout).expect("parse cargo metadata");
-    let manifest = v["packages"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["name"] == "envoy-types"))
-        .and_then(|p| p["manifest_path"].as_str())
-        .expect("envoy-types in cargo metadata");
-    let src = PathBuf::from(manifest)
-        .parent()
-        .expect("crate dir")
-        .join("src/generated/types.bin");
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let src = locked_version(&manifest_dir)
+        .and_then(|v| from_registry(&v))
+        .or_else(|| from_metadata(&manifest_dir))
+        .expect(
+            "cannot find the envoy-types crate sources (descriptor set src/generated/types.bin)",
+        );
     std::fs::copy(&src, out.join("envoy_descriptors.bin"))
         .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
 }

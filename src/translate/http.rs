@@ -951,7 +951,7 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                         table
                             .entry(d.clone())
                             .or_default()
-                            .push((key.clone(), route.clone()));
+                            .push((key, route.clone()));
                     }
                     table.entry(last.clone()).or_default().push((key, route));
                 }
@@ -1083,7 +1083,7 @@ fn route_config(
     mut table: BTreeMap<String, Vec<(SortKey, ir::Route)>>,
 ) -> ir::RouteConfig {
     for routes in table.values_mut() {
-        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        routes.sort_by_key(|a| a.0);
     }
     let mut domains: Vec<String> = table.keys().cloned().collect();
     domains.sort_by_key(|d| hostname::specificity_key(d));
