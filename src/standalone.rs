@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use crate::engine::Engine;
-use crate::inputs::Inputs;
+use crate::inputs::{Inputs, Kind};
 use crate::provider::addresses::AddressPool;
 use crate::provider::file::{DirLoader, LoadError};
 use crate::status_file::FileStatusWriter;
@@ -134,7 +134,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pool: AddressPool::parse(&opts.address_pool)?,
         writer: FileStatusWriter::new(&opts.status_dir),
         engine: Engine::new(cache.clone()),
-        last: None,
+        last_errors: Vec::new(),
         translated: None,
         controller_name: opts.controller_name.clone(),
     };
@@ -183,7 +183,7 @@ struct Reloader {
     pool: AddressPool,
     writer: FileStatusWriter,
     engine: Engine,
-    last: Option<Inputs>,
+    last_errors: Vec<LoadError>,
     translated: Option<Translated>,
     controller_name: String,
 }
@@ -191,40 +191,38 @@ struct Reloader {
 impl Reloader {
     fn reload(&mut self, state: &State) {
         let t0 = Instant::now();
-        let (mut inputs, errors) = self.loader.load(&self.controller_name);
-        self.pool.assign(&mut inputs);
-        if errors.is_empty()
-            && self
-                .last
-                .as_ref()
-                .is_some_and(|l| l.same_except_endpoints(&inputs))
+        let refresh = self.loader.refresh(&self.controller_name);
+        let before = self.loader.inputs().assigned_addresses.clone();
+        self.pool.assign(self.loader.inputs_mut());
+        let addresses_changed = self.loader.inputs().assigned_addresses != before;
+        let errors_changed = refresh.errors != self.last_errors;
+        if refresh.changed.is_empty()
+            && !addresses_changed
+            && !errors_changed
+            && self.translated.is_some()
         {
-            if self
-                .last
-                .as_ref()
-                .is_some_and(|l| l.endpoint_slices == inputs.endpoint_slices)
-            {
-                debug!("no change");
-                return;
-            }
-            let n = self.engine.endpoints_only(&inputs);
+            debug!("no change");
+            return;
+        }
+        let only_endpoints = refresh.changed.iter().all(|k| *k == Kind::EndpointSlice);
+        if only_endpoints && !addresses_changed && !errors_changed && self.translated.is_some() {
+            let n = self.engine.endpoints_only(self.loader.inputs());
             info!(
                 clusters = n,
                 elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
                 "endpoints updated (no route re-translation)"
             );
-            self.last = Some(inputs);
             return;
         }
+        self.last_errors = refresh.errors.clone();
         self.translated = Some(full_reload(
             &mut self.writer,
             &mut self.engine,
             state,
-            &inputs,
-            errors,
+            self.loader.inputs(),
+            refresh.errors,
             t0,
         ));
-        self.last = Some(inputs);
         self.write_status();
     }
 
@@ -256,9 +254,6 @@ fn full_reload(
 ) -> Translated {
     for e in &errors {
         error!(file = %e.file, line = ?e.line, "{}", e.message);
-    }
-    for ((kind, key), fields) in &inputs.unknown_fields {
-        warn!(kind = kind.as_str(), object = %key, fields = ?fields, "unknown fields (reported in status where they matter)");
     }
     let objects = inputs.object_count();
     let (out, snap) = engine.full(inputs);

@@ -9,13 +9,19 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::inputs::{Kind, ObjKey};
-use crate::status::StatusSet;
+use crate::status::{ObjectStatus, StatusSet};
 
 pub struct FileStatusWriter {
     dir: PathBuf,
-    /// What is on disk now, by path.
-    written: BTreeMap<PathBuf, Value>,
+    /// What is on disk now, by object.
+    written: BTreeMap<(Kind, ObjKey), Written>,
     writes: u64,
+}
+
+struct Written {
+    path: PathBuf,
+    doc: Value,
+    typed: ObjectStatus,
 }
 
 fn path_for(dir: &Path, kind: Kind, key: &ObjKey) -> PathBuf {
@@ -52,14 +58,20 @@ impl FileStatusWriter {
     /// Writes what changed and removes files of objects that have no status any more.
     pub fn write(&mut self, set: &StatusSet) -> std::io::Result<usize> {
         let now = now_rfc3339();
-        let mut keep = BTreeMap::new();
         let mut changed = 0;
         for ((kind, key), st) in &set.objects {
+            let id = (*kind, key.clone());
+            // Unchanged objects cost one comparison: no serialisation, no I/O.
+            if self.written.get(&id).is_some_and(|w| &w.typed == st) {
+                continue;
+            }
             let path = path_for(&self.dir, *kind, key);
             let mut status = serde_json::to_value(st).unwrap_or(Value::Null);
-            let prev = self.written.get(&path).and_then(|d| d.get("status"));
+            let prev = self.written.get(&id).and_then(|w| w.doc.get("status"));
             if prev.map(without_times).as_ref() == Some(&status) {
-                keep.insert(path.clone(), self.written[&path].clone());
+                if let Some(w) = self.written.get_mut(&id) {
+                    w.typed = st.clone();
+                }
                 continue;
             }
             stamp_conditions(&mut status, prev, &now);
@@ -83,14 +95,28 @@ impl FileStatusWriter {
                 &[("kind", kind.as_str())],
                 1,
             );
-            keep.insert(path, doc);
+            self.written.insert(
+                id,
+                Written {
+                    path,
+                    doc,
+                    typed: st.clone(),
+                },
+            );
         }
-        for old in self.written.keys() {
-            if !keep.contains_key(old) {
-                let _ = std::fs::remove_file(old);
+        if self.written.len() > set.objects.len() {
+            let gone: Vec<(Kind, ObjKey)> = self
+                .written
+                .keys()
+                .filter(|k| !set.objects.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                if let Some(w) = self.written.remove(&k) {
+                    let _ = std::fs::remove_file(&w.path);
+                }
             }
         }
-        self.written = keep;
         self.writes += changed as u64;
         Ok(changed)
     }

@@ -5,13 +5,13 @@
 //! error names the file, the line and the object/field — nothing that was
 //! working stops working because of a typo.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::inputs::{InputError, Inputs};
+use crate::inputs::{InputError, Inputs, Kind, ObjKey};
 
 /// One problem found while loading.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,12 +44,27 @@ struct FileState {
     /// Documents of the last version that loaded cleanly.
     good: Option<Vec<serde_json::Value>>,
     error: Option<LoadError>,
+    /// Objects this file contributes to the snapshot now.
+    objects: Vec<(Kind, ObjKey)>,
 }
 
-/// Loads a directory, re-parsing only files that changed.
+/// Loads a directory incrementally: only changed files are re-parsed, and the
+/// snapshot is updated in place (their old objects out, new ones in).
 pub struct DirLoader {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    inputs: Inputs,
+    /// Which file defines each object (the last one loaded wins).
+    owners: HashMap<(Kind, ObjKey), PathBuf>,
+}
+
+/// What one `refresh` found.
+#[derive(Debug, Default)]
+pub struct Refresh {
+    /// Kinds of objects added, changed or removed.
+    pub changed: BTreeSet<Kind>,
+    /// Every current problem (including files still failing from before).
+    pub errors: Vec<LoadError>,
 }
 
 /// Parses one file into JSON documents, checking that each decodes.
@@ -110,6 +125,8 @@ impl DirLoader {
         DirLoader {
             dir: dir.into(),
             files: BTreeMap::new(),
+            inputs: Inputs::default(),
+            owners: HashMap::new(),
         }
     }
 
@@ -117,14 +134,46 @@ impl DirLoader {
         &self.dir
     }
 
-    /// Rescans the directory and builds a fresh snapshot. Returns the
-    /// snapshot and every current error.
+    /// The snapshot as of the last `refresh`.
+    pub fn inputs(&self) -> &Inputs {
+        &self.inputs
+    }
+
+    /// For provider-level additions (e.g. assigned addresses).
+    pub fn inputs_mut(&mut self) -> &mut Inputs {
+        &mut self.inputs
+    }
+
+    /// Rescans the directory and builds a fresh snapshot (a copy).
     pub fn load(&mut self, controller_name: &str) -> (Inputs, Vec<LoadError>) {
+        let r = self.refresh(controller_name);
+        (self.inputs.clone(), r.errors)
+    }
+
+    /// Rescans the directory, re-parses changed files only, and updates the
+    /// snapshot in place.
+    pub fn refresh(&mut self, controller_name: &str) -> Refresh {
+        let mut out = Refresh::default();
+        if self.inputs.controller_name != controller_name {
+            self.inputs = Inputs::new(controller_name);
+            self.owners.clear();
+            self.files.clear();
+        }
         let mut paths = Vec::new();
         collect_yaml(&self.dir, &mut paths);
-        paths.sort();
-        self.files.retain(|p, _| paths.contains(p));
-        for path in &paths {
+        let present: BTreeSet<PathBuf> = paths.iter().cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !present.contains(*p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(f) = self.files.remove(&p) {
+                self.retract(&p, &f.objects, &mut out.changed);
+            }
+        }
+        for path in &present {
             let Ok(meta) = std::fs::metadata(path) else {
                 continue;
             };
@@ -135,10 +184,12 @@ impl DirLoader {
             if self.files.get(path).is_some_and(|f| f.stamp == stamp) {
                 continue;
             }
+            let prev = self.files.remove(path);
+            let prev_objects = prev.as_ref().map(|f| f.objects.clone()).unwrap_or_default();
+            let prev_good = prev.as_ref().and_then(|f| f.good.clone());
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
-                    let prev = self.files.get(path).and_then(|f| f.good.clone());
                     self.files.insert(
                         path.clone(),
                         FileState {
@@ -148,22 +199,21 @@ impl DirLoader {
                                 file: path.display().to_string(),
                                 line: None,
                                 message: format!("cannot read: {e}"),
-                                using_last_good: prev.is_some(),
+                                using_last_good: prev_good.is_some(),
                             }),
-                            good: prev,
+                            good: prev_good,
+                            objects: prev_objects,
                         },
                     );
                     continue;
                 }
             };
             let hash = crate::xds::content_version(text.as_bytes());
-            if self.files.get(path).is_some_and(|f| f.content_hash == hash) {
-                if let Some(f) = self.files.get_mut(path) {
-                    f.stamp = stamp;
-                }
+            if let Some(mut f) = prev.clone().filter(|f| f.content_hash == hash) {
+                f.stamp = stamp;
+                self.files.insert(path.clone(), f);
                 continue;
             }
-            let prev = self.files.get(path).and_then(|f| f.good.clone());
             let result = parse_documents(&text).and_then(|docs| {
                 // Every document must decode on its own before the file counts as good.
                 let mut probe = Inputs::new(controller_name);
@@ -174,46 +224,71 @@ impl DirLoader {
                 }
                 Ok(docs)
             });
-            let state = match result {
-                Ok(docs) => FileState {
-                    stamp,
-                    content_hash: hash,
-                    good: Some(docs),
-                    error: None,
-                },
-                Err((line, message)) => FileState {
-                    stamp,
-                    content_hash: hash,
-                    error: Some(LoadError {
-                        file: path.display().to_string(),
-                        line,
-                        message,
-                        using_last_good: prev.is_some(),
-                    }),
-                    good: prev,
-                },
-            };
-            self.files.insert(path.clone(), state);
-        }
-        let mut inputs = Inputs::new(controller_name);
-        let mut errors = Vec::new();
-        for (path, f) in &self.files {
-            if let Some(e) = &f.error {
-                errors.push(e.clone());
-            }
-            for d in f.good.iter().flatten() {
-                if let Err(e) = inputs.insert_value(d.clone()) {
-                    // Cannot happen for a good file; report rather than panic.
-                    errors.push(LoadError {
-                        file: path.display().to_string(),
-                        line: None,
-                        message: e.to_string(),
-                        using_last_good: false,
-                    });
+            match result {
+                Ok(docs) => {
+                    self.retract(path, &prev_objects, &mut out.changed);
+                    let mut objects = Vec::with_capacity(docs.len());
+                    for d in &docs {
+                        // Decoded fine in the probe above.
+                        if let Ok((kind, key)) = self.inputs.insert_value(d.clone()) {
+                            let unknown = self.inputs.unknown(kind, &key);
+                            if !unknown.is_empty() {
+                                tracing::warn!(kind = kind.as_str(), object = %key, fields = ?unknown,
+                                               "unknown fields (reported in status where they matter)");
+                            }
+                            out.changed.insert(kind);
+                            self.owners.insert((kind, key.clone()), path.clone());
+                            objects.push((kind, key));
+                        }
+                    }
+                    self.files.insert(
+                        path.clone(),
+                        FileState {
+                            stamp,
+                            content_hash: hash,
+                            good: Some(docs),
+                            error: None,
+                            objects,
+                        },
+                    );
+                }
+                Err((line, message)) => {
+                    self.files.insert(
+                        path.clone(),
+                        FileState {
+                            stamp,
+                            content_hash: hash,
+                            error: Some(LoadError {
+                                file: path.display().to_string(),
+                                line,
+                                message,
+                                using_last_good: prev_good.is_some(),
+                            }),
+                            good: prev_good,
+                            objects: prev_objects,
+                        },
+                    );
                 }
             }
         }
-        (inputs, errors)
+        out.errors = self
+            .files
+            .values()
+            .filter_map(|f| f.error.clone())
+            .collect();
+        out
+    }
+
+    /// Removes the objects `file` contributed (unless another file now owns them).
+    fn retract(&mut self, file: &Path, objects: &[(Kind, ObjKey)], changed: &mut BTreeSet<Kind>) {
+        for (kind, key) in objects {
+            let id = (*kind, key.clone());
+            if self.owners.get(&id).map(|p| p.as_path()) == Some(file) {
+                self.owners.remove(&id);
+                self.inputs.remove(*kind, key);
+                changed.insert(*kind);
+            }
+        }
     }
 }
 
