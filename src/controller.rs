@@ -357,6 +357,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         dirty: false,
     };
     let mut last_output: Option<Output> = None;
+    let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
+    let mut xds_events = cache.subscribe_events();
     let mut status_retry = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -370,6 +372,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             _ = leader_rx.changed() => {}
+            ev = xds_events.recv() => {
+                if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    break;
+                }
+                // ACKs come in bursts (one per type): settle before re-deriving Programmed.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                while xds_events.try_recv().is_ok() {}
+            }
             _ = status_retry.tick() => {}
             _ = crate::admin::shutdown_signal() => break,
         }
@@ -384,7 +394,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 );
             } else {
                 pool.assign(&mut world.inputs);
-                let (out, _snap) = engine.full(&world.inputs);
+                let (out, snap) = engine.full(&world.inputs);
+                last_snapshot = Some((snap, engine.version));
                 info!(
                     version = engine.version,
                     elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
@@ -405,8 +416,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
         if *leader_rx.borrow() {
-            if let Some(out) = &last_output {
-                writer.write(&out.status, &world.raw).await;
+            if let (Some(out), Some((snap, version))) = (&last_output, &last_snapshot) {
+                // Programmed as the Envoy fleet reports it (ACK/NACK).
+                let status =
+                    crate::programmed::overlay(&out.status, snap, &cache.node_states(), *version);
+                writer.write(&status, &world.raw).await;
             }
         }
     }
