@@ -1,4 +1,4 @@
-"""Process and measurement helpers for Switchyard's benchmarks (stdlib only).
+"""Process and measurement helpers shared by the end-to-end tests and the benchmarks (stdlib only).
 
 Everything runs on loopback: echo backends, `switchyard standalone` with a
 supervised Envoy, and the probes. Every loop is bounded in count and time.
