@@ -77,7 +77,7 @@ impl Backends {
         if let Some(res) = self.lookups.get(&(key.clone(), port)) {
             return res.clone();
         }
-        let res = resolve(inputs, route_kind, route_ns, r).map(|c| {
+        let res = service_cluster(inputs, &key, r.port).map(|c| {
             let name = c.name.clone();
             self.clusters.insert(name.clone(), c);
             name
@@ -87,46 +87,20 @@ impl Backends {
     }
 }
 
-/// Resolves a backendRef of a route in `route_ns` (of kind `route_kind`) to a cluster.
-pub fn resolve(
+/// The cluster for Service `key` port `port` (kind and trust already checked).
+fn service_cluster(
     inputs: &Inputs,
-    route_kind: &str,
-    route_ns: &str,
-    r: &BackendRef<'_>,
+    key: &ObjKey,
+    port: Option<i32>,
 ) -> Result<ir::Cluster, RefError> {
-    let group = r.group.unwrap_or("");
-    let kind = r.kind.unwrap_or("Service");
-    let ns = r.namespace.unwrap_or(route_ns);
-    let key = ObjKey::new(ns, r.name);
-    if !(group.is_empty() || group == "core") || kind != "Service" {
-        return Err(RefError {
-            reason: reasons::INVALID_KIND,
-            message: format!("backendRef {group}/{kind} {key}: only core Services are supported"),
-        });
-    }
-    let from = Ref {
-        group: GATEWAY_GROUP,
-        kind: route_kind,
-        namespace: route_ns,
-    };
-    let to = Ref {
-        group: "",
-        kind: "Service",
-        namespace: ns,
-    };
-    if !refgrant::permits(inputs, &from, &to, r.name) {
-        return Err(RefError {
-            reason: reasons::REF_NOT_PERMITTED,
-            message: format!("backendRef Service {key} is in another namespace and no ReferenceGrant in {ns} allows {route_kind}s from {route_ns}"),
-        });
-    }
+    let key = key.clone();
     let Some(svc) = inputs.services.get(&key) else {
         return Err(RefError {
             reason: reasons::BACKEND_NOT_FOUND,
             message: format!("Service {key} not found"),
         });
     };
-    let Some(port) = r.port else {
+    let Some(port) = port else {
         return Err(RefError {
             reason: reasons::BACKEND_NOT_FOUND,
             message: format!("backendRef Service {key} needs a port"),

@@ -544,16 +544,27 @@ fn check_regex(r: &str) -> Result<(), String> {
     })
 }
 
-fn header_mods(
-    add: impl Iterator<Item = (String, String)>,
-    set: impl Iterator<Item = (String, String)>,
-    remove: Option<&Vec<String>>,
-    into: &mut ir::HeaderMods,
-) {
-    into.add.extend(add);
-    into.set.extend(set);
-    into.remove
-        .extend(remove.into_iter().flatten().map(|s| s.to_ascii_lowercase()));
+/// Copies a header modifier into the IR. The generated API types have one
+/// struct per filter location (route, backendRef) with the same fields.
+macro_rules! header_mods {
+    ($m:expr, $into:expr) => {{
+        let m = $m;
+        let into: &mut ir::HeaderMods = $into;
+        into.add.extend(
+            m.add
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone())),
+        );
+        into.set.extend(
+            m.set
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone())),
+        );
+        into.remove
+            .extend(m.remove.iter().flatten().map(|s| s.to_ascii_lowercase()));
+    }};
 }
 
 fn apply_filter(
@@ -581,35 +592,13 @@ fn apply_filter(
             let Some(m) = &f.request_header_modifier else {
                 return missing("requestHeaderModifier");
             };
-            header_mods(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_ref(),
-                req,
-            );
+            header_mods!(m, req);
         }
         FType::ResponseHeaderModifier => {
             let Some(m) = &f.response_header_modifier else {
                 return missing("responseHeaderModifier");
             };
-            header_mods(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_ref(),
-                resp,
-            );
+            header_mods!(m, resp);
         }
         FType::RequestRedirect => {
             let Some(r) = &f.request_redirect else {
@@ -716,18 +705,7 @@ fn backend_filter(
                 .request_header_modifier
                 .as_ref()
                 .ok_or("requestHeaderModifier missing")?;
-            header_mods(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_ref(),
-                req,
-            );
+            header_mods!(m, req);
             Ok(())
         }
         BfType::ResponseHeaderModifier => {
@@ -735,18 +713,7 @@ fn backend_filter(
                 .response_header_modifier
                 .as_ref()
                 .ok_or("responseHeaderModifier missing")?;
-            header_mods(
-                m.add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone())),
-                m.remove.as_ref(),
-                resp,
-            );
+            header_mods!(m, resp);
             Ok(())
         }
         ref other => Err(format!("backendRef filter type {other:?} is not supported")),
