@@ -6,7 +6,7 @@
 //! [`Inputs::unknown_fields`], so the translator can report it instead of
 //! silently ignoring it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
@@ -363,30 +363,6 @@ impl Inputs {
         labels
     }
 
-    /// Whether `other` differs from `self` at most in EndpointSlices (then
-    /// only endpoints need publishing; routes need no re-translation).
-    pub fn same_except_endpoints(&self, other: &Inputs) -> bool {
-        self.controller_name == other.controller_name
-            && self.gateway_classes == other.gateway_classes
-            && self.gateways == other.gateways
-            && self.http_routes == other.http_routes
-            && self.grpc_routes == other.grpc_routes
-            && self.tls_routes == other.tls_routes
-            && self.tcp_routes == other.tcp_routes
-            && self.udp_routes == other.udp_routes
-            && self.reference_grants == other.reference_grants
-            && self.backend_tls_policies == other.backend_tls_policies
-            && self.listener_sets == other.listener_sets
-            && self.namespaces == other.namespaces
-            && self.services == other.services
-            && self.secrets == other.secrets
-            && self.config_maps == other.config_maps
-            && self.assigned_addresses == other.assigned_addresses
-            && self.missing_kinds == other.missing_kinds
-            && self.crd_bundle_version == other.crd_bundle_version
-            && self.unknown_fields == other.unknown_fields
-    }
-
     /// Number of objects of every kind (for logs and metrics).
     pub fn object_count(&self) -> usize {
         self.gateway_classes.len()
@@ -478,15 +454,6 @@ fn is_empty_value(v: &serde_json::Value) -> bool {
         serde_json::Value::Array(a) => a.is_empty(),
         _ => false,
     }
-}
-
-/// Namespaces mentioned anywhere (for diagnostics).
-pub fn namespaces_of(inputs: &Inputs) -> BTreeSet<String> {
-    let mut s = BTreeSet::new();
-    s.extend(inputs.gateways.keys().map(|k| k.namespace.clone()));
-    s.extend(inputs.http_routes.keys().map(|k| k.namespace.clone()));
-    s.extend(inputs.services.keys().map(|k| k.namespace.clone()));
-    s
 }
 
 #[cfg(test)]
