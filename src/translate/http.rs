@@ -866,7 +866,7 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
         return out;
     };
     // Route entries per table (HTTP: per port; HTTPS: per listener) and domain.
-    type Table = BTreeMap<String, Vec<(SortKey, ir::Route)>>;
+    type Table = BTreeMap<String, Vec<Entry>>;
     let mut tables: BTreeMap<(u16, Option<usize>), Table> = BTreeMap::new();
     for a in routes.attachments.iter().filter(|a| a.gateway == gw.key) {
         let l = &gw.listeners[a.listener];
@@ -918,9 +918,12 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                         table
                             .entry(d.clone())
                             .or_default()
-                            .push((key, route.clone()));
+                            .push((key, a.listener, route.clone()));
                     }
-                    table.entry(last.clone()).or_default().push((key, route));
+                    table
+                        .entry(last.clone())
+                        .or_default()
+                        .push((key, a.listener, route));
                 }
             }
         }
@@ -946,6 +949,7 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                     route_config: route_config(
                         names::https_route_config(&gw.key, port, &l.name),
                         table,
+                        &[(i, None)],
                     ),
                 });
                 for s in &l.secrets {
@@ -964,8 +968,16 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
             ir::ListenerKind::Https { chains }
         } else {
             let table = tables.remove(&(port, None)).unwrap_or_default();
+            let listeners: Vec<(usize, Option<&str>)> = idxs
+                .iter()
+                .map(|&i| (i, gw.listeners[i].hostname.as_deref()))
+                .collect();
             ir::ListenerKind::Http {
-                route_config: route_config(names::http_route_config(&gw.key, port), table),
+                route_config: route_config(
+                    names::http_route_config(&gw.key, port),
+                    table,
+                    &listeners,
+                ),
             }
         };
         out.listeners.push(ir::Listener {
@@ -984,6 +996,9 @@ type SortKey = (
     usize,
     usize,
 );
+
+/// A route entry of a table: its sort key, the listener it attached through.
+type Entry = (SortKey, usize, ir::Route);
 
 /// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
 /// The spec's redirect port rules: an explicit port is used (omitted when it
@@ -1045,13 +1060,37 @@ fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) -> ir::Rout
 
 /// Orders domains and routes; a request also falls back to the routes of
 /// less specific hostnames (after its own), as the spec's precedence asks.
+///
+/// `listeners` are the listeners sharing this route table (HTTP listeners on
+/// one port) with their hostnames. A request belongs to the most specific
+/// listener matching its Host, and only that listener's routes may serve it:
+/// each virtual host keeps the routes of its domain's owning listener, and
+/// every listener hostname gets a virtual host (empty: 404) so that a more
+/// specific listener without a matching route never falls through to a
+/// wider listener's routes.
 fn route_config(
     name: String,
-    mut table: BTreeMap<String, Vec<(SortKey, ir::Route)>>,
+    mut table: BTreeMap<String, Vec<Entry>>,
+    listeners: &[(usize, Option<&str>)],
 ) -> ir::RouteConfig {
     for routes in table.values_mut() {
         routes.sort_by_key(|a| a.0);
     }
+    for (_, h) in listeners {
+        if let Some(h) = h.filter(|h| !h.is_empty()) {
+            table.entry(h.to_string()).or_default();
+        }
+    }
+    let owner = |d: &str| -> Option<usize> {
+        listeners
+            .iter()
+            .filter(|(_, h)| match h.filter(|h| !h.is_empty()) {
+                None => true,
+                Some(h) => d == h || hostname::falls_back_to(d, h),
+            })
+            .min_by_key(|(_, h)| hostname::specificity_key(h.unwrap_or("*")))
+            .map(|(i, _)| *i)
+    };
     let mut domains: Vec<String> = table.keys().cloned().collect();
     domains.sort_by_key(|d| hostname::specificity_key(d));
     // Wider domains (wildcards) whose routes more specific domains fall back to.
@@ -1060,17 +1099,31 @@ fn route_config(
         .filter(|d| d.starts_with('*'))
         .cloned()
         .collect();
-    let fallbacks: BTreeMap<String, Vec<ir::Route>> = wildcards
+    let fallbacks: BTreeMap<String, Vec<(usize, ir::Route)>> = wildcards
         .iter()
-        .map(|w| (w.clone(), table[w].iter().map(|(_, r)| r.clone()).collect()))
+        .map(|w| {
+            let routes = table[w].iter().map(|(_, l, r)| (*l, r.clone())).collect();
+            (w.clone(), routes)
+        })
         .collect();
     let mut virtual_hosts = Vec::with_capacity(domains.len());
     for d in domains {
+        let own_listener = owner(&d);
+        let mine = |l: &usize| own_listener.is_none_or(|o| o == *l);
         let own = table.remove(&d).unwrap_or_default();
-        let mut routes: Vec<ir::Route> = own.into_iter().map(|(_, r)| r).collect();
+        let mut routes: Vec<ir::Route> = own
+            .into_iter()
+            .filter(|(_, l, _)| mine(l))
+            .map(|(_, _, r)| r)
+            .collect();
         // Wider domains in specificity order.
         for wider in wildcards.iter().filter(|w| hostname::falls_back_to(&d, w)) {
-            routes.extend(fallbacks[wider].iter().cloned());
+            routes.extend(
+                fallbacks[wider]
+                    .iter()
+                    .filter(|(l, _)| mine(l))
+                    .map(|(_, r)| r.clone()),
+            );
         }
         virtual_hosts.push(ir::VirtualHost {
             name: format!("{name}/{d}"),
