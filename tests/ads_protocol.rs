@@ -1078,3 +1078,39 @@ async fn shutdown_ends_streams_and_the_server() {
     assert!(res.is_ok(), "{res:?}");
     eventually("node gone", || h.cache.node_states().is_empty()).await;
 }
+
+#[tokio::test]
+async fn nothing_is_answered_before_the_first_snapshot() {
+    // A restarted control plane has not listed the API server yet; an Envoy
+    // that reconnects meanwhile must keep what it serves (no removals).
+    let h = start().await;
+    let mut d = Delta::connect(h.addr, node("envoy-early", None)).await;
+    let a_version = cluster("a").version;
+    d.subscribe(CLUSTER, &[], &[("a", &a_version), ("b", "old")])
+        .await;
+    d.quiet().await;
+    h.cache.set_snapshot(basic(&["a", "b"]));
+    let cds = d.recv_type(CLUSTER).await;
+    assert_eq!(dnames(&cds), strs(&["b"]), "a is current; b is updated");
+    assert!(
+        cds.removed_resources.is_empty(),
+        "{:?}",
+        cds.removed_resources
+    );
+    assert_eq!(cds.system_version_info, "1");
+}
+
+#[tokio::test]
+async fn an_empty_first_snapshot_is_published() {
+    let h = start().await;
+    assert_eq!(h.cache.set_snapshot(Snapshot::default()), 1);
+    assert_eq!(
+        h.cache.set_snapshot(Snapshot::default()),
+        1,
+        "identical: no new version"
+    );
+    let mut d = Delta::connect(h.addr, node("envoy-empty", None)).await;
+    d.subscribe(CLUSTER, &[], &[("gone", "1")]).await;
+    let cds = d.recv_type(CLUSTER).await;
+    assert_eq!(cds.removed_resources, strs(&["gone"]));
+}

@@ -353,7 +353,9 @@ impl Cache {
                 .iter()
                 .zip(gateways.iter())
                 .all(|((ga, a), (gb, b))| ga == gb && a.same(b));
-        if identical {
+        // The first snapshot is always published, even an empty one: version 0
+        // means "nothing published yet" and streams wait for it.
+        if identical && cur.version > 0 {
             debug!(version = cur.version, "snapshot unchanged; nothing to push");
             return cur.version;
         }

@@ -497,6 +497,12 @@ impl Session {
     /// can release a deferred removal).
     async fn flush<W: Wire>(&mut self, cache: &Cache, tx: &Outbox<W::Resp>) -> Result<(), ()> {
         let state = cache.current();
+        // Version 0: the control plane has not published its first snapshot
+        // (e.g. a restarted controller still listing the API server). An
+        // answer now would tell a reconnecting Envoy to drop what it serves.
+        if state.version == 0 {
+            return Ok(());
+        }
         let view = state.view(&self.selection);
         for _ in 0..=self.types.len() {
             let mut progressed = false;
