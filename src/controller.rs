@@ -1,7 +1,7 @@
 //! Kubernetes mode: watches → Inputs → translate → xDS cache, and status
 //! written by the Lease holder only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,6 +78,28 @@ struct World {
     /// Only EndpointSlices changed since the last full translation.
     endpoints_only: bool,
     dirty: bool,
+    /// Objects skipped since the last loop turn because they could not be
+    /// decoded: (kind, reference, error); each becomes a Warning Event.
+    invalid: Vec<(Kind, k8s_openapi::api::core::v1::ObjectReference, String)>,
+}
+
+/// An Event's reference to the object `v` (as received from a watch).
+fn reference_of(kind: Kind, v: &serde_json::Value) -> k8s_openapi::api::core::v1::ObjectReference {
+    let meta = v.get("metadata");
+    let s = |m: Option<&serde_json::Value>, k: &str| {
+        m.and_then(|m| m.get(k))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    };
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: s(Some(v), "apiVersion"),
+        kind: Some(kind.as_str().to_string()),
+        namespace: s(meta, "namespace"),
+        name: s(meta, "name"),
+        uid: s(meta, "uid"),
+        resource_version: s(meta, "resourceVersion"),
+        ..Default::default()
+    }
 }
 
 impl World {
@@ -93,10 +115,12 @@ impl World {
                     }
                 }
                 self.mark(kind);
+                let reference = reference_of(kind, &v);
                 if let Err(e) = self.inputs.insert_value(v) {
                     // A malformed object is skipped (and counted), never a crash; the
                     // previous version of it is dropped so nothing half-valid is served.
                     warn!(kind = kind.as_str(), object = %key, "skipping object: {e}");
+                    self.invalid.push((kind, reference, e.to_string()));
                     crate::metrics::counter_add(
                         "switchyard_invalid_objects_total",
                         "Objects that could not be decoded.",
@@ -157,6 +181,25 @@ impl World {
             self.endpoints_only = false;
         }
     }
+}
+
+/// How long a Gateway that the API server shows as `Programmed=True` keeps
+/// that status while the Envoy fleet catches up (a new version not yet
+/// ACKed, Envoys reconnecting after a controller restart). Longer than
+/// that, the truth (`Pending`) is written.
+const PROGRAMMED_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether the API server's copy of Gateway `gw` says `Programmed=True`.
+fn programmed_now(raw: &RawObjects, gw: &ObjKey) -> bool {
+    raw.get(&(Kind::Gateway, gw.clone()))
+        .and_then(|v| v.pointer("/status/conditions"))
+        .and_then(|c| c.as_array())
+        .is_some_and(|conds| {
+            conds.iter().any(|c| {
+                c.get("type").and_then(|t| t.as_str()) == Some("Programmed")
+                    && c.get("status").and_then(|s| s.as_str()) == Some("True")
+            })
+        })
 }
 
 /// Whether two versions of an object differ only in status/resourceVersion.
@@ -250,12 +293,48 @@ async fn publish_trust_events(
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(msg),
+            note: Some(event_note(&msg)),
             action: "ResolveReferences".into(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&ev, &reference).await {
             warn!(route = %key, "publishing event failed: {e}");
+        }
+    }
+}
+
+/// Event notes are limited to 1 KiB by the API server.
+fn event_note(msg: &str) -> String {
+    const MAX: usize = 1000;
+    if msg.len() <= MAX {
+        return msg.to_string();
+    }
+    let mut end = MAX;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &msg[..end])
+}
+
+/// A Warning Event (reason InvalidObject) on each object that was skipped
+/// because it could not be decoded, naming the field (serde's path).
+async fn publish_invalid_events(
+    recorder: &kube::runtime::events::Recorder,
+    invalid: Vec<(Kind, k8s_openapi::api::core::v1::ObjectReference, String)>,
+) {
+    use kube::runtime::events::{Event, EventType};
+    for (kind, reference, msg) in invalid {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidObject".into(),
+            note: Some(event_note(&format!(
+                "skipped by Switchyard (the rest of the configuration is served): {msg}"
+            ))),
+            action: "Decode".into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &reference).await {
+            warn!(kind = kind.as_str(), "publishing event failed: {e}");
         }
     }
 }
@@ -355,11 +434,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         discovered: false,
         endpoints_only: false,
         dirty: false,
+        invalid: Vec::new(),
     };
     let mut last_output: Option<Output> = None;
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
     let mut xds_events = cache.subscribe_events();
-    let mut status_retry = tokio::time::interval(Duration::from_secs(5));
+    let mut status_retry = tokio::time::interval(Duration::from_secs(1));
+    // One signal listener for the whole loop: a SIGTERM that arrives while the
+    // loop is busy (e.g. writing status) must not be lost.
+    let shutdown = crate::admin::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut pending_since: BTreeMap<ObjKey, Instant> = BTreeMap::new();
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -381,7 +466,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while xds_events.try_recv().is_ok() {}
             }
             _ = status_retry.tick() => {}
-            _ = crate::admin::shutdown_signal() => break,
+            _ = &mut shutdown => break,
         }
         if world.dirty && world.initial_sync_done() {
             let t0 = Instant::now();
@@ -415,15 +500,93 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 *v = (engine.version, true);
             }
         }
+        let invalid = std::mem::take(&mut world.invalid);
+        if !invalid.is_empty() && *leader_rx.borrow() {
+            publish_invalid_events(&recorder, invalid).await;
+        }
         if *leader_rx.borrow() {
             if let (Some(out), Some((snap, version))) = (&last_output, &last_snapshot) {
                 // Programmed as the Envoy fleet reports it (ACK/NACK).
-                let status =
-                    crate::programmed::overlay(&out.status, snap, &cache.node_states(), *version);
+                let now = Instant::now();
+                let mut pending = BTreeSet::new();
+                let status = crate::programmed::overlay(
+                    &out.status,
+                    snap,
+                    &cache.node_states(),
+                    *version,
+                    |gw, _| {
+                        pending.insert(gw.clone());
+                        let since = *pending_since.entry(gw.clone()).or_insert(now);
+                        now.duration_since(since) < PROGRAMMED_GRACE
+                            && programmed_now(&world.raw, gw)
+                    },
+                );
+                // A Gateway that is no longer pending starts a fresh grace next time.
+                pending_since.retain(|gw, _| pending.contains(gw));
                 writer.write(&status, &world.raw).await;
             }
         }
     }
     let _ = shutdown_tx.send(true);
+    if *leader_rx.borrow() {
+        lease::release(
+            client,
+            &opts.lease_namespace,
+            &opts.lease_name,
+            &opts.identity,
+        )
+        .await;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_notes_fit_the_api_limit_on_a_char_boundary() {
+        let long = "é".repeat(700); // 1,400 bytes
+        let note = event_note(&long);
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with('…'));
+        assert_eq!(event_note("short"), "short");
+    }
+
+    #[test]
+    fn reference_names_the_object_of_a_watch_event() {
+        let v = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}});
+        let r = reference_of(Kind::HTTPRoute, &v);
+        assert_eq!(
+            r.api_version.as_deref(),
+            Some("gateway.networking.k8s.io/v1")
+        );
+        assert_eq!(r.kind.as_deref(), Some("HTTPRoute"));
+        assert_eq!(
+            (r.namespace.as_deref(), r.name.as_deref()),
+            (Some("ns"), Some("r"))
+        );
+        assert_eq!(r.uid.as_deref(), Some("u-1"));
+    }
+
+    #[test]
+    fn programmed_now_reads_the_api_servers_copy() {
+        let key = ObjKey::new("ns", "gw");
+        let mut raw = RawObjects::new();
+        assert!(!programmed_now(&raw, &key));
+        raw.insert(
+            (Kind::Gateway, key.clone()),
+            json!({"status": {"conditions": [
+                {"type": "Accepted", "status": "True"},
+                {"type": "Programmed", "status": "False"}]}}),
+        );
+        assert!(!programmed_now(&raw, &key));
+        raw.insert(
+            (Kind::Gateway, key.clone()),
+            json!({"status": {"conditions": [{"type": "Programmed", "status": "True"}]}}),
+        );
+        assert!(programmed_now(&raw, &key));
+    }
 }

@@ -97,11 +97,17 @@ fn apply(conds: &mut [Condition], v: &Verdict) {
 }
 
 /// `status` with every Gateway's `Programmed` replaced by the fleet's verdict.
+///
+/// `hold(gateway, verdict)` may keep a Gateway's `Programmed=True` through a
+/// short `Pending` (Envoys catching up with a new version, or reconnecting
+/// after a controller restart), so that status does not flap on every change.
+/// A rejection is never held.
 pub fn overlay(
     status: &StatusSet,
     snap: &Snapshot,
     nodes: &[NodeState],
     version: u64,
+    mut hold: impl FnMut(&crate::inputs::ObjKey, &Verdict) -> bool,
 ) -> StatusSet {
     let mut out = status.clone();
     for ((kind, key), st) in out.objects.iter_mut() {
@@ -117,6 +123,9 @@ pub fn overlay(
             continue;
         };
         let v = verdict(&key.to_string(), snap, nodes, version);
+        if matches!(v, Verdict::Pending(_)) && hold(key, &v) {
+            continue;
+        }
         apply(conditions, &v);
         for l in listeners.iter_mut() {
             apply(&mut l.conditions, &v);

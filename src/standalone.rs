@@ -145,6 +145,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .map(|cfg| tokio::spawn(crate::supervisor::supervise(cfg, shutdown_rx.clone())));
 
     let mut xds_events = cache.subscribe_events();
+    // One signal listener for the whole loop: a SIGTERM that arrives while a
+    // reload runs must not be lost.
+    let shutdown = crate::admin::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             ev = xds_events.recv() => {
@@ -162,7 +166,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while rx.try_recv().is_ok() {}
                 reloader.reload(&state);
             }
-            _ = crate::admin::shutdown_signal() => {
+            _ = &mut shutdown => {
                 info!("shutting down");
                 break;
             }
@@ -230,7 +234,8 @@ impl Reloader {
     fn write_status(&mut self) {
         let Some(t) = &self.translated else { return };
         let nodes = self.engine.cache().node_states();
-        let status = crate::programmed::overlay(&t.status, &t.snapshot, &nodes, t.version);
+        let status =
+            crate::programmed::overlay(&t.status, &t.snapshot, &nodes, t.version, |_, _| false);
         if let Err(e) = self.writer.write(&status) {
             error!(dir = %self.writer.dir().display(), "writing status: {e}");
         }

@@ -114,3 +114,24 @@ async fn try_acquire_or_renew(api: &Api<Lease>, cfg: &LeaseConfig) -> Result<boo
         }
     }
 }
+
+/// Gives the lease up on a clean shutdown, so that a standby replica takes
+/// over at its next attempt instead of after the lease duration.
+pub async fn release(client: Client, namespace: &str, name: &str, identity: &str) {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Ok(Some(mut lease)) = api.get_opt(name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return;
+    }
+    spec.holder_identity = None;
+    spec.renew_time = None;
+    match api.replace(name, &PostParams::default(), &lease).await {
+        Ok(_) => info!(identity, "lease released"),
+        Err(e) => warn!(identity, "releasing the lease failed: {e}"),
+    }
+}
