@@ -6,6 +6,7 @@
 #   kubectl                   k8s.io/kubernetes v1.36.x + staging     (k8s/go.mod)
 #   echo-basic                sigs.k8s.io/gateway-api/conformance     (echo-basic/go.mod)
 #   coredns                   github.com/coredns/coredns, 4 plugins   (coredns/main.go)
+#   helm                      helm.sh/helm/v3 v3.22.x                 (helm/go.mod), renders deploy/helm
 # Debian's kubernetes-client is v1.20 (16 minors behind the API server), so
 # kubectl is built from the same module as the control plane.
 #
@@ -52,5 +53,6 @@ build kube-controller-manager k8s k8s.io/kubernetes/cmd/kube-controller-manager 
 build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$K8S_LDFLAGS"
 build echo-basic echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic
 build coredns coredns switchyard.dev/e2e/cluster/coredns
+build helm helm helm.sh/helm/v3/cmd/helm
 rm -f "$BIN/server" "$BIN/v3"  # names an unqualified `go build` of etcd used to produce
 echo "cluster binaries ready ($(( $(date +%s) - t0 )) s)"

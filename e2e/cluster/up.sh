@@ -181,11 +181,9 @@ start kubelet "$KUBELET" --kubeconfig "$KUBECONFIG" --node-name "$NODE" \
   --image-map "$HERE/images.yaml" --bin-dir "$BIN"
 wait_for "node $NODE Ready" 60 kubelet node_ready
 
-# --- Gateway API CRDs (experimental channel), from the Go module cache ----------
-GWAPI_DIR=$(cd "$HERE" && GOFLAGS=-mod=mod "$GO" mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
-  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-CRDS=$GWAPI_DIR/config/crd/experimental
-[ -d "$CRDS" ] || fail "Gateway API $GATEWAY_API_VERSION CRDs not found (go mod download failed?)"
+# --- Gateway API CRDs (experimental channel), from deploy/crds -----------------
+CRDS=$ROOT/deploy/crds/experimental
+[ -d "$CRDS" ] || fail "Gateway API CRDs not found in $CRDS"
 files=()
 for f in "$CRDS"/gateway.networking*.yaml; do files+=(-f "$f"); done
 kubectl apply --server-side --force-conflicts "${files[@]}" >"$LOGS/crds.log" 2>&1 || fail "applying CRDs" crds
