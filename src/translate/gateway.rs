@@ -31,6 +31,7 @@ pub fn supported_features() -> Vec<&'static str> {
     let mut f = vec![
         "Gateway",
         "GatewayPort8080",
+        "GRPCRoute",
         "HTTPRoute",
         "HTTPRouteHostRewrite",
         "HTTPRouteMethodMatching",
@@ -51,7 +52,7 @@ pub fn supported_features() -> Vec<&'static str> {
 /// Route kinds a listener protocol can carry (only kinds Switchyard implements).
 fn kinds_for_protocol(protocol: &str) -> &'static [&'static str] {
     match protocol {
-        "HTTP" | "HTTPS" => &["HTTPRoute"],
+        "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
         _ => &[],
     }
 }

@@ -1,4 +1,5 @@
-//! HTTPRoute: attachment to listeners, rule compilation, precedence, and the
+//! HTTPRoute and GRPCRoute (rewritten as the HTTPRoute it is on the wire, see
+//! grpc.rs): attachment to listeners, rule compilation, precedence, and the
 //! per-Gateway IR (listeners → route tables → virtual hosts → routes).
 
 use std::cmp::Reverse;
@@ -25,18 +26,21 @@ use crate::status::{Condition, ParentRef, RouteParentStatus};
 /// Routes attached to Gateways, plus their per-parent status.
 #[derive(Default)]
 pub struct Routes {
-    pub statuses: BTreeMap<ObjKey, Vec<RouteParentStatus>>,
+    pub statuses: BTreeMap<RouteKey, Vec<RouteParentStatus>>,
     attachments: Vec<Attachment>,
-    compiled: BTreeMap<ObjKey, Compiled>,
+    compiled: BTreeMap<RouteKey, Compiled>,
     backends: backend::Backends,
 }
+
+/// A route: its kind (HTTPRoute or GRPCRoute) and name.
+pub type RouteKey = (Kind, ObjKey);
 
 struct Attachment {
     gateway: ObjKey,
     listener: usize,
     /// Effective hostnames on this listener; empty = any host.
     hostnames: Vec<String>,
-    route: ObjKey,
+    route: RouteKey,
 }
 
 /// A route's rules, compiled once and shared by all its parents.
@@ -57,22 +61,40 @@ struct CompiledRule {
     response_headers: ir::HeaderMods,
 }
 
-/// Attaches every HTTPRoute to the listeners of our Gateways and computes
-/// the route status.
-pub fn attach_http_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
+/// Attaches every HTTPRoute and GRPCRoute to the listeners of our Gateways
+/// and computes the route status.
+pub fn attach_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
     let mut out = Routes::default();
     let mut ns_labels: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    for (key, route) in &inputs.http_routes {
+    // GRPCRoutes as HTTPRoutes; one that cannot be rewritten keeps its
+    // parentRefs (for status) and the reason.
+    let grpc: Vec<(&ObjKey, HttpRoute, Option<String>)> = inputs
+        .grpc_routes
+        .iter()
+        .map(|(k, r)| match super::grpc::as_http_route(r) {
+            Ok(h) => (k, h, None),
+            Err(e) => (k, super::grpc::parents_only(r), Some(e)),
+        })
+        .collect();
+    let all = inputs
+        .http_routes
+        .iter()
+        .map(|(k, r)| (Kind::HTTPRoute, k, r, None))
+        .chain(
+            grpc.iter()
+                .map(|(k, r, e)| (Kind::GRPCRoute, *k, r, e.as_deref())),
+        );
+    for (kind, key, route, forced_error) in all {
         let gen = generation(&route.metadata);
-        let compiled = compile_route(inputs, key, route, &mut out.backends);
+        let compiled = compile_route(inputs, kind, key, route, forced_error, &mut out.backends);
         let labels = ns_labels
             .entry(key.namespace.as_str())
             .or_insert_with(|| inputs.namespace_labels(&key.namespace));
         let mut parents = Vec::new();
         for pr in route.spec.parent_refs.iter().flatten() {
             let group = pr.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            let kind = pr.kind.as_deref().unwrap_or("Gateway");
-            if group != GATEWAY_GROUP || kind != "Gateway" {
+            let parent_kind = pr.kind.as_deref().unwrap_or("Gateway");
+            if group != GATEWAY_GROUP || parent_kind != "Gateway" {
                 continue;
             }
             let gw_key = ObjKey::new(pr.namespace.as_deref().unwrap_or(&key.namespace), &pr.name);
@@ -80,8 +102,15 @@ pub fn attach_http_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes 
                 // Not a Gateway of ours (or not there): leave its status to others.
                 continue;
             };
-            let accepted =
-                attach_to_gateway(labels, key, route, pr, gw, &compiled, &mut out.attachments);
+            let accepted = attach_to_gateway(
+                labels,
+                (kind, key),
+                route,
+                pr,
+                gw,
+                &compiled,
+                &mut out.attachments,
+            );
             let mut conditions = vec![match accepted {
                 Ok(()) => compiled.accepted.clone().unwrap_or_else(|(reason, msg)| {
                     Condition::new(types::ACCEPTED, false, reason, msg, gen)
@@ -127,13 +156,13 @@ pub fn attach_http_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes 
             });
         }
         if !parents.is_empty() {
-            out.statuses.insert(key.clone(), parents);
+            out.statuses.insert((kind, key.clone()), parents);
         }
         if let Some(c) = compiled.compiled {
-            out.compiled.insert(key.clone(), c);
+            out.compiled.insert((kind, key.clone()), c);
         }
     }
-    let mut by_age: Vec<((String, ObjKey), ObjKey)> = out
+    let mut by_age: Vec<((String, ObjKey), RouteKey)> = out
         .compiled
         .iter()
         .map(|(k, c)| (c.age.clone(), k.clone()))
@@ -158,12 +187,22 @@ struct RouteCompile {
 
 fn compile_route(
     inputs: &Inputs,
+    kind: Kind,
     key: &ObjKey,
     route: &HttpRoute,
+    forced_error: Option<&str>,
     backends: &mut backend::Backends,
 ) -> RouteCompile {
     let gen = generation(&route.metadata);
-    let unknown = inputs.unknown(Kind::HTTPRoute, key);
+    if let Some(e) = forced_error {
+        return RouteCompile {
+            accepted: Err((reasons::UNSUPPORTED_VALUE, e.to_string())),
+            partially_invalid: None,
+            ref_error: None,
+            compiled: None,
+        };
+    }
+    let unknown = inputs.unknown(kind, key);
     let route_level: Vec<&String> = unknown
         .iter()
         .filter(|p| !p.starts_with("spec.rules["))
@@ -213,7 +252,7 @@ fn compile_route(
             .map(|s| s.as_str())
             .collect();
         let res = if unknown_here.is_empty() {
-            compile_rule(inputs, key, i, rule, backends, &mut ref_error)
+            compile_rule(inputs, kind, key, i, rule, backends, &mut ref_error)
         } else {
             Err((
                 reasons::UNSUPPORTED_VALUE,
@@ -272,6 +311,7 @@ type RuleError = (&'static str, String);
 
 fn compile_rule(
     inputs: &Inputs,
+    kind: Kind,
     key: &ObjKey,
     index: usize,
     rule: &HttpRouteRules,
@@ -356,7 +396,7 @@ fn compile_rule(
                 namespace: b.namespace.as_deref(),
                 port: b.port,
             };
-            let cluster = match backends_cache.resolve(inputs, "HTTPRoute", &key.namespace, &r) {
+            let cluster = match backends_cache.resolve(inputs, kind.as_str(), &key.namespace, &r) {
                 Ok(name) => Some(name),
                 Err(e) => {
                     match ref_error {
@@ -723,7 +763,7 @@ fn backend_filter(
 /// Tries to attach a route (via one parentRef) to a Gateway's listeners.
 fn attach_to_gateway(
     ns_labels: &BTreeMap<String, String>,
-    key: &ObjKey,
+    (kind, key): (Kind, &ObjKey),
     route: &HttpRoute,
     pr: &HttpRouteParentRefs,
     gw: &mut GatewayState,
@@ -759,6 +799,7 @@ fn attach_to_gateway(
         .filter(|&i| {
             listener_allows(
                 &gw.listeners[i],
+                kind,
                 &gw.key.namespace,
                 &key.namespace,
                 ns_labels,
@@ -769,8 +810,10 @@ fn attach_to_gateway(
         return Err((
             reasons::NOT_ALLOWED_BY_LISTENERS,
             format!(
-                "no listener of Gateway {} allows HTTPRoutes from namespace {}",
-                gw.key, key.namespace
+                "no listener of Gateway {} allows {}s from namespace {}",
+                gw.key,
+                kind.as_str(),
+                key.namespace
             ),
         ));
     }
@@ -788,7 +831,7 @@ fn attach_to_gateway(
                 gateway: gw.key.clone(),
                 listener: i,
                 hostnames: hosts,
-                route: key.clone(),
+                route: (kind, key.clone()),
             });
         }
     }
@@ -806,11 +849,12 @@ fn attach_to_gateway(
 
 fn listener_allows(
     l: &ListenerState,
+    kind: Kind,
     gw_ns: &str,
     route_ns: &str,
     labels: &BTreeMap<String, String>,
 ) -> bool {
-    if !l.kinds.iter().any(|k| k == "HTTPRoute") {
+    if !l.kinds.iter().any(|k| k == kind.as_str()) {
         return false;
     }
     let ns = l
@@ -899,8 +943,8 @@ pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
                 let key = (precedence(m), c.rank, rule.index, mi);
                 let route = ir::Route {
                     source: ir::RouteSource {
-                        kind: "HTTPRoute",
-                        route: a.route.clone(),
+                        kind: a.route.0.as_str(),
+                        route: a.route.1.clone(),
                         rule: rule.index,
                         match_index: mi,
                     },

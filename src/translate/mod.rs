@@ -10,6 +10,7 @@ use crate::status::{ObjectStatus, StatusSet};
 pub mod backend;
 pub mod conditions;
 mod gateway;
+mod grpc;
 pub mod hostname;
 mod http;
 mod refgrant;
@@ -29,7 +30,7 @@ pub fn translate(inputs: &Inputs) -> Output {
     let mut status = StatusSet::default();
     let classes = gateway::gateway_classes(inputs, &mut status);
     let mut gateways = gateway::gateways(inputs, &classes);
-    let routes = http::attach_http_routes(inputs, &mut gateways);
+    let routes = http::attach_routes(inputs, &mut gateways);
 
     let mut model = ir::Model::default();
     for gw in gateways.values() {
@@ -42,9 +43,7 @@ pub fn translate(inputs: &Inputs) -> Output {
             .insert((Kind::Gateway, gw.key.clone()), gw.status());
     }
     for (key, parents) in routes.statuses {
-        status
-            .objects
-            .insert((Kind::HTTPRoute, key), ObjectStatus::Route { parents });
+        status.objects.insert(key, ObjectStatus::Route { parents });
     }
     Output { model, status }
 }
