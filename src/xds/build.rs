@@ -194,8 +194,11 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
             },
         )),
         http_filters: vec![router],
-        // The spec: the port in the Host header is ignored for matching.
-        strip_port_mode: Some(hcm::http_connection_manager::StripPortMode::StripAnyHostPort(true)),
+        // The Host header reaches the backend as the client sent it; a port
+        // equal to the listener's is dropped (so redirects to the scheme's
+        // well-known port omit it). Matching ignores any port (see
+        // ignore_port_in_host_matching on the route configuration).
+        strip_matching_host_port: true,
         normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         merge_slashes: true,
         upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
@@ -279,6 +282,9 @@ pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
         virtual_hosts: rc.virtual_hosts.iter().map(build_virtual_host).collect(),
         // Backends that do not resolve must answer 500, not fail the config.
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        // The spec: the port in the Host header is ignored for matching; the
+        // header itself reaches the backend unchanged.
+        ignore_port_in_host_matching: true,
         ..Default::default()
     }
 }
