@@ -146,6 +146,46 @@ pub struct KubeStatusWriter {
     client: Client,
     controller_name: String,
     resources: BTreeMap<Kind, ApiResource>,
+    limiter: std::sync::Mutex<TokenBucket>,
+}
+
+/// Status patches per second the writer allows itself, and the burst: the
+/// API server is shared, and 5,000 routes becoming Accepted at once must not
+/// starve everyone else. (A write skipped here is retried on the next loop
+/// turn, at least every second.)
+const WRITES_PER_SEC: f64 = 100.0;
+const WRITE_BURST: f64 = 200.0;
+
+/// A token bucket: `take` succeeds while tokens remain; they refill at `rate`/s.
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: std::time::Instant,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket {
+            tokens: burst,
+            rate,
+            burst,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    pub fn take(&mut self, now: std::time::Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl KubeStatusWriter {
@@ -154,6 +194,7 @@ impl KubeStatusWriter {
             client,
             controller_name,
             resources: BTreeMap::new(),
+            limiter: std::sync::Mutex::new(TokenBucket::new(WRITES_PER_SEC, WRITE_BURST)),
         }
     }
 
@@ -181,6 +222,20 @@ impl KubeStatusWriter {
             let Some(ar) = self.resources.get(kind) else {
                 continue;
             };
+            let allowed = self
+                .limiter
+                .lock()
+                .map(|mut l| l.take(std::time::Instant::now()))
+                .unwrap_or(true);
+            if !allowed {
+                crate::metrics::counter_add(
+                    "switchyard_status_writes_deferred_total",
+                    "Status patches postponed by the writer's rate limit.",
+                    &[],
+                    1,
+                );
+                break;
+            }
             let api: Api<DynamicObject> = if key.namespace.is_empty() {
                 Api::all_with(self.client.clone(), ar)
             } else {
@@ -244,6 +299,24 @@ mod tests {
                 conditions: vec![Condition::new("Accepted", ok, "Accepted", "m", 2)],
             }],
         }
+    }
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let t0 = std::time::Instant::now();
+        let mut b = TokenBucket::new(10.0, 3.0);
+        assert!((0..3).all(|_| b.take(t0)));
+        assert!(!b.take(t0), "burst spent");
+        assert!(
+            b.take(t0 + std::time::Duration::from_millis(100)),
+            "one token after 100 ms at 10/s"
+        );
+        assert!(!b.take(t0 + std::time::Duration::from_millis(100)));
+        assert!(
+            (0..3).all(|_| b.take(t0 + std::time::Duration::from_secs(10))),
+            "refills to the burst"
+        );
+        assert!(!b.take(t0 + std::time::Duration::from_secs(10)));
     }
 
     #[test]
