@@ -194,11 +194,9 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
             },
         )),
         http_filters: vec![router],
-        // The Host header reaches the backend as the client sent it; a port
-        // equal to the listener's is dropped (so redirects to the scheme's
-        // well-known port omit it). Matching ignores any port (see
-        // ignore_port_in_host_matching on the route configuration).
-        strip_matching_host_port: true,
+        // The Host header reaches the backend exactly as the client sent it,
+        // port included (conformance HTTPRouteListenerPortMatching); matching
+        // ignores the port (ignore_port_in_host_matching on the route table).
         normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         merge_slashes: true,
         upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
