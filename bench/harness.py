@@ -249,3 +249,42 @@ def summary_ms(values):
         "p99_ms": round(1000 * percentile(values, 99), 2),
         "max_ms": round(1000 * max(values), 2),
     }
+
+
+def load(addr, port, host, threads=4):
+    """Starts `threads` keep-alive clients sending GET / with `host` to
+    addr:port without pause; every outcome (status code or exception name)
+    is counted. Returns finish(), which stops them and returns the Counter."""
+    import threading
+    from collections import Counter
+
+    results, lock, stop = Counter(), threading.Lock(), threading.Event()
+
+    def loop():
+        c = None
+        while not stop.is_set():
+            try:
+                if c is None:
+                    c = http.client.HTTPConnection(addr, port, timeout=5)
+                c.request("GET", "/", headers={"Host": host})
+                r = c.getresponse()
+                r.read()
+                outcome = r.status
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                outcome = type(e).__name__
+                c = None
+            with lock:
+                results[outcome] += 1
+
+    workers = [threading.Thread(target=loop, daemon=True) for _ in range(threads)]
+    for w in workers:
+        w.start()
+
+    def finish():
+        stop.set()
+        for w in workers:
+            w.join(10)
+        return results
+
+    finish.results = results
+    return finish

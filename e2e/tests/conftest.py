@@ -8,9 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "e2e"))
 import harness  # noqa: E402  (shared with the benchmarks)
 
 
@@ -48,7 +47,6 @@ class Gateway:
 
     def get(self, host, path="/", headers=None, method="GET"):
         """One request; returns (status, json body or None, headers lower-cased)."""
-        import http.client
 
         c = http.client.HTTPConnection(self.addr, self.stack.gw_port, timeout=5)
         h = {"Host": host}
@@ -221,29 +219,7 @@ def edits_under_load(gw, file, host, versions, expect, threads=4, within=1.0, pa
     clients send requests to `host` without pause. After each write, waits
     (at most `within` s) until `expect(i)(status, body, headers)` holds.
     Returns (Counter of outcomes of the load, list of write→served latencies)."""
-    results = Counter()
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def load():
-        c = None
-        while not stop.is_set():
-            try:
-                if c is None:
-                    c = http.client.HTTPConnection(gw.addr, gw.stack.gw_port, timeout=5)
-                c.request("GET", "/", headers={"Host": host})
-                r = c.getresponse()
-                r.read()
-                outcome = r.status
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                outcome = type(e).__name__
-                c = None
-            with lock:
-                results[outcome] += 1
-
-    workers = [threading.Thread(target=load, daemon=True) for _ in range(threads)]
-    for t in workers:
-        t.start()
+    finish = harness.load(gw.addr, gw.stack.gw_port, host, threads)
     latencies = []
     try:
         for i, text in enumerate(versions):
@@ -253,9 +229,7 @@ def edits_under_load(gw, file, host, versions, expect, threads=4, within=1.0, pa
             latencies.append(time.perf_counter() - t0)
             time.sleep(pause)
     finally:
-        stop.set()
-        for t in workers:
-            t.join(10)
+        results = finish()
     return results, latencies
 
 
@@ -267,5 +241,5 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.failed:
         for value in getattr(item, "funcargs", {}).values():
-            if isinstance(value, Gateway):
+            if callable(getattr(value, "diagnostics", None)):
                 rep.sections.append(("switchyard + envoy diagnostics", value.diagnostics()))

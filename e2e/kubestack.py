@@ -1,0 +1,305 @@
+"""Switchyard in Kubernetes mode on the local cluster (e2e/cluster), for the
+end-to-end tests (e2e/tests/test_kube.py) and `make conformance`.
+
+Processes run on this machine the way the deploy/ manifests run them in a
+cluster: `switchyard controller` with the API server's kubeconfig (one or more
+replicas, each its own xDS/admin port and Lease identity), and Envoy started
+like the DaemonSet: its bootstrap is rendered by the DaemonSet's own init
+container script, taken from `kubectl kustomize deploy/kustomize/base`, with
+the host network (Gateway addresses from the controller's --address-pool,
+bound on loopback).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+E2E = ROOT / "e2e"
+BIN = E2E / "bin"
+RUN = E2E / "run"
+KUBECONFIG = RUN / "kubeconfig"
+KUBECTL = BIN / "kubectl"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+SWITCHYARD = TARGET / "release" / "switchyard"
+KUBELET = TARGET / "debug" / "switchyard-kubelet"
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+NODE = "e2e-node"
+LEASE_NAMESPACE = "switchyard-system"
+CONTROLLER_NAME = "switchyard.dev/gateway-controller"
+
+
+def available():
+    """Why the cluster stack cannot run here, or None when it can."""
+    missing = [str(p) for p in (BIN / "etcd", BIN / "kube-apiserver", BIN / "kube-controller-manager", KUBECTL,
+                                KUBELET, SWITCHYARD, ENVOY) if not p.exists()]
+    if missing:
+        return f"not built: {', '.join(missing)} (make build envoy cluster-build)"
+    if os.geteuid() != 0:
+        return "the local cluster needs root (network namespaces, bridge)"
+    return None
+
+
+def kubectl(*args, stdin=None, check=True, timeout=60):
+    r = subprocess.run([str(KUBECTL), "--request-timeout=20s", *args], input=stdin, capture_output=True, text=True,
+                       env=dict(os.environ, KUBECONFIG=str(KUBECONFIG)), timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def get(kind, name, namespace=None):
+    """The object as a dict, or None when it does not exist."""
+    ns = ["-n", namespace] if namespace else []
+    out = kubectl("get", kind, name, *ns, "-o", "json", "--ignore-not-found")
+    return json.loads(out) if out.strip() else None
+
+
+def wait(pred, timeout, what, interval=0.1):
+    """Polls `pred` until it returns something truthy; returns that."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (AssertionError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_up():
+    """Starts the local cluster (or reuses a healthy one)."""
+    r = subprocess.run([str(E2E / "cluster" / "up.sh")], capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise AssertionError(f"cluster up failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout.strip()
+
+
+def install_gateway_class():
+    """The GatewayClass and namespace from deploy/kustomize/base."""
+    base = ROOT / "deploy" / "kustomize" / "base"
+    kubectl("apply", "-f", str(base / "namespace.yaml"), "-f", str(base / "gatewayclass.yaml"))
+
+
+def rendered_kustomize():
+    """`kubectl kustomize deploy/kustomize/base` as a list of objects."""
+    return [d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / "deploy" / "kustomize" / "base"))) if d]
+
+
+def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, gateways=""):
+    """Renders Envoy's bootstrap exactly as the DaemonSet's init container does:
+    its script and env come from the rendered kustomize base, the template
+    from the generated ConfigMap. Only what differs on a test machine is set:
+    the xDS address (the controller's port on loopback instead of its Service
+    name), Envoy's admin port, and optionally the ADS flavour and Gateways.
+    Returns (bootstrap path, the DaemonSet's Envoy container args)."""
+    docs = rendered_kustomize()
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if v["name"] == "template")
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cm_name)
+    out_dir = Path(out_dir)
+    (out_dir / "template").mkdir(parents=True, exist_ok=True)
+    (out_dir / "rendered").mkdir(parents=True, exist_ok=True)
+    for key, text in cm["data"].items():
+        (out_dir / "template" / key).write_text(text)
+    script = " ".join(init["args"]).replace("/template/", f"{out_dir}/template/").replace(
+        "/rendered/", f"{out_dir}/rendered/")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for e in init.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
+            env[e["name"]] = node
+    env.update(XDS_HOST="127.0.0.1", XDS_PORT=str(xds_port), ADMIN_PORT=str(admin_port), GATEWAYS=gateways)
+    if api_type:
+        env["ADS_API_TYPE"] = api_type
+    subprocess.run(init["command"] + [script], env=env, check=True, timeout=30)
+    envoy = next(c for c in pod["containers"] if c["name"] == "envoy")
+    args = [a.replace("/rendered/", f"{out_dir}/rendered/") for a in envoy["args"]]
+    return out_dir / "rendered" / "bootstrap.yaml", args
+
+
+def http_get(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def metric(text, name, **labels):
+    """Sum of a Prometheus series (all label sets matching `labels`)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series != name and not series.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+class Controller:
+    """One `switchyard controller` replica."""
+
+    def __init__(self, workdir, identity, address_pool, lease_secs=15, extra=()):
+        self.workdir = Path(workdir)
+        self.identity = identity
+        self.address_pool = address_pool
+        self.lease_secs = lease_secs
+        self.extra = list(extra)
+        self.xds_port = free_port()
+        self.admin_port = free_port()
+        self.log = self.workdir / f"controller-{identity}.log"
+        self.proc = None
+
+    def start(self):
+        args = [str(SWITCHYARD), "controller", f"--xds-listen=127.0.0.1:{self.xds_port}",
+                f"--admin-listen=127.0.0.1:{self.admin_port}", f"--address-pool={self.address_pool}",
+                f"--lease-namespace={LEASE_NAMESPACE}", f"--identity={self.identity}",
+                f"--lease-duration-secs={self.lease_secs}", *self.extra]
+        env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), SWITCHYARD_LOG=os.environ.get("SWITCHYARD_LOG", "info"))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait(lambda: self.running() and self.get("/healthz") is not None, 20, f"controller {self.identity} to listen")
+        return self
+
+    def running(self):
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"controller {self.identity} exited: {self.log_tail()}")
+        return True
+
+    def get(self, path):
+        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
+
+    def ready(self):
+        try:
+            self.get("/readyz")
+            return True
+        except OSError:
+            return False
+
+    def metrics(self):
+        return self.get("/metrics")
+
+    def status_writes(self):
+        return metric(self.metrics(), "switchyard_status_writes_total")
+
+    def is_leader(self):
+        return metric(self.metrics(), "switchyard_leader") == 1
+
+    def kill(self, sig=signal.SIGKILL):
+        """Sends `sig` and waits; a process that outlives 15 s gets SIGKILL (and the test fails)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"controller {self.identity} ignored signal {sig} for 15 s")
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
+
+
+class Envoy:
+    """One Envoy of the fleet, started like the DaemonSet starts it."""
+
+    def __init__(self, workdir, controller, name="envoy", api_type=None):
+        self.workdir = Path(workdir) / name
+        self.name = name
+        self.admin_port = free_port()
+        self.bootstrap, self.args = render_bootstrap(self.workdir, controller.xds_port, self.admin_port,
+                                                     api_type=api_type)
+        self.log = self.workdir / "envoy.log"
+        self.proc = None
+
+    def start(self):
+        # Several Envoys share this host in tests: each gets its own shared-memory base id.
+        args = [str(ENVOY), *self.args, "--use-dynamic-base-id"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait(lambda: self.alive() and self.admin("/ready") is not None, 30, f"{self.name} admin")
+        return self
+
+    def alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited: {self.log.read_text(errors='replace')[-3000:]}")
+        return True
+
+    def admin(self, path):
+        return http_get(f"http://127.0.0.1:{self.admin_port}{path}")
+
+    def stats(self, *names):
+        """Counter values by name (0 when absent)."""
+        out = {}
+        text = self.admin("/stats?filter=" + "|".join(n.replace(".", r"\.") for n in names))
+        for line in text.splitlines():
+            k, _, v = line.partition(": ")
+            out[k] = int(v) if v.strip().isdigit() else v
+        return {n: out.get(n, 0) for n in names}
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class KubeStack:
+    """The cluster plus controller replicas and an Envoy, torn down together."""
+
+    def __init__(self, address_pool, workdir=None):
+        self.address_pool = address_pool
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="switchyard-kube-"))
+        self.controllers = []
+        self.envoys = []
+
+    def controller(self, identity, **kw):
+        c = Controller(self.workdir, identity, self.address_pool, **kw)
+        self.controllers.append(c)
+        return c.start()
+
+    def envoy(self, controller, name="envoy", **kw):
+        e = Envoy(self.workdir, controller, name=name, **kw)
+        self.envoys.append(e)
+        return e.start()
+
+    def stop(self):
+        for e in self.envoys:
+            e.stop()
+        for c in self.controllers:
+            c.kill(signal.SIGTERM)
+
+    def diagnostics(self):
+        out = [f"workdir: {self.workdir}"]
+        for c in self.controllers:
+            state = "running" if c.proc and c.proc.poll() is None else f"exited {c.proc.returncode if c.proc else '-'}"
+            out += [f"--- controller {c.identity} ({state}), last lines of {c.log}", c.log_tail(30)]
+        for e in self.envoys:
+            if e.log.exists():
+                out += [f"--- {e.name}: last lines of {e.log}",
+                        "\n".join(e.log.read_text(errors="replace").splitlines()[-15:])]
+        return "\n".join(out)
