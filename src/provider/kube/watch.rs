@@ -119,6 +119,14 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
                         None => missing.push(kind_str.to_string()),
                     }
                 }
+                // The bundle version before the missing kinds: the latter ends
+                // discovery, and a first translation without the version would
+                // write a GatewayClass status that is rewritten a moment later.
+                let bundle = bundle_version(&client).await;
+                if last_bundle.as_ref() != Some(&bundle) {
+                    let _ = tx.send(Change::BundleVersion(bundle.clone())).await;
+                    last_bundle = Some(bundle);
+                }
                 if last_missing.as_ref() != Some(&missing) {
                     if !missing.is_empty() {
                         warn!(kinds = ?missing, "Gateway API kinds not installed in this cluster; they will be picked up when their CRDs appear");
@@ -131,11 +139,6 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
                     );
                     let _ = tx.send(Change::MissingKinds(missing.clone())).await;
                     last_missing = Some(missing);
-                }
-                let bundle = bundle_version(&client).await;
-                if last_bundle.as_ref() != Some(&bundle) {
-                    let _ = tx.send(Change::BundleVersion(bundle.clone())).await;
-                    last_bundle = Some(bundle);
                 }
             }
             Err(e) => warn!("API discovery failed (will retry): {e}"),
