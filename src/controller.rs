@@ -445,6 +445,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let shutdown = crate::admin::shutdown_signal();
     tokio::pin!(shutdown);
     let mut pending_since: BTreeMap<ObjKey, Instant> = BTreeMap::new();
+    let mut status_pending = false;
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -465,7 +466,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 while xds_events.try_recv().is_ok() {}
             }
-            _ = status_retry.tick() => {}
+            // A tick alone re-derives status only while something is pending
+            // (a Programmed grace running out, postponed or failed writes):
+            // an idle controller does no per-object work.
+            _ = status_retry.tick() => {
+                if !status_pending && pending_since.is_empty() {
+                    continue;
+                }
+            }
             _ = &mut shutdown => break,
         }
         if world.dirty && world.initial_sync_done() {
@@ -523,7 +531,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 );
                 // A Gateway that is no longer pending starts a fresh grace next time.
                 pending_since.retain(|gw, _| pending.contains(gw));
-                writer.write(&status, &world.raw).await;
+                status_pending = writer.write(&status, &world.raw).await.1;
             }
         }
     }

@@ -204,10 +204,13 @@ impl KubeStatusWriter {
     }
 
     /// Writes every status that differs from the API server's copy. Returns
-    /// the number of patches sent.
-    pub async fn write(&self, set: &StatusSet, raw: &RawObjects) -> usize {
+    /// the number of patches sent and whether some are left to retry (rate
+    /// limit, errors); a conflict needs no retry here (the watch brings the
+    /// newer object, which triggers another pass).
+    pub async fn write(&self, set: &StatusSet, raw: &RawObjects) -> (usize, bool) {
         let now = now_rfc3339();
         let mut writes = 0;
+        let mut retry = false;
         for ((kind, key), current) in raw {
             if !writes_status(*kind) {
                 continue;
@@ -234,6 +237,7 @@ impl KubeStatusWriter {
                     &[],
                     1,
                 );
+                retry = true;
                 break;
             }
             let api: Api<DynamicObject> = if key.namespace.is_empty() {
@@ -265,6 +269,7 @@ impl KubeStatusWriter {
                     debug!(kind = kind.as_str(), object = %key, "status conflict; will retry with fresh data");
                 }
                 Err(e) => {
+                    retry = true;
                     warn!(kind = kind.as_str(), object = %key, "status write failed: {e}");
                     crate::metrics::counter_add(
                         "switchyard_status_write_errors_total",
@@ -275,7 +280,7 @@ impl KubeStatusWriter {
                 }
             }
         }
-        writes
+        (writes, retry)
     }
 }
 
