@@ -12,11 +12,6 @@ use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use serde_json::{json, Map, Value};
 
-/// Characters of a service or method name that need escaping in a regex.
-fn escape(s: &str) -> String {
-    regex::escape(s)
-}
-
 /// The HTTPRoute path match for one GRPCRoute method match.
 fn path_match(method: &Value) -> Result<Option<Value>, String> {
     let kind = method
@@ -36,7 +31,7 @@ fn path_match(method: &Value) -> Result<Option<Value>, String> {
         ("Exact", Some(s), Some(m)) => json!({"type": "Exact", "value": format!("/{s}/{m}")}),
         ("Exact", Some(s), None) => json!({"type": "PathPrefix", "value": format!("/{s}")}),
         ("Exact", None, Some(m)) => {
-            json!({"type": "RegularExpression", "value": format!("/[^/]+/{}", escape(m))})
+            json!({"type": "RegularExpression", "value": format!("/[^/]+/{}", regex::escape(m))})
         }
         ("RegularExpression", s, m) => json!({
             "type": "RegularExpression",
