@@ -446,6 +446,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
     let mut pending_since: BTreeMap<ObjKey, Instant> = BTreeMap::new();
     let mut status_pending = false;
+    let mut ack_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -462,8 +463,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                     break;
                 }
-                // ACKs come in bursts (one per type): settle before re-deriving Programmed.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // ACKs come in bursts (one per type): Programmed is re-derived
+                // once the burst settled, without holding up changes meanwhile.
+                ack_due.get_or_insert_with(|| tokio::time::Instant::now() + crate::standalone::ACK_SETTLE);
+                continue;
+            }
+            _ = crate::standalone::sleep_until_due(ack_due) => {
+                ack_due = None;
                 while xds_events.try_recv().is_ok() {}
             }
             // A tick alone re-derives status only while something is pending

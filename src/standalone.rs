@@ -149,14 +149,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // reload runs must not be lost.
     let shutdown = crate::admin::shutdown_signal();
     tokio::pin!(shutdown);
+    // ACKs arrive in bursts (one per type): status is rewritten once the
+    // burst has settled. The settle is a deadline, never a sleep, so a file
+    // event that arrives meanwhile is handled at once.
+    let mut status_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             ev = xds_events.recv() => {
                 if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
                     break;
                 }
-                // ACKs arrive in bursts (one per type): settle before rewriting status.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                status_due.get_or_insert_with(|| tokio::time::Instant::now() + ACK_SETTLE);
+            }
+            _ = sleep_until_due(status_due) => {
+                status_due = None;
                 while xds_events.try_recv().is_ok() {}
                 reloader.write_status();
             }
@@ -294,5 +300,16 @@ fn full_reload(
         status: out.status,
         snapshot: snap,
         version,
+    }
+}
+
+/// How long a burst of xDS ACKs/NACKs is left to settle before status is rewritten.
+pub(crate) const ACK_SETTLE: Duration = Duration::from_millis(5);
+
+/// Sleeps until `due`; never completes when there is nothing due.
+pub(crate) async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
