@@ -11,12 +11,14 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::engine::Engine;
+use crate::inputs::Changes;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::provider::addresses::AddressPool;
 use crate::provider::kube::lease::{self, LeaseConfig};
 use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
 use crate::provider::kube::watch::{self as kwatch, Change};
-use crate::translate::Output;
+use crate::status::StatusSet;
+use crate::translate::Update;
 use crate::xds::cache::Cache;
 
 pub struct Options {
@@ -75,9 +77,8 @@ struct World {
     watching: BTreeSet<Kind>,
     synced: BTreeSet<Kind>,
     discovered: bool,
-    /// Only EndpointSlices changed since the last full translation.
-    endpoints_only: bool,
-    dirty: bool,
+    /// What changed since the last translation.
+    changes: Changes,
     /// Objects skipped since the last loop turn because they could not be
     /// decoded: (kind, reference, error); each becomes a Warning Event.
     invalid: Vec<(Kind, k8s_openapi::api::core::v1::ObjectReference, String)>,
@@ -114,7 +115,7 @@ impl World {
                         return;
                     }
                 }
-                self.mark(kind);
+                self.mark(kind, &key);
                 let reference = reference_of(kind, &v);
                 if let Err(e) = self.inputs.insert_value(v) {
                     // A malformed object is skipped (and counted), never a crash; the
@@ -132,16 +133,16 @@ impl World {
             }
             Change::Deleted(kind, v) => {
                 let key = key_of(kind, &v);
-                self.mark(kind);
+                self.mark(kind, &key);
                 self.raw.remove(&(kind, key.clone()));
                 self.inputs.remove(kind, &key);
             }
             Change::Relisted(kind, list) => {
                 self.synced.insert(kind);
-                self.mark(kind);
                 let keep: BTreeSet<ObjKey> = list.iter().map(|v| key_of(kind, v)).collect();
                 let existing: Vec<ObjKey> = existing_keys(&self.inputs, kind);
                 for k in existing.into_iter().filter(|k| !keep.contains(k)) {
+                    self.changes.record(kind, &k);
                     self.inputs.remove(kind, &k);
                     self.raw.remove(&(kind, k));
                 }
@@ -152,11 +153,11 @@ impl World {
             Change::MissingKinds(kinds) => {
                 self.discovered = true;
                 self.inputs.missing_kinds = kinds;
-                self.mark(Kind::GatewayClass);
+                self.changes.record_all();
             }
             Change::BundleVersion(v) => {
                 self.inputs.crd_bundle_version = v;
-                self.mark(Kind::GatewayClass);
+                self.changes.record_all();
             }
             Change::Watching(kind, ar) => {
                 self.watching.insert(kind);
@@ -172,14 +173,8 @@ impl World {
         self.discovered && self.watching.is_subset(&self.synced)
     }
 
-    fn mark(&mut self, kind: Kind) {
-        if !self.dirty {
-            self.endpoints_only = true;
-        }
-        self.dirty = true;
-        if kind != Kind::EndpointSlice {
-            self.endpoints_only = false;
-        }
+    fn mark(&mut self, kind: Kind, key: &ObjKey) {
+        self.changes.record(kind, key);
     }
 }
 
@@ -221,7 +216,7 @@ fn same_except_status(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 /// Routes whose cross-namespace trust changed between two translations:
 /// (kind, route, now permitted?, message). A ReferenceGrant created or deleted
 /// shows up here as the routes it let in or cut off.
-fn trust_changes(old: &Output, new: &Output) -> Vec<(Kind, ObjKey, bool, String)> {
+fn trust_changes(up: &Update, now: &StatusSet) -> Vec<(Kind, ObjKey, bool, String)> {
     use crate::status::ObjectStatus;
     let refused = |st: Option<&ObjectStatus>| -> Option<String> {
         match st {
@@ -235,15 +230,19 @@ fn trust_changes(old: &Output, new: &Output) -> Vec<(Kind, ObjKey, bool, String)
         }
     };
     let mut out = Vec::new();
-    for ((kind, key), st) in &new.status.objects {
+    let touched: Vec<(Kind, ObjKey)> = match &up.touched {
+        Some(t) => t.clone(),
+        None => now.objects.keys().cloned().collect(),
+    };
+    for (kind, key) in &touched {
         if !matches!(
             kind,
             Kind::HTTPRoute | Kind::GRPCRoute | Kind::TLSRoute | Kind::TCPRoute | Kind::UDPRoute
         ) {
             continue;
         }
-        let before = refused(old.status.get(*kind, key));
-        let after = refused(Some(st));
+        let before = refused(up.previous.get(*kind, key));
+        let after = refused(now.get(*kind, key));
         match (before, after) {
             (None, Some(msg)) => out.push((*kind, key.clone(), false, msg)),
             (Some(_), None) => out.push((
@@ -432,11 +431,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         watching: BTreeSet::new(),
         synced: BTreeSet::new(),
         discovered: false,
-        endpoints_only: false,
-        dirty: false,
+        changes: Changes::default(),
         invalid: Vec::new(),
     };
-    let mut last_output: Option<Output> = None;
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
     let mut xds_events = cache.subscribe_events();
     let mut status_retry = tokio::time::interval(Duration::from_secs(1));
@@ -482,9 +479,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = &mut shutdown => break,
         }
-        if world.dirty && world.initial_sync_done() {
+        if !world.changes.is_empty() && world.initial_sync_done() {
             let t0 = Instant::now();
-            if world.endpoints_only && last_output.is_some() {
+            let mut changes = std::mem::take(&mut world.changes);
+            if changes.only(&[Kind::EndpointSlice]) && last_snapshot.is_some() {
                 let n = engine.endpoints_only(&world.inputs);
                 info!(
                     clusters = n,
@@ -492,24 +490,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     "endpoints updated (no route re-translation)"
                 );
             } else {
+                let before = world.inputs.assigned_addresses.clone();
                 pool.assign(&mut world.inputs);
-                let (out, snap) = engine.full(&world.inputs);
+                if world.inputs.assigned_addresses != before {
+                    changes.record_all();
+                }
+                let (up, snap) = engine.translate(&world.inputs, &changes);
+                let first = last_snapshot.is_none();
                 last_snapshot = Some((snap, engine.version));
                 info!(
                     version = engine.version,
+                    full = up.full,
                     elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
                     "configuration translated"
                 );
-                if let Some(old) = &last_output {
-                    let changes = trust_changes(old, &out);
+                if !first {
+                    let changes = trust_changes(&up, engine.status());
                     if !changes.is_empty() && *leader_rx.borrow() {
                         publish_trust_events(&recorder, changes).await;
                     }
                 }
-                last_output = Some(out);
             }
-            world.dirty = false;
-            world.endpoints_only = false;
             if let Ok(mut v) = debug.version.lock() {
                 *v = (engine.version, true);
             }
@@ -519,12 +520,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             publish_invalid_events(&recorder, invalid).await;
         }
         if *leader_rx.borrow() {
-            if let (Some(out), Some((snap, version))) = (&last_output, &last_snapshot) {
+            if let Some((snap, version)) = &last_snapshot {
                 // Programmed as the Envoy fleet reports it (ACK/NACK).
                 let now = Instant::now();
                 let mut pending = BTreeSet::new();
                 let status = crate::programmed::overlay(
-                    &out.status,
+                    engine.status(),
                     snap,
                     &cache.node_states(),
                     *version,

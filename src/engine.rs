@@ -1,21 +1,22 @@
-//! Runs the pipeline for a provider and feeds the xDS cache: a full
-//! translation when anything but endpoints changed, and an EDS-only update
+//! Runs the pipeline for a provider and feeds the xDS cache: an incremental
+//! translation of what changed (see [`Translator`]), and an EDS-only update
 //! (no route re-translation) when only EndpointSlices did.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::inputs::Inputs;
-use crate::ir;
-use crate::translate::Output;
+use crate::inputs::{Changes, Inputs};
+use crate::status::StatusSet;
+use crate::translate::{Translator, Update};
+use crate::xds::build::Builder;
 use crate::xds::cache::Cache;
-use crate::xds::{self, Resource};
+use crate::xds::{self};
 
 pub struct Engine {
     cache: Arc<Cache>,
-    /// Every cluster of the last full translation, by name.
-    clusters: BTreeMap<String, ir::Cluster>,
+    translator: Translator,
+    builder: Builder,
     pub version: u64,
 }
 
@@ -23,7 +24,8 @@ impl Engine {
     pub fn new(cache: Arc<Cache>) -> Self {
         Engine {
             cache,
-            clusters: BTreeMap::new(),
+            translator: Translator::default(),
+            builder: Builder::default(),
             version: 0,
         }
     }
@@ -32,30 +34,51 @@ impl Engine {
         &self.cache
     }
 
-    /// Full translation; returns the output (for status) and the snapshot
-    /// index (for debug views).
-    pub fn full(&mut self, inputs: &Inputs) -> (Output, xds::Snapshot) {
-        let (out, snap) = crate::pipeline::run(inputs);
-        self.clusters = out
-            .model
-            .gateways
-            .values()
-            .flat_map(|g| g.clusters.clone())
-            .collect();
+    /// The status of everything as of the last translation.
+    pub fn status(&self) -> &StatusSet {
+        self.translator.status()
+    }
+
+    /// Translates what changed, builds and publishes the snapshot; returns
+    /// the update (for status) and the snapshot (for debug views).
+    pub fn translate(&mut self, inputs: &Inputs, changes: &Changes) -> (Update, xds::Snapshot) {
+        let t0 = Instant::now();
+        let up = self.translator.update(inputs, changes);
+        let t1 = Instant::now();
+        let snap = self.builder.build(&up.model);
+        let t2 = Instant::now();
+        let mode = if up.full { "full" } else { "incremental" };
+        crate::metrics::observe(
+            "switchyard_translate_seconds",
+            "Time to translate Gateway API objects into the IR.",
+            &[],
+            (t1 - t0).as_secs_f64(),
+        );
+        crate::metrics::observe(
+            "switchyard_xds_build_seconds",
+            "Time to build Envoy resources from the IR.",
+            &[],
+            (t2 - t1).as_secs_f64(),
+        );
+        crate::metrics::counter_add(
+            "switchyard_translations_total",
+            "Translations, by mode (full: everything; incremental: changed routes only).",
+            &[("mode", mode)],
+            1,
+        );
         self.version = self.cache.set_snapshot(snap.clone());
-        (out, snap)
+        (up, snap)
     }
 
     /// Recomputes only the endpoints of known clusters and pushes EDS.
     pub fn endpoints_only(&mut self, inputs: &Inputs) -> usize {
         let t0 = Instant::now();
+        let Some(clusters) = self.translator.refresh_endpoints(inputs) else {
+            return 0;
+        };
         let mut clas = BTreeMap::new();
-        for (name, c) in self.clusters.iter_mut() {
-            c.endpoints = crate::translate::endpoints(inputs, &c.service, &c.port_name);
-            clas.insert(
-                name.clone(),
-                Resource::new(name.clone(), &xds::build::build_endpoints(c)),
-            );
+        for (name, c) in clusters {
+            clas.insert(name.clone(), self.builder.endpoints(c));
         }
         let n = clas.len();
         self.cache.set_endpoints(clas);

@@ -6,7 +6,7 @@
 //! [`Inputs::unknown_fields`], so the translator can report it instead of
 //! silently ignoring it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
@@ -53,6 +53,40 @@ impl fmt::Display for ObjKey {
         } else {
             write!(f, "{}/{}", self.namespace, self.name)
         }
+    }
+}
+
+/// What changed in the [`Inputs`] since the last translation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Anything may have changed (first run, or a change without names).
+    pub all: bool,
+    /// Objects added, changed or removed.
+    pub objects: BTreeSet<(Kind, ObjKey)>,
+}
+
+impl Changes {
+    pub fn everything() -> Self {
+        Changes {
+            all: true,
+            objects: BTreeSet::new(),
+        }
+    }
+    pub fn record(&mut self, kind: Kind, key: &ObjKey) {
+        if !self.all {
+            self.objects.insert((kind, key.clone()));
+        }
+    }
+    pub fn record_all(&mut self) {
+        self.all = true;
+        self.objects.clear();
+    }
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.objects.is_empty()
+    }
+    /// Whether only objects of these kinds changed.
+    pub fn only(&self, kinds: &[Kind]) -> bool {
+        !self.all && self.objects.iter().all(|(k, _)| kinds.contains(k))
     }
 }
 

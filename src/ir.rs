@@ -6,6 +6,7 @@
 //! a route edit changes route configurations only.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -60,16 +61,68 @@ pub struct TlsChain {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteConfig {
     pub name: String,
-    /// Sorted: exact domains first, then wildcards, `*` last.
-    pub virtual_hosts: Vec<VirtualHost>,
+    /// Sorted: exact domains first, then wildcards, `*` last. Shared: an
+    /// incremental translation rebuilds only the virtual hosts a change
+    /// touched and keeps the others (and their encoded bytes).
+    pub virtual_hosts: Vec<Arc<VirtualHost>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<String>,
-    /// In precedence order: Envoy takes the first match.
-    pub routes: Vec<Route>,
+    /// In precedence order: Envoy takes the first match. A route attached
+    /// under several domains is one shared value.
+    pub routes: Vec<Arc<Route>>,
+    /// The xDS builder's encoding of this virtual host, made once per value.
+    #[serde(skip)]
+    pub encoded: Memo<Encoded>,
+}
+
+/// Bytes derived from an IR node, with a short content digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Encoded {
+    pub bytes: Vec<u8>,
+    pub digest: [u8; 8],
+}
+
+/// A slot for a value derived from the enclosing IR node (computed at most
+/// once). It is not part of the node's meaning: equality ignores it, a clone
+/// starts empty, and it is never serialized.
+pub struct Memo<T>(OnceLock<T>);
+
+impl<T> Memo<T> {
+    pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(f)
+    }
+}
+
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo(OnceLock::new())
+    }
+}
+
+impl<T> Clone for Memo<T> {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl<T> PartialEq for Memo<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Memo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(empty)"
+        })
+    }
 }
 
 /// Where a compiled route came from (for names, `explain` and NACK mapping).

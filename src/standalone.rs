@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use crate::engine::Engine;
-use crate::inputs::{Inputs, Kind};
+use crate::inputs::{Changes, Inputs, Kind};
 use crate::provider::addresses::AddressPool;
 use crate::provider::file::{DirLoader, LoadError};
 use crate::status_file::FileStatusWriter;
@@ -201,21 +201,21 @@ struct Reloader {
 impl Reloader {
     fn reload(&mut self, state: &State) {
         let t0 = Instant::now();
-        let refresh = self.loader.refresh(&self.controller_name);
+        let mut refresh = self.loader.refresh(&self.controller_name);
         let before = self.loader.inputs().assigned_addresses.clone();
         self.pool.assign(self.loader.inputs_mut());
-        let addresses_changed = self.loader.inputs().assigned_addresses != before;
+        if self.loader.inputs().assigned_addresses != before {
+            refresh.changes.record_all();
+        }
         let errors_changed = refresh.errors != self.last_errors;
-        if refresh.changed.is_empty()
-            && !addresses_changed
-            && !errors_changed
-            && self.translated.is_some()
-        {
+        if refresh.changes.is_empty() && !errors_changed && self.translated.is_some() {
             debug!("no change");
             return;
         }
-        let only_endpoints = refresh.changed.iter().all(|k| *k == Kind::EndpointSlice);
-        if only_endpoints && !addresses_changed && !errors_changed && self.translated.is_some() {
+        if refresh.changes.only(&[Kind::EndpointSlice])
+            && !errors_changed
+            && self.translated.is_some()
+        {
             let n = self.engine.endpoints_only(self.loader.inputs());
             info!(
                 clusters = n,
@@ -225,11 +225,12 @@ impl Reloader {
             return;
         }
         self.last_errors = refresh.errors.clone();
-        self.translated = Some(full_reload(
+        self.translated = Some(apply(
             &mut self.writer,
             &mut self.engine,
             state,
             self.loader.inputs(),
+            &refresh.changes,
             refresh.errors,
             t0,
         ));
@@ -240,26 +241,31 @@ impl Reloader {
     fn write_status(&mut self) {
         let Some(t) = &self.translated else { return };
         let nodes = self.engine.cache().node_states();
-        let status =
-            crate::programmed::overlay(&t.status, &t.snapshot, &nodes, t.version, |_, _| false);
+        let status = crate::programmed::overlay(
+            self.engine.status(),
+            &t.snapshot,
+            &nodes,
+            t.version,
+            |_, _| false,
+        );
         if let Err(e) = self.writer.write(&status) {
             error!(dir = %self.writer.dir().display(), "writing status: {e}");
         }
     }
 }
 
-/// The last full translation, kept to re-derive `Programmed` on ACK/NACK.
+/// The last snapshot, kept to re-derive `Programmed` on ACK/NACK.
 struct Translated {
-    status: crate::status::StatusSet,
     snapshot: crate::xds::Snapshot,
     version: u64,
 }
 
-fn full_reload(
+fn apply(
     writer: &mut FileStatusWriter,
     engine: &mut Engine,
     state: &State,
     inputs: &Inputs,
+    changes: &Changes,
     errors: Vec<LoadError>,
     t0: Instant,
 ) -> Translated {
@@ -267,7 +273,7 @@ fn full_reload(
         error!(file = %e.file, line = ?e.line, "{}", e.message);
     }
     let objects = inputs.object_count();
-    let (out, snap) = engine.full(inputs);
+    let (up, snap) = engine.translate(inputs, changes);
     let resources = resource_index(&snap);
     let version = engine.version;
     if let Err(e) = writer.write_errors(&errors) {
@@ -284,6 +290,7 @@ fn full_reload(
         version,
         objects,
         errors = errors.len(),
+        full = up.full,
         elapsed_ms = t0.elapsed().as_secs_f64() * 1e3,
         "configuration applied"
     );
@@ -297,7 +304,6 @@ fn full_reload(
     };
     drop(last);
     Translated {
-        status: out.status,
         snapshot: snap,
         version,
     }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::inputs::{InputError, Inputs, Kind, ObjKey};
+use crate::inputs::{Changes, InputError, Inputs, Kind, ObjKey};
 
 /// One problem found while loading.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,8 +41,8 @@ impl std::fmt::Display for LoadError {
 struct FileState {
     stamp: (SystemTime, u64),
     content_hash: String,
-    /// Documents of the last version that loaded cleanly.
-    good: Option<Vec<serde_json::Value>>,
+    /// Whether a version of the file loaded cleanly (its objects are served).
+    good: bool,
     error: Option<LoadError>,
     /// Objects this file contributes to the snapshot now.
     objects: Vec<(Kind, ObjKey)>,
@@ -61,8 +61,8 @@ pub struct DirLoader {
 /// What one `refresh` found.
 #[derive(Debug, Default)]
 pub struct Refresh {
-    /// Kinds of objects added, changed or removed.
-    pub changed: BTreeSet<Kind>,
+    /// Objects added, changed or removed.
+    pub changes: Changes,
     /// Every current problem (including files still failing from before).
     pub errors: Vec<LoadError>,
 }
@@ -158,6 +158,7 @@ impl DirLoader {
             self.inputs = Inputs::new(controller_name);
             self.owners.clear();
             self.files.clear();
+            out.changes.record_all();
         }
         let mut paths = Vec::new();
         collect_yaml(&self.dir, &mut paths);
@@ -170,7 +171,7 @@ impl DirLoader {
             .collect();
         for p in gone {
             if let Some(f) = self.files.remove(&p) {
-                self.retract(&p, &f.objects, &mut out.changed);
+                self.retract(&p, &f.objects, &mut out.changes);
             }
         }
         for path in &present {
@@ -186,7 +187,7 @@ impl DirLoader {
             }
             let prev = self.files.remove(path);
             let prev_objects = prev.as_ref().map(|f| f.objects.clone()).unwrap_or_default();
-            let prev_good = prev.as_ref().and_then(|f| f.good.clone());
+            let prev_good = prev.as_ref().is_some_and(|f| f.good);
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -199,7 +200,7 @@ impl DirLoader {
                                 file: path.display().to_string(),
                                 line: None,
                                 message: format!("cannot read: {e}"),
-                                using_last_good: prev_good.is_some(),
+                                using_last_good: prev_good,
                             }),
                             good: prev_good,
                             objects: prev_objects,
@@ -226,17 +227,17 @@ impl DirLoader {
             });
             match result {
                 Ok(docs) => {
-                    self.retract(path, &prev_objects, &mut out.changed);
+                    self.retract(path, &prev_objects, &mut out.changes);
                     let mut objects = Vec::with_capacity(docs.len());
-                    for d in &docs {
+                    for d in docs {
                         // Decoded fine in the probe above.
-                        if let Ok((kind, key)) = self.inputs.insert_value(d.clone()) {
+                        if let Ok((kind, key)) = self.inputs.insert_value(d) {
                             let unknown = self.inputs.unknown(kind, &key);
                             if !unknown.is_empty() {
                                 tracing::warn!(kind = kind.as_str(), object = %key, fields = ?unknown,
                                                "unknown fields (reported in status where they matter)");
                             }
-                            out.changed.insert(kind);
+                            out.changes.record(kind, &key);
                             self.owners.insert((kind, key.clone()), path.clone());
                             objects.push((kind, key));
                         }
@@ -246,7 +247,7 @@ impl DirLoader {
                         FileState {
                             stamp,
                             content_hash: hash,
-                            good: Some(docs),
+                            good: true,
                             error: None,
                             objects,
                         },
@@ -262,7 +263,7 @@ impl DirLoader {
                                 file: path.display().to_string(),
                                 line,
                                 message,
-                                using_last_good: prev_good.is_some(),
+                                using_last_good: prev_good,
                             }),
                             good: prev_good,
                             objects: prev_objects,
@@ -280,13 +281,13 @@ impl DirLoader {
     }
 
     /// Removes the objects `file` contributed (unless another file now owns them).
-    fn retract(&mut self, file: &Path, objects: &[(Kind, ObjKey)], changed: &mut BTreeSet<Kind>) {
+    fn retract(&mut self, file: &Path, objects: &[(Kind, ObjKey)], changes: &mut Changes) {
         for (kind, key) in objects {
             let id = (*kind, key.clone());
             if self.owners.get(&id).map(|p| p.as_path()) == Some(file) {
                 self.owners.remove(&id);
                 self.inputs.remove(*kind, key);
-                changed.insert(*kind);
+                changes.record(*kind, key);
             }
         }
     }

@@ -1,9 +1,17 @@
 //! HTTPRoute and GRPCRoute (rewritten as the HTTPRoute it is on the wire, see
 //! grpc.rs): attachment to listeners, rule compilation, precedence, and the
 //! per-Gateway IR (listeners → route tables → virtual hosts → routes).
+//!
+//! [`RouteIndex`] keeps, per route, what it compiled to and where it
+//! attached, and per route table the entries of every domain and the
+//! virtual hosts built from them. A full translation adds every route to an
+//! empty index; an incremental one removes the changed routes and adds their
+//! new versions, then rebuilds only the virtual hosts whose entries changed.
+//! Both run the same code, so they produce the same IR.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesFrom as NsFrom;
 use gateway_api::experimental::httproutes::{
@@ -23,34 +31,44 @@ use crate::inputs::{Inputs, Kind, ObjKey, GATEWAY_GROUP};
 use crate::ir::{self, names};
 use crate::status::{Condition, ParentRef, RouteParentStatus};
 
-/// Routes attached to Gateways, plus their per-parent status.
-#[derive(Default)]
-pub struct Routes {
-    pub statuses: BTreeMap<RouteKey, Vec<RouteParentStatus>>,
-    attachments: Vec<Attachment>,
-    compiled: BTreeMap<RouteKey, Compiled>,
-    backends: backend::Backends,
-}
-
 /// A route: its kind (HTTPRoute or GRPCRoute) and name.
 pub type RouteKey = (Kind, ObjKey);
+
+/// Routes attached to one set of Gateways (see the module comment).
+#[derive(Default)]
+pub struct RouteIndex {
+    routes: BTreeMap<RouteKey, RouteState>,
+    backends: backend::Backends,
+    tables: BTreeMap<TableId, Table>,
+    /// Per Gateway: how many route attachments use each cluster.
+    cluster_refs: BTreeMap<ObjKey, BTreeMap<String, u32>>,
+    /// Namespace labels, read once per namespace.
+    ns_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// What one route contributes (its status goes to the caller).
+struct RouteState {
+    attachments: Vec<Attachment>,
+    compiled: Option<Compiled>,
+}
 
 struct Attachment {
     gateway: ObjKey,
     listener: usize,
     /// Effective hostnames on this listener; empty = any host.
     hostnames: Vec<String>,
-    route: RouteKey,
 }
+
+/// (creationTimestamp, namespace/name, kind): the spec's tie-breaker between
+/// routes, oldest first.
+type Age = (String, ObjKey, Kind);
 
 /// A route's rules, compiled once and shared by all its parents.
 struct Compiled {
-    /// (creationTimestamp, namespace/name) for precedence ties.
-    age: (String, ObjKey),
-    /// Position of `age` among all routes (oldest first): the same order,
-    /// compared as an integer when sorting thousands of route entries.
-    rank: u32,
+    age: Arc<Age>,
     rules: Vec<CompiledRule>,
+    /// Clusters the rules forward to.
+    clusters: BTreeSet<String>,
 }
 
 struct CompiledRule {
@@ -61,36 +79,135 @@ struct CompiledRule {
     response_headers: ir::HeaderMods,
 }
 
-/// Attaches every HTTPRoute and GRPCRoute to the listeners of our Gateways
-/// and computes the route status.
-pub fn attach_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
-    let mut out = Routes::default();
-    let mut ns_labels: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
-    // GRPCRoutes as HTTPRoutes; one that cannot be rewritten keeps its
-    // parentRefs (for status) and the reason.
-    let grpc: Vec<(&ObjKey, HttpRoute, Option<String>)> = inputs
-        .grpc_routes
-        .iter()
-        .map(|(k, r)| match super::grpc::as_http_route(r) {
-            Ok(h) => (k, h, None),
-            Err(e) => (k, super::grpc::parents_only(r), Some(e)),
-        })
-        .collect();
-    let all = inputs
-        .http_routes
-        .iter()
-        .map(|(k, r)| (Kind::HTTPRoute, k, r, None))
-        .chain(
-            grpc.iter()
-                .map(|(k, r, e)| (Kind::GRPCRoute, *k, r, e.as_deref())),
-        );
-    for (kind, key, route, forced_error) in all {
+/// A route table: HTTP listeners share one per port, an HTTPS listener has
+/// its own (`Some(listener index)`).
+type TableId = (ObjKey, u16, Option<usize>);
+
+/// Order of virtual hosts in a table (exact, then wildcards, `*` last).
+type DomainOrder = (u8, Reverse<usize>, String);
+
+struct Table {
+    /// RouteConfiguration name.
+    name: String,
+    /// The listeners sharing the table, with their hostnames.
+    listeners: Vec<(usize, Option<String>)>,
+    /// Route entries per domain, in precedence order. Every listener
+    /// hostname has a domain (possibly without entries).
+    domains: BTreeMap<String, Vec<Entry>>,
+    vhosts: BTreeMap<DomainOrder, Arc<ir::VirtualHost>>,
+    /// Domains whose virtual host must be rebuilt.
+    dirty: BTreeSet<String>,
+}
+
+type Precedence = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>);
+type SortKey = (Precedence, Arc<Age>, usize, usize);
+
+/// A route entry of a table: its sort key, the listener it attached through.
+struct Entry {
+    key: SortKey,
+    listener: usize,
+    route: Arc<ir::Route>,
+}
+
+fn table_id(gw: &GatewayState, listener: usize) -> TableId {
+    let l = &gw.listeners[listener];
+    (
+        gw.key.clone(),
+        l.port,
+        (l.protocol == "HTTPS").then_some(listener),
+    )
+}
+
+/// Whether Envoy serves this listener of this Gateway.
+fn served(gw: &GatewayState, listener: usize) -> bool {
+    gw.bind_address().is_some() && gw.listeners[listener].programmable()
+}
+
+impl RouteIndex {
+    /// An empty index for these Gateways: one route table (with a virtual
+    /// host per listener hostname) for each table they serve.
+    pub fn new(gateways: &GatewayMap) -> Self {
+        let mut idx = RouteIndex::default();
+        for gw in gateways.values() {
+            for (i, l) in gw.listeners.iter().enumerate() {
+                if !served(gw, i) {
+                    continue;
+                }
+                let id = table_id(gw, i);
+                let table = idx.tables.entry(id.clone()).or_insert_with(|| Table {
+                    name: match id.2 {
+                        Some(_) => names::https_route_config(&gw.key, l.port, &l.name),
+                        None => names::http_route_config(&gw.key, l.port),
+                    },
+                    listeners: Vec::new(),
+                    domains: BTreeMap::new(),
+                    vhosts: BTreeMap::new(),
+                    dirty: BTreeSet::new(),
+                });
+                // An HTTPS table serves one listener, whatever its hostname
+                // (SNI chose it already).
+                let hostname = if id.2.is_some() {
+                    None
+                } else {
+                    l.hostname.clone().filter(|h| !h.is_empty())
+                };
+                if let Some(h) = &hostname {
+                    table.domains.entry(h.clone()).or_default();
+                    table.dirty.insert(h.clone());
+                }
+                table.listeners.push((i, hostname));
+            }
+        }
+        idx
+    }
+
+    /// Re-reads the endpoints of every resolved cluster (EndpointSlices changed).
+    pub fn refresh_endpoints(&mut self, inputs: &Inputs) -> &BTreeMap<String, ir::Cluster> {
+        for c in self.backends.clusters.values_mut() {
+            c.endpoints = backend::endpoints(inputs, &c.service, &c.port_name);
+        }
+        &self.backends.clusters
+    }
+
+    /// Compiles a GRPCRoute (as its HTTPRoute) and attaches it.
+    pub fn add_grpc(
+        &mut self,
+        inputs: &Inputs,
+        key: &ObjKey,
+        route: &gateway_api::experimental::grpcroutes::GrpcRoute,
+        gateways: &mut GatewayMap,
+    ) -> Vec<RouteParentStatus> {
+        match super::grpc::as_http_route(route) {
+            Ok(h) => self.add(inputs, Kind::GRPCRoute, key, &h, None, gateways),
+            Err(e) => {
+                let h = super::grpc::parents_only(route);
+                self.add(inputs, Kind::GRPCRoute, key, &h, Some(&e), gateways)
+            }
+        }
+    }
+
+    /// Compiles a route, attaches it to the listeners of our Gateways, adds
+    /// its entries to their route tables and computes its status. A route
+    /// that cannot be compiled (`forced_error`, or bad rules) keeps its
+    /// parentRefs for status. Returns the route's status entries for the
+    /// parentRefs that are ours (empty: none).
+    pub fn add(
+        &mut self,
+        inputs: &Inputs,
+        kind: Kind,
+        key: &ObjKey,
+        route: &HttpRoute,
+        forced_error: Option<&str>,
+        gateways: &mut GatewayMap,
+    ) -> Vec<RouteParentStatus> {
         let gen = generation(&route.metadata);
-        let compiled = compile_route(inputs, kind, key, route, forced_error, &mut out.backends);
-        let labels = ns_labels
-            .entry(key.namespace.as_str())
+        let compiled = compile_route(inputs, kind, key, route, forced_error, &mut self.backends);
+        let labels = self
+            .ns_labels
+            .entry(key.namespace.clone())
             .or_insert_with(|| inputs.namespace_labels(&key.namespace));
         let mut parents = Vec::new();
+        let mut attachments = Vec::new();
         for pr in route.spec.parent_refs.iter().flatten() {
             let group = pr.group.as_deref().unwrap_or(GATEWAY_GROUP);
             let parent_kind = pr.kind.as_deref().unwrap_or("Gateway");
@@ -109,7 +226,7 @@ pub fn attach_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
                 pr,
                 gw,
                 &compiled,
-                &mut out.attachments,
+                &mut attachments,
             );
             let mut conditions = vec![match accepted {
                 Ok(()) => compiled.accepted.clone().unwrap_or_else(|(reason, msg)| {
@@ -155,25 +272,310 @@ pub fn attach_routes(inputs: &Inputs, gateways: &mut GatewayMap) -> Routes {
                 conditions,
             });
         }
-        if !parents.is_empty() {
-            out.statuses.insert((kind, key.clone()), parents);
+        if let Some(c) = &compiled.compiled {
+            for a in &attachments {
+                self.add_entries((kind, key), c, a, gateways);
+            }
         }
-        if let Some(c) = compiled.compiled {
-            out.compiled.insert((kind, key.clone()), c);
+        self.routes.insert(
+            (kind, key.clone()),
+            RouteState {
+                attachments,
+                compiled: compiled.compiled,
+            },
+        );
+        parents
+    }
+
+    /// Adds one attachment's route entries (and cluster uses) to its table.
+    fn add_entries(
+        &mut self,
+        (kind, key): (Kind, &ObjKey),
+        c: &Compiled,
+        a: &Attachment,
+        gateways: &GatewayMap,
+    ) {
+        let Some(gw) = gateways.get(&a.gateway) else {
+            return;
+        };
+        if !served(gw, a.listener) {
+            return;
+        }
+        let Some(table) = self.tables.get_mut(&table_id(gw, a.listener)) else {
+            return;
+        };
+        let refs = self.cluster_refs.entry(a.gateway.clone()).or_default();
+        for name in &c.clusters {
+            *refs.entry(name.clone()).or_default() += 1;
+        }
+        let l = &gw.listeners[a.listener];
+        let star = ["*".to_string()];
+        let domains: &[String] = if a.hostnames.is_empty() {
+            &star
+        } else {
+            &a.hostnames
+        };
+        for rule in &c.rules {
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let sort_key = (precedence(m), c.age.clone(), rule.index, mi);
+                let route = Arc::new(ir::Route {
+                    source: ir::RouteSource {
+                        kind: kind.as_str(),
+                        route: key.clone(),
+                        rule: rule.index,
+                        match_index: mi,
+                    },
+                    matcher: m.clone(),
+                    action: with_redirect_port(
+                        with_matched_prefix(&rule.action, m),
+                        l.port,
+                        l.protocol == "HTTPS",
+                    ),
+                    request_headers: rule.request_headers.clone(),
+                    response_headers: rule.response_headers.clone(),
+                });
+                for d in domains {
+                    let entries = table.domains.entry(d.clone()).or_default();
+                    // After equal keys: the same route attached through
+                    // several listeners keeps its attachment order.
+                    let at = entries.partition_point(|e| e.key <= sort_key);
+                    entries.insert(
+                        at,
+                        Entry {
+                            key: sort_key.clone(),
+                            listener: a.listener,
+                            route: route.clone(),
+                        },
+                    );
+                    if !table.dirty.contains(d) {
+                        table.dirty.insert(d.clone());
+                    }
+                }
+            }
         }
     }
-    let mut by_age: Vec<((String, ObjKey), RouteKey)> = out
-        .compiled
+
+    /// Takes a route out: its status, attachments, entries and cluster uses.
+    pub fn remove(&mut self, key: &RouteKey, gateways: &mut GatewayMap) {
+        let Some(st) = self.routes.remove(key) else {
+            return;
+        };
+        for a in &st.attachments {
+            let Some(gw) = gateways.get_mut(&a.gateway) else {
+                continue;
+            };
+            if let Some(l) = gw.listeners.get_mut(a.listener) {
+                l.attached_routes -= 1;
+            }
+            let Some(c) = &st.compiled else { continue };
+            if !served(gw, a.listener) {
+                continue;
+            }
+            if let Some(refs) = self.cluster_refs.get_mut(&a.gateway) {
+                for name in &c.clusters {
+                    if let Some(n) = refs.get_mut(name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            refs.remove(name);
+                        }
+                    }
+                }
+            }
+            let Some(table) = self.tables.get_mut(&table_id(gw, a.listener)) else {
+                continue;
+            };
+            let mut emptied = Vec::new();
+            let star = ["*".to_string()];
+            let domains: &[String] = if a.hostnames.is_empty() {
+                &star
+            } else {
+                &a.hostnames
+            };
+            for d in domains {
+                let Some(entries) = table.domains.get_mut(d) else {
+                    continue;
+                };
+                entries.retain(|e| {
+                    !(e.route.source.route == key.1 && e.route.source.kind == key.0.as_str())
+                });
+                table.dirty.insert(d.clone());
+                if entries.is_empty() && !table.listeners.iter().any(|(_, h)| h.as_ref() == Some(d))
+                {
+                    emptied.push(d.clone());
+                }
+            }
+            for d in emptied {
+                table.domains.remove(&d);
+            }
+        }
+    }
+
+    /// Rebuilds the virtual hosts of changed domains, and of every domain
+    /// that falls back to a changed wildcard domain.
+    pub fn refresh(&mut self) {
+        for table in self.tables.values_mut() {
+            if table.dirty.is_empty() {
+                continue;
+            }
+            let mut wildcards: Vec<&String> = table
+                .domains
+                .keys()
+                .filter(|d| d.starts_with('*'))
+                .collect();
+            wildcards.sort_by_cached_key(|d| hostname::specificity_key(d));
+            let mut dirty = std::mem::take(&mut table.dirty);
+            let dirty_wildcards: Vec<String> = dirty
+                .iter()
+                .filter(|d| d.starts_with('*'))
+                .cloned()
+                .collect();
+            for w in &dirty_wildcards {
+                for d in table.domains.keys() {
+                    if hostname::falls_back_to(d, w) && !dirty.contains(d) {
+                        dirty.insert(d.clone());
+                    }
+                }
+            }
+            for d in &dirty {
+                let order = hostname::specificity_key(d);
+                if !table.domains.contains_key(d) {
+                    table.vhosts.remove(&order);
+                    continue;
+                }
+                let vh = virtual_host(&table.name, &table.listeners, &table.domains, &wildcards, d);
+                table.vhosts.insert(order, Arc::new(vh));
+            }
+        }
+    }
+
+    /// One Gateway's IR from the current tables.
+    pub fn gateway_ir(&self, gw: &GatewayState) -> ir::Gateway {
+        let mut out = ir::Gateway {
+            key: gw.key.clone(),
+            ..Default::default()
+        };
+        let Some(address) = gw.bind_address() else {
+            return out;
+        };
+        for name in self
+            .cluster_refs
+            .get(&gw.key)
+            .into_iter()
+            .flat_map(|r| r.keys())
+        {
+            if let Some(cl) = self.backends.clusters.get(name) {
+                out.clusters.insert(name.clone(), cl.clone());
+            }
+        }
+        let route_config = |id: &TableId| -> ir::RouteConfig {
+            match self.tables.get(id) {
+                Some(t) => ir::RouteConfig {
+                    name: t.name.clone(),
+                    virtual_hosts: t.vhosts.values().cloned().collect(),
+                },
+                None => ir::RouteConfig {
+                    name: String::new(),
+                    virtual_hosts: Vec::new(),
+                },
+            }
+        };
+        // Listeners: one per port.
+        let mut ports: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (i, l) in gw.listeners.iter().enumerate() {
+            if l.programmable() {
+                ports.entry(l.port).or_default().push(i);
+            }
+        }
+        for (port, idxs) in ports {
+            let protocol = gw.listeners[idxs[0]].protocol.as_str();
+            let kind = if protocol == "HTTPS" {
+                let mut chains = Vec::new();
+                for &i in &idxs {
+                    let l = &gw.listeners[i];
+                    chains.push(ir::TlsChain {
+                        section: l.name.clone(),
+                        server_names: l.hostname.iter().cloned().collect(),
+                        secrets: l.secrets.clone(),
+                        route_config: route_config(&table_id(gw, i)),
+                    });
+                    for s in &l.secrets {
+                        if let Some(sec) = gw.secrets.get(s) {
+                            out.secrets.insert(s.clone(), sec.clone());
+                        }
+                    }
+                }
+                // Most specific SNI first; the catch-all chain last.
+                chains.sort_by_key(|c| {
+                    c.server_names
+                        .first()
+                        .map(|s| hostname::specificity_key(s))
+                        .unwrap_or_else(|| hostname::specificity_key("*"))
+                });
+                ir::ListenerKind::Https { chains }
+            } else {
+                ir::ListenerKind::Http {
+                    route_config: route_config(&(gw.key.clone(), port, None)),
+                }
+            };
+            out.listeners.push(ir::Listener {
+                name: names::listener(&gw.key, port),
+                address: address.to_string(),
+                port,
+                kind,
+            });
+        }
+        out
+    }
+}
+
+/// The virtual host of domain `d`: its own routes, then those of the wider
+/// wildcard domains it falls back to, as the spec's precedence asks.
+///
+/// A request belongs to the most specific listener matching its Host, and
+/// only that listener's routes may serve it: a virtual host keeps the
+/// routes of its domain's owning listener, and every listener hostname has
+/// a virtual host (maybe without routes: 404) so that a more specific
+/// listener without a matching route never falls through to a wider
+/// listener's routes.
+fn virtual_host(
+    table_name: &str,
+    listeners: &[(usize, Option<String>)],
+    domains: &BTreeMap<String, Vec<Entry>>,
+    wildcards: &[&String],
+    d: &str,
+) -> ir::VirtualHost {
+    let own_listener = listeners
         .iter()
-        .map(|(k, c)| (c.age.clone(), k.clone()))
+        .filter(|(_, h)| match h {
+            None => true,
+            Some(h) => d == h || hostname::falls_back_to(d, h),
+        })
+        .min_by_key(|(_, h)| hostname::specificity_key(h.as_deref().unwrap_or("*")))
+        .map(|(i, _)| *i);
+    let mine = |e: &&Entry| own_listener.is_none_or(|o| o == e.listener);
+    let mut routes: Vec<Arc<ir::Route>> = domains
+        .get(d)
+        .into_iter()
+        .flatten()
+        .filter(mine)
+        .map(|e| e.route.clone())
         .collect();
-    by_age.sort();
-    for (rank, (_, k)) in by_age.into_iter().enumerate() {
-        if let Some(c) = out.compiled.get_mut(&k) {
-            c.rank = u32::try_from(rank).unwrap_or(u32::MAX);
-        }
+    for w in wildcards.iter().filter(|w| hostname::falls_back_to(d, w)) {
+        routes.extend(
+            domains
+                .get(w.as_str())
+                .into_iter()
+                .flatten()
+                .filter(mine)
+                .map(|e| e.route.clone()),
+        );
     }
-    out
+    ir::VirtualHost {
+        name: format!("{table_name}/{d}"),
+        domains: vec![d.to_string()],
+        routes,
+        encoded: ir::Memo::default(),
+    }
 }
 
 /// Result of compiling a route's rules, before attachment.
@@ -275,6 +677,7 @@ fn compile_route(
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
         key.clone(),
+        kind,
     );
     if rules.is_empty() {
         return RouteCompile {
@@ -300,8 +703,16 @@ fn compile_route(
         partially_invalid,
         ref_error,
         compiled: Some(Compiled {
-            age,
-            rank: 0,
+            age: Arc::new(age),
+            clusters: rules
+                .iter()
+                .filter_map(|r| match &r.action {
+                    ir::RouteAction::Forward(f) => Some(f.backends.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|b| b.cluster.clone())
+                .collect(),
             rules,
         }),
     }
@@ -831,7 +1242,6 @@ fn attach_to_gateway(
                 gateway: gw.key.clone(),
                 listener: i,
                 hostnames: hosts,
-                route: (kind, key.clone()),
             });
         }
     }
@@ -885,7 +1295,7 @@ fn listener_allows(
 }
 
 /// Precedence key of one compiled match (smaller sorts first).
-fn precedence(m: &ir::RouteMatch) -> (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>) {
+fn precedence(m: &ir::RouteMatch) -> Precedence {
     let (kind, len) = match &m.path {
         ir::PathMatch::Exact(p) => (0, p.len()),
         ir::PathMatch::Regex(p) => (1, p.len()),
@@ -899,150 +1309,6 @@ fn precedence(m: &ir::RouteMatch) -> (u8, Reverse<usize>, u8, Reverse<usize>, Re
         Reverse(m.query_params.len()),
     )
 }
-
-/// Builds one Gateway's IR from the attachments.
-pub fn build_gateway_ir(gw: &GatewayState, routes: &Routes) -> ir::Gateway {
-    let mut out = ir::Gateway {
-        key: gw.key.clone(),
-        ..Default::default()
-    };
-    let Some(address) = gw.bind_address() else {
-        return out;
-    };
-    // Route entries per table (HTTP: per port; HTTPS: per listener) and domain.
-    type Table = BTreeMap<String, Vec<Entry>>;
-    let mut tables: BTreeMap<(u16, Option<usize>), Table> = BTreeMap::new();
-    for a in routes.attachments.iter().filter(|a| a.gateway == gw.key) {
-        let l = &gw.listeners[a.listener];
-        if !l.programmable() {
-            continue;
-        }
-        let Some(c) = routes.compiled.get(&a.route) else {
-            continue;
-        };
-        let table_key = (l.port, (l.protocol == "HTTPS").then_some(a.listener));
-        let table = tables.entry(table_key).or_default();
-        let domains: Vec<String> = if a.hostnames.is_empty() {
-            vec!["*".into()]
-        } else {
-            a.hostnames.clone()
-        };
-        for rule in &c.rules {
-            if let ir::RouteAction::Forward(f) = &rule.action {
-                for b in &f.backends {
-                    if let Some(name) = &b.cluster {
-                        if !out.clusters.contains_key(name) {
-                            if let Some(cl) = routes.backends.clusters.get(name) {
-                                out.clusters.insert(name.clone(), cl.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            for (mi, m) in rule.matches.iter().enumerate() {
-                let key = (precedence(m), c.rank, rule.index, mi);
-                let route = ir::Route {
-                    source: ir::RouteSource {
-                        kind: a.route.0.as_str(),
-                        route: a.route.1.clone(),
-                        rule: rule.index,
-                        match_index: mi,
-                    },
-                    matcher: m.clone(),
-                    action: with_redirect_port(
-                        with_matched_prefix(&rule.action, m),
-                        l.port,
-                        l.protocol == "HTTPS",
-                    ),
-                    request_headers: rule.request_headers.clone(),
-                    response_headers: rule.response_headers.clone(),
-                };
-                if let Some((last, rest)) = domains.split_last() {
-                    for d in rest {
-                        table
-                            .entry(d.clone())
-                            .or_default()
-                            .push((key, a.listener, route.clone()));
-                    }
-                    table
-                        .entry(last.clone())
-                        .or_default()
-                        .push((key, a.listener, route));
-                }
-            }
-        }
-    }
-    // Listeners: one per port.
-    let mut ports: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    for (i, l) in gw.listeners.iter().enumerate() {
-        if l.programmable() {
-            ports.entry(l.port).or_default().push(i);
-        }
-    }
-    for (port, idxs) in ports {
-        let protocol = gw.listeners[idxs[0]].protocol.as_str();
-        let kind = if protocol == "HTTPS" {
-            let mut chains = Vec::new();
-            for &i in &idxs {
-                let l = &gw.listeners[i];
-                let table = tables.remove(&(port, Some(i))).unwrap_or_default();
-                chains.push(ir::TlsChain {
-                    section: l.name.clone(),
-                    server_names: l.hostname.iter().cloned().collect(),
-                    secrets: l.secrets.clone(),
-                    route_config: route_config(
-                        names::https_route_config(&gw.key, port, &l.name),
-                        table,
-                        &[(i, None)],
-                    ),
-                });
-                for s in &l.secrets {
-                    if let Some(sec) = gw.secrets.get(s) {
-                        out.secrets.insert(s.clone(), sec.clone());
-                    }
-                }
-            }
-            // Most specific SNI first; the catch-all chain last.
-            chains.sort_by_key(|c| {
-                c.server_names
-                    .first()
-                    .map(|s| hostname::specificity_key(s))
-                    .unwrap_or_else(|| hostname::specificity_key("*"))
-            });
-            ir::ListenerKind::Https { chains }
-        } else {
-            let table = tables.remove(&(port, None)).unwrap_or_default();
-            let listeners: Vec<(usize, Option<&str>)> = idxs
-                .iter()
-                .map(|&i| (i, gw.listeners[i].hostname.as_deref()))
-                .collect();
-            ir::ListenerKind::Http {
-                route_config: route_config(
-                    names::http_route_config(&gw.key, port),
-                    table,
-                    &listeners,
-                ),
-            }
-        };
-        out.listeners.push(ir::Listener {
-            name: names::listener(&gw.key, port),
-            address: address.to_string(),
-            port,
-            kind,
-        });
-    }
-    out
-}
-
-type SortKey = (
-    (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>),
-    u32,
-    usize,
-    usize,
-);
-
-/// A route entry of a table: its sort key, the listener it attached through.
-type Entry = (SortKey, usize, ir::Route);
 
 /// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
 /// The spec's redirect port rules: an explicit port is used (omitted when it
@@ -1099,84 +1365,5 @@ fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) -> ir::Rout
             ..r.clone()
         }),
         other => other.clone(),
-    }
-}
-
-/// Orders domains and routes; a request also falls back to the routes of
-/// less specific hostnames (after its own), as the spec's precedence asks.
-///
-/// `listeners` are the listeners sharing this route table (HTTP listeners on
-/// one port) with their hostnames. A request belongs to the most specific
-/// listener matching its Host, and only that listener's routes may serve it:
-/// each virtual host keeps the routes of its domain's owning listener, and
-/// every listener hostname gets a virtual host (empty: 404) so that a more
-/// specific listener without a matching route never falls through to a
-/// wider listener's routes.
-fn route_config(
-    name: String,
-    mut table: BTreeMap<String, Vec<Entry>>,
-    listeners: &[(usize, Option<&str>)],
-) -> ir::RouteConfig {
-    for routes in table.values_mut() {
-        routes.sort_by_key(|a| a.0);
-    }
-    for (_, h) in listeners {
-        if let Some(h) = h.filter(|h| !h.is_empty()) {
-            table.entry(h.to_string()).or_default();
-        }
-    }
-    let owner = |d: &str| -> Option<usize> {
-        listeners
-            .iter()
-            .filter(|(_, h)| match h.filter(|h| !h.is_empty()) {
-                None => true,
-                Some(h) => d == h || hostname::falls_back_to(d, h),
-            })
-            .min_by_key(|(_, h)| hostname::specificity_key(h.unwrap_or("*")))
-            .map(|(i, _)| *i)
-    };
-    let mut domains: Vec<String> = table.keys().cloned().collect();
-    domains.sort_by_key(|d| hostname::specificity_key(d));
-    // Wider domains (wildcards) whose routes more specific domains fall back to.
-    let wildcards: Vec<String> = domains
-        .iter()
-        .filter(|d| d.starts_with('*'))
-        .cloned()
-        .collect();
-    let fallbacks: BTreeMap<String, Vec<(usize, ir::Route)>> = wildcards
-        .iter()
-        .map(|w| {
-            let routes = table[w].iter().map(|(_, l, r)| (*l, r.clone())).collect();
-            (w.clone(), routes)
-        })
-        .collect();
-    let mut virtual_hosts = Vec::with_capacity(domains.len());
-    for d in domains {
-        let own_listener = owner(&d);
-        let mine = |l: &usize| own_listener.is_none_or(|o| o == *l);
-        let own = table.remove(&d).unwrap_or_default();
-        let mut routes: Vec<ir::Route> = own
-            .into_iter()
-            .filter(|(_, l, _)| mine(l))
-            .map(|(_, _, r)| r)
-            .collect();
-        // Wider domains in specificity order.
-        for wider in wildcards.iter().filter(|w| hostname::falls_back_to(&d, w)) {
-            routes.extend(
-                fallbacks[wider]
-                    .iter()
-                    .filter(|(l, _)| mine(l))
-                    .map(|(_, r)| r.clone()),
-            );
-        }
-        virtual_hosts.push(ir::VirtualHost {
-            name: format!("{name}/{d}"),
-            domains: vec![d],
-            routes,
-        });
-    }
-    ir::RouteConfig {
-        name,
-        virtual_hosts,
     }
 }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::inputs::Changes;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
-use crate::status::{ObjectStatus, StatusSet};
+use crate::status::{ObjectStatus, RouteParentStatus, StatusSet};
 
 pub mod backend;
 pub mod conditions;
@@ -25,27 +26,189 @@ pub struct Output {
     pub status: StatusSet,
 }
 
-/// Translates a snapshot.
+/// Translates a snapshot from scratch.
 pub fn translate(inputs: &Inputs) -> Output {
-    let mut status = StatusSet::default();
-    let classes = gateway::gateway_classes(inputs, &mut status);
-    let mut gateways = gateway::gateways(inputs, &classes);
-    let routes = http::attach_routes(inputs, &mut gateways);
+    let mut t = Translator::default();
+    let up = t.update(inputs, &Changes::everything());
+    Output {
+        model: up.model,
+        status: t.into_status(),
+    }
+}
 
-    let mut model = ir::Model::default();
-    for gw in gateways.values() {
-        let ir_gw = http::build_gateway_ir(gw, &routes);
-        model.gateways.insert(gw.key.clone(), ir_gw);
+/// A translator that keeps its work between runs: when only routes (and
+/// endpoints) changed, it recompiles just those routes and rebuilds just the
+/// virtual hosts they touch. Anything else (Gateways, Services, grants,
+/// namespaces, ...) starts over. Either way the result is exactly what
+/// [`translate`] returns for the same inputs (a test checks this).
+#[derive(Default)]
+pub struct Translator {
+    state: Option<State>,
+}
+
+struct State {
+    gateways: GatewayMap,
+    routes: http::RouteIndex,
+    status: StatusSet,
+}
+
+/// What one [`Translator::update`] did.
+#[derive(Debug)]
+pub struct Update {
+    pub model: ir::Model,
+    /// Everything was re-translated (else only the changed routes).
+    pub full: bool,
+    /// Status objects that may have changed: `None` means all of them.
+    pub touched: Option<Vec<(Kind, ObjKey)>>,
+    /// The status the touched objects had before (absent: none).
+    pub previous: StatusSet,
+}
+
+/// Kinds whose changes an incremental update handles.
+const INCREMENTAL_KINDS: [Kind; 3] = [Kind::HTTPRoute, Kind::GRPCRoute, Kind::EndpointSlice];
+
+impl Translator {
+    /// The status of everything, as of the last update.
+    pub fn status(&self) -> &StatusSet {
+        static EMPTY: std::sync::OnceLock<StatusSet> = std::sync::OnceLock::new();
+        match &self.state {
+            Some(s) => &s.status,
+            None => EMPTY.get_or_init(StatusSet::default),
+        }
     }
-    for gw in gateways.values() {
-        status
+
+    fn into_status(self) -> StatusSet {
+        self.state.map(|s| s.status).unwrap_or_default()
+    }
+
+    /// Re-reads endpoints of the resolved clusters (only EndpointSlices
+    /// changed); returns them by cluster name.
+    pub fn refresh_endpoints(&mut self, inputs: &Inputs) -> Option<&BTreeMap<String, ir::Cluster>> {
+        self.state
+            .as_mut()
+            .map(|s| s.routes.refresh_endpoints(inputs))
+    }
+
+    /// Brings the translation up to date with `inputs`, of which `changes`
+    /// changed since the last update.
+    pub fn update(&mut self, inputs: &Inputs, changes: &Changes) -> Update {
+        let incremental = self.state.is_some() && changes.only(&INCREMENTAL_KINDS);
+        let (full, touched, previous) = match (&mut self.state, incremental) {
+            (Some(st), true) => {
+                let (touched, previous) = st.apply(inputs, changes);
+                (false, Some(touched), previous)
+            }
+            _ => {
+                let old = self.state.take().map(|s| s.status).unwrap_or_default();
+                self.state = Some(State::new(inputs));
+                (true, None, old)
+            }
+        };
+        let st = self.state.get_or_insert_with(|| State::new(inputs));
+        let mut model = ir::Model::default();
+        for gw in st.gateways.values() {
+            model
+                .gateways
+                .insert(gw.key.clone(), st.routes.gateway_ir(gw));
+        }
+        Update {
+            model,
+            full,
+            touched,
+            previous,
+        }
+    }
+}
+
+impl State {
+    fn new(inputs: &Inputs) -> State {
+        let mut status = StatusSet::default();
+        let classes = gateway::gateway_classes(inputs, &mut status);
+        let mut gateways = gateway::gateways(inputs, &classes);
+        let mut routes = http::RouteIndex::new(&gateways);
+        let mut route_status = |kind: Kind, key: &ObjKey, parents: Vec<RouteParentStatus>| {
+            if !parents.is_empty() {
+                status
+                    .objects
+                    .insert((kind, key.clone()), ObjectStatus::Route { parents });
+            }
+        };
+        for (key, r) in &inputs.http_routes {
+            let parents = routes.add(inputs, Kind::HTTPRoute, key, r, None, &mut gateways);
+            route_status(Kind::HTTPRoute, key, parents);
+        }
+        for (key, r) in &inputs.grpc_routes {
+            let parents = routes.add_grpc(inputs, key, r, &mut gateways);
+            route_status(Kind::GRPCRoute, key, parents);
+        }
+        routes.refresh();
+        for gw in gateways.values() {
+            status
+                .objects
+                .insert((Kind::Gateway, gw.key.clone()), gw.status());
+        }
+        State {
+            gateways,
+            routes,
+            status,
+        }
+    }
+
+    /// Re-translates the changed routes; returns the touched status keys and
+    /// their previous status.
+    fn apply(&mut self, inputs: &Inputs, changes: &Changes) -> (Vec<(Kind, ObjKey)>, StatusSet) {
+        let mut touched = Vec::new();
+        let mut previous = StatusSet::default();
+        if changes
             .objects
-            .insert((Kind::Gateway, gw.key.clone()), gw.status());
+            .iter()
+            .any(|(k, _)| *k == Kind::EndpointSlice)
+        {
+            self.routes.refresh_endpoints(inputs);
+        }
+        for (kind, key) in &changes.objects {
+            if !matches!(kind, Kind::HTTPRoute | Kind::GRPCRoute) {
+                continue;
+            }
+            let rk = (*kind, key.clone());
+            self.routes.remove(&rk, &mut self.gateways);
+            let parents = match kind {
+                Kind::HTTPRoute => inputs.http_routes.get(key).map(|r| {
+                    self.routes
+                        .add(inputs, *kind, key, r, None, &mut self.gateways)
+                }),
+                _ => inputs
+                    .grpc_routes
+                    .get(key)
+                    .map(|r| self.routes.add_grpc(inputs, key, r, &mut self.gateways)),
+            }
+            .unwrap_or_default();
+            let old = if parents.is_empty() {
+                self.status.objects.remove(&rk)
+            } else {
+                self.status
+                    .objects
+                    .insert(rk.clone(), ObjectStatus::Route { parents })
+            };
+            if let Some(old) = old {
+                previous.objects.insert(rk.clone(), old);
+            }
+            touched.push(rk);
+        }
+        self.routes.refresh();
+        // attachedRoutes counts may have moved.
+        for gw in self.gateways.values() {
+            let key = (Kind::Gateway, gw.key.clone());
+            let new = gw.status();
+            if self.status.objects.get(&key) != Some(&new) {
+                if let Some(old) = self.status.objects.insert(key.clone(), new) {
+                    previous.objects.insert(key.clone(), old);
+                }
+                touched.push(key);
+            }
+        }
+        (touched, previous)
     }
-    for (key, parents) in routes.statuses {
-        status.objects.insert(key, ObjectStatus::Route { parents });
-    }
-    Output { model, status }
 }
 
 /// Generation of an object (1 when the manifest has none, as in standalone files).

@@ -13,6 +13,11 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value};
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sha2::Digest;
+
 use super::{type_url, Resource, ResourceSet, Snapshot};
 use crate::ir;
 
@@ -30,11 +35,75 @@ fn any<M: prost::Name>(m: &M) -> Any {
 
 /// Builds every Gateway's resources.
 pub fn build(model: &ir::Model) -> Snapshot {
-    let mut snap = Snapshot::default();
-    for (key, gw) in &model.gateways {
-        snap.gateways.insert(key.to_string(), build_gateway(gw));
+    Builder::default().build(model)
+}
+
+/// Builds snapshots, reusing the encoding of whatever did not change since
+/// the previous build: virtual hosts are encoded once per IR value (an
+/// incremental translation keeps the unchanged ones), clusters, endpoints
+/// and secrets when their IR is equal to last time's. The bytes are the
+/// same as a fresh build's.
+#[derive(Default)]
+pub struct Builder {
+    clusters: HashMap<String, (ir::Cluster, Resource, Resource)>,
+    secrets: HashMap<String, (ir::TlsCertificate, Resource)>,
+}
+
+impl Builder {
+    pub fn build(&mut self, model: &ir::Model) -> Snapshot {
+        let mut snap = Snapshot::default();
+        let mut used_clusters = HashSet::new();
+        let mut used_secrets = HashSet::new();
+        for (key, gw) in &model.gateways {
+            let mut set = ResourceSet::default();
+            for c in gw.clusters.values() {
+                used_clusters.insert(c.name.as_str());
+                let (cr, er) = self.cluster(c);
+                set.insert(type_url::CLUSTER, cr);
+                set.insert(type_url::ENDPOINT, er);
+            }
+            for s in gw.secrets.values() {
+                used_secrets.insert(s.name.as_str());
+                set.insert(type_url::SECRET, self.secret(s));
+            }
+            add_listeners(&mut set, gw);
+            snap.gateways.insert(key.to_string(), set);
+        }
+        self.clusters
+            .retain(|k, _| used_clusters.contains(k.as_str()));
+        self.secrets
+            .retain(|k, _| used_secrets.contains(k.as_str()));
+        snap
     }
-    snap
+
+    fn cluster(&mut self, c: &ir::Cluster) -> (Resource, Resource) {
+        match self.clusters.get(&c.name) {
+            Some((ir, cr, er)) if ir == c => (cr.clone(), er.clone()),
+            _ => {
+                let cr = Resource::new(&c.name, &build_cluster(c));
+                let er = Resource::new(&c.name, &build_endpoints(c));
+                self.clusters
+                    .insert(c.name.clone(), (c.clone(), cr.clone(), er.clone()));
+                (cr, er)
+            }
+        }
+    }
+
+    /// Endpoints of a cluster (only its endpoints changed).
+    pub fn endpoints(&mut self, c: &ir::Cluster) -> Resource {
+        self.cluster(c).1
+    }
+
+    fn secret(&mut self, s: &ir::TlsCertificate) -> Resource {
+        match self.secrets.get(&s.name) {
+            Some((ir, r)) if ir == s => r.clone(),
+            _ => {
+                let r = Resource::new(&s.name, &build_secret(s));
+                self.secrets.insert(s.name.clone(), (s.clone(), r.clone()));
+                r
+            }
+        }
+    }
 }
 
 pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
@@ -49,6 +118,12 @@ pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
     for s in gw.secrets.values() {
         set.insert(type_url::SECRET, Resource::new(&s.name, &build_secret(s)));
     }
+    add_listeners(&mut set, gw);
+    set
+}
+
+/// Listeners and their route configurations.
+fn add_listeners(set: &mut ResourceSet, gw: &ir::Gateway) {
     for l in &gw.listeners {
         set.insert(
             type_url::LISTENER,
@@ -56,23 +131,62 @@ pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
         );
         match &l.kind {
             ir::ListenerKind::Http { route_config } => {
-                set.insert(
-                    type_url::ROUTE,
-                    Resource::new(&route_config.name, &build_route_config(route_config)),
-                );
+                set.insert(type_url::ROUTE, route_config_resource(route_config));
             }
             ir::ListenerKind::Https { chains } => {
                 for ch in chains {
-                    let rc = &ch.route_config;
-                    set.insert(
-                        type_url::ROUTE,
-                        Resource::new(&rc.name, &build_route_config(rc)),
-                    );
+                    set.insert(type_url::ROUTE, route_config_resource(&ch.route_config));
                 }
             }
         }
     }
-    set
+}
+
+/// A RouteConfiguration resource spliced from its virtual hosts' cached
+/// encodings: the message without virtual hosts, then each virtual host as
+/// its length-delimited field (protobuf fields may come in any order). The
+/// version is a digest of the parts, not of the whole (which can be
+/// megabytes).
+pub fn route_config_resource(rc: &ir::RouteConfig) -> Resource {
+    let head = prost::Message::encode_to_vec(&build_route_config(&ir::RouteConfig {
+        name: rc.name.clone(),
+        virtual_hosts: Vec::new(),
+    }));
+    let parts: Vec<&ir::Encoded> = rc
+        .virtual_hosts
+        .iter()
+        .map(|vh| encoded_vhost(vh))
+        .collect();
+    let mut value =
+        Vec::with_capacity(head.len() + parts.iter().map(|p| p.bytes.len()).sum::<usize>());
+    value.extend_from_slice(&head);
+    let mut digest = sha2::Sha256::new();
+    digest.update(&head);
+    for p in &parts {
+        value.extend_from_slice(&p.bytes);
+        digest.update(p.digest);
+    }
+    let d = digest.finalize();
+    Resource {
+        name: rc.name.clone(),
+        any: Arc::new(prost_types::Any {
+            type_url: <route::RouteConfiguration as prost::Name>::type_url(),
+            value,
+        }),
+        version: hex::encode(&d[..8]),
+    }
+}
+
+/// A virtual host encoded as field 2 (`virtual_hosts`) of a RouteConfiguration.
+fn encoded_vhost(vh: &ir::VirtualHost) -> &ir::Encoded {
+    vh.encoded.get_or_init(|| {
+        let mut bytes = Vec::new();
+        prost::encoding::message::encode(2, &build_virtual_host(vh), &mut bytes);
+        let d = sha2::Sha256::digest(&bytes);
+        let mut digest = [0u8; 8];
+        digest.copy_from_slice(&d[..8]);
+        ir::Encoded { bytes, digest }
+    })
 }
 
 fn ads() -> core::ConfigSource {
@@ -277,7 +391,11 @@ pub fn build_listener(l: &ir::Listener) -> listener::Listener {
 pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
     route::RouteConfiguration {
         name: rc.name.clone(),
-        virtual_hosts: rc.virtual_hosts.iter().map(build_virtual_host).collect(),
+        virtual_hosts: rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| build_virtual_host(vh))
+            .collect(),
         // Backends that do not resolve must answer 500, not fail the config.
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         // The spec: the port in the Host header is ignored for matching; the
@@ -291,7 +409,7 @@ fn build_virtual_host(vh: &ir::VirtualHost) -> route::VirtualHost {
     route::VirtualHost {
         name: vh.name.clone(),
         domains: vh.domains.clone(),
-        routes: vh.routes.iter().map(build_route).collect(),
+        routes: vh.routes.iter().map(|r| build_route(r)).collect(),
         ..Default::default()
     }
 }
@@ -564,5 +682,26 @@ mod tests {
         assert_eq!(re("/api", "/v2", "/api"), "/v2");
         assert_eq!(re("/", "/v2", "/x"), "/v2/x");
         assert_eq!(re("/", "/", "/x"), "/x");
+    }
+
+    #[test]
+    fn spliced_route_configuration_decodes_to_the_built_message() {
+        let out = crate::translate::translate(&crate::synthetic::inputs(30, 3, 1));
+        let gw = out.model.gateways.values().next().expect("a gateway");
+        let ir::ListenerKind::Http { route_config } = &gw.listeners[0].kind else {
+            panic!("an HTTP listener");
+        };
+        assert_eq!(route_config.virtual_hosts.len(), 30);
+        let r = route_config_resource(route_config);
+        let decoded: route::RouteConfiguration =
+            prost::Message::decode(r.any.value.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded, build_route_config(route_config));
+        // Same IR, same version; one virtual host changed, another version.
+        assert_eq!(route_config_resource(route_config).version, r.version);
+        let mut other = route_config.clone();
+        let mut vh = (*other.virtual_hosts[3]).clone();
+        vh.domains = vec!["changed.example.com".into()];
+        other.virtual_hosts[3] = Arc::new(vh);
+        assert_ne!(route_config_resource(&other).version, r.version);
     }
 }
