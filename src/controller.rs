@@ -224,7 +224,7 @@ fn trust_changes(up: &Update, now: &StatusSet) -> Vec<(Kind, ObjKey, bool, Strin
                 p.conditions
                     .iter()
                     .find(|c| c.type_ == "ResolvedRefs" && c.reason == "RefNotPermitted")
-                    .map(|c| c.message.clone())
+                    .map(|c| c.message.to_string())
             }),
             _ => None,
         }

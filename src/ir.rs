@@ -95,6 +95,9 @@ impl<T> Memo<T> {
     pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
         self.0.get_or_init(f)
     }
+    pub fn get(&self) -> Option<&T> {
+        self.0.get()
+    }
 }
 
 impl<T> Default for Memo<T> {
@@ -129,7 +132,8 @@ impl<T> std::fmt::Debug for Memo<T> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct RouteSource {
     pub kind: &'static str,
-    pub route: ObjKey,
+    /// Shared by every entry of the route.
+    pub route: Arc<ObjKey>,
     pub rule: usize,
     /// Index of the match in the rule (0 when the rule has no matches).
     pub match_index: usize,
@@ -139,7 +143,8 @@ pub struct RouteSource {
 pub struct Route {
     pub source: RouteSource,
     pub matcher: RouteMatch,
-    pub action: RouteAction,
+    /// Shared by the entries of one rule when it does not depend on the match or listener.
+    pub action: Arc<RouteAction>,
     pub request_headers: HeaderMods,
     pub response_headers: HeaderMods,
 }

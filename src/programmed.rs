@@ -85,12 +85,12 @@ fn apply(conds: &mut [Condition], v: &Verdict) {
             Verdict::Pending(msg) => {
                 c.status = "False".into();
                 c.reason = reasons::PENDING.into();
-                c.message = msg.clone();
+                c.message = msg.clone().into();
             }
             Verdict::Rejected(msg) => {
                 c.status = "False".into();
                 c.reason = reasons::INVALID.into();
-                c.message = msg.clone();
+                c.message = msg.clone().into();
             }
         }
     }

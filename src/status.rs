@@ -5,6 +5,7 @@
 //! Conditions carry no `lastTransitionTime`: writers add it, keeping the
 //! previous one when a condition's status did not change.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -15,26 +16,27 @@ use crate::inputs::{Kind, ObjKey};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// Type, status and reason are nearly always constants: not allocated.
     #[serde(rename = "type")]
-    pub type_: String,
-    pub status: String,
-    pub reason: String,
-    pub message: String,
+    pub type_: Cow<'static, str>,
+    pub status: Cow<'static, str>,
+    pub reason: Cow<'static, str>,
+    pub message: Cow<'static, str>,
     pub observed_generation: i64,
 }
 
 impl Condition {
     pub fn new(
-        type_: &str,
+        type_: &'static str,
         ok: bool,
-        reason: &str,
-        message: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<Cow<'static, str>>,
         generation: i64,
     ) -> Self {
         Condition {
-            type_: type_.to_string(),
-            status: if ok { "True" } else { "False" }.to_string(),
-            reason: reason.to_string(),
+            type_: Cow::Borrowed(type_),
+            status: Cow::Borrowed(if ok { "True" } else { "False" }),
+            reason: Cow::Borrowed(reason),
             message: message.into(),
             observed_generation: generation,
         }
@@ -62,8 +64,8 @@ pub struct ListenerStatus {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentRef {
-    pub group: String,
-    pub kind: String,
+    pub group: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub name: String,

@@ -34,6 +34,12 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// Takes in what another resolver (of the same inputs) found.
+    pub fn merge(&mut self, other: Backends) {
+        self.clusters.extend(other.clusters);
+        self.lookups.extend(other.lookups);
+    }
+
     /// Resolves a backendRef of a route in `route_ns` (of kind `route_kind`)
     /// to a cluster name; the cluster itself is in `self.clusters`.
     pub fn resolve(

@@ -34,12 +34,45 @@ use crate::status::{Condition, ParentRef, RouteParentStatus};
 /// A route: its kind (HTTPRoute or GRPCRoute) and name.
 pub type RouteKey = (Kind, ObjKey);
 
+/// A route as the index takes it: a GRPCRoute already rewritten as its
+/// HTTPRoute (or, when it cannot be, its parentRefs and the reason).
+pub struct RouteInput<'a> {
+    pub kind: Kind,
+    pub key: &'a ObjKey,
+    pub route: std::borrow::Cow<'a, HttpRoute>,
+    pub error: Option<String>,
+}
+
+impl<'a> RouteInput<'a> {
+    pub fn http(key: &'a ObjKey, route: &'a HttpRoute) -> Self {
+        RouteInput {
+            kind: Kind::HTTPRoute,
+            key,
+            route: std::borrow::Cow::Borrowed(route),
+            error: None,
+        }
+    }
+    pub fn grpc(key: &'a ObjKey, route: &gateway_api::experimental::grpcroutes::GrpcRoute) -> Self {
+        let (route, error) = match super::grpc::as_http_route(route) {
+            Ok(h) => (h, None),
+            Err(e) => (super::grpc::parents_only(route), Some(e)),
+        };
+        RouteInput {
+            kind: Kind::GRPCRoute,
+            key,
+            route: std::borrow::Cow::Owned(route),
+            error,
+        }
+    }
+}
+
 /// Routes attached to one set of Gateways (see the module comment).
 #[derive(Default)]
 pub struct RouteIndex {
     routes: BTreeMap<RouteKey, RouteState>,
     backends: backend::Backends,
-    tables: BTreeMap<TableId, Table>,
+    /// Route tables per Gateway.
+    tables: BTreeMap<ObjKey, BTreeMap<TableId, Table>>,
     /// Per Gateway: how many route attachments use each cluster.
     cluster_refs: BTreeMap<ObjKey, BTreeMap<String, u32>>,
     /// Namespace labels, read once per namespace.
@@ -81,7 +114,7 @@ struct CompiledRule {
 
 /// A route table: HTTP listeners share one per port, an HTTPS listener has
 /// its own (`Some(listener index)`).
-type TableId = (ObjKey, u16, Option<usize>);
+type TableId = (u16, Option<usize>);
 
 /// Order of virtual hosts in a table (exact, then wildcards, `*` last).
 type DomainOrder = (u8, Reverse<usize>, String);
@@ -97,6 +130,8 @@ struct Table {
     vhosts: BTreeMap<DomainOrder, Arc<ir::VirtualHost>>,
     /// Domains whose virtual host must be rebuilt.
     dirty: BTreeSet<String>,
+    /// Every domain's virtual host must be built (a new table).
+    all_dirty: bool,
 }
 
 type Precedence = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>);
@@ -111,11 +146,7 @@ struct Entry {
 
 fn table_id(gw: &GatewayState, listener: usize) -> TableId {
     let l = &gw.listeners[listener];
-    (
-        gw.key.clone(),
-        l.port,
-        (l.protocol == "HTTPS").then_some(listener),
-    )
+    (l.port, (l.protocol == "HTTPS").then_some(listener))
 }
 
 /// Whether Envoy serves this listener of this Gateway.
@@ -134,26 +165,31 @@ impl RouteIndex {
                     continue;
                 }
                 let id = table_id(gw, i);
-                let table = idx.tables.entry(id.clone()).or_insert_with(|| Table {
-                    name: match id.2 {
-                        Some(_) => names::https_route_config(&gw.key, l.port, &l.name),
-                        None => names::http_route_config(&gw.key, l.port),
-                    },
-                    listeners: Vec::new(),
-                    domains: BTreeMap::new(),
-                    vhosts: BTreeMap::new(),
-                    dirty: BTreeSet::new(),
-                });
+                let table = idx
+                    .tables
+                    .entry(gw.key.clone())
+                    .or_default()
+                    .entry(id)
+                    .or_insert_with(|| Table {
+                        name: match id.1 {
+                            Some(_) => names::https_route_config(&gw.key, l.port, &l.name),
+                            None => names::http_route_config(&gw.key, l.port),
+                        },
+                        listeners: Vec::new(),
+                        domains: BTreeMap::new(),
+                        vhosts: BTreeMap::new(),
+                        dirty: BTreeSet::new(),
+                        all_dirty: true,
+                    });
                 // An HTTPS table serves one listener, whatever its hostname
                 // (SNI chose it already).
-                let hostname = if id.2.is_some() {
+                let hostname = if id.1.is_some() {
                     None
                 } else {
                     l.hostname.clone().filter(|h| !h.is_empty())
                 };
                 if let Some(h) = &hostname {
                     table.domains.entry(h.clone()).or_default();
-                    table.dirty.insert(h.clone());
                 }
                 table.listeners.push((i, hostname));
             }
@@ -177,13 +213,8 @@ impl RouteIndex {
         route: &gateway_api::experimental::grpcroutes::GrpcRoute,
         gateways: &mut GatewayMap,
     ) -> Vec<RouteParentStatus> {
-        match super::grpc::as_http_route(route) {
-            Ok(h) => self.add(inputs, Kind::GRPCRoute, key, &h, None, gateways),
-            Err(e) => {
-                let h = super::grpc::parents_only(route);
-                self.add(inputs, Kind::GRPCRoute, key, &h, Some(&e), gateways)
-            }
-        }
+        let r = RouteInput::grpc(key, route);
+        self.add(inputs, r.kind, key, &r.route, r.error.as_deref(), gateways)
     }
 
     /// Compiles a route, attaches it to the listeners of our Gateways, adds
@@ -200,12 +231,85 @@ impl RouteIndex {
         forced_error: Option<&str>,
         gateways: &mut GatewayMap,
     ) -> Vec<RouteParentStatus> {
-        let gen = generation(&route.metadata);
         let compiled = compile_route(inputs, kind, key, route, forced_error, &mut self.backends);
-        let labels = self
-            .ns_labels
-            .entry(key.namespace.clone())
-            .or_insert_with(|| inputs.namespace_labels(&key.namespace));
+        self.attach(inputs, kind, key, route, compiled, gateways)
+    }
+
+    /// [`RouteIndex::add`] for many routes: they compile independently, on
+    /// up to four threads (a full translation of thousands of routes), and
+    /// attach in order. Returns each route's status entries.
+    pub fn add_all(
+        &mut self,
+        inputs: &Inputs,
+        items: &[RouteInput<'_>],
+        gateways: &mut GatewayMap,
+    ) -> Vec<Vec<RouteParentStatus>> {
+        const MIN_PER_THREAD: usize = 500;
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+            .min(items.len() / MIN_PER_THREAD)
+            .max(1);
+        let chunk = items.len().div_ceil(threads).max(1);
+        let compile = |it: &RouteInput<'_>, b: &mut backend::Backends| {
+            compile_route(inputs, it.kind, it.key, &it.route, it.error.as_deref(), b)
+        };
+        let mut compiled: Vec<RouteCompile> = Vec::with_capacity(items.len());
+        let mut others = Vec::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = items
+                .chunks(chunk)
+                .skip(1)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut b = backend::Backends::default();
+                        let out: Vec<RouteCompile> =
+                            part.iter().map(|it| compile(it, &mut b)).collect();
+                        (out, b)
+                    })
+                })
+                .collect();
+            for it in items.iter().take(chunk) {
+                compiled.push(compile(it, &mut self.backends));
+            }
+            for h in handles {
+                match h.join() {
+                    Ok((out, b)) => {
+                        compiled.extend(out);
+                        others.push(b);
+                    }
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+        });
+        for b in others {
+            self.backends.merge(b);
+        }
+        items
+            .iter()
+            .zip(compiled)
+            .map(|(it, c)| self.attach(inputs, it.kind, it.key, &it.route, c, gateways))
+            .collect()
+    }
+
+    fn attach(
+        &mut self,
+        inputs: &Inputs,
+        kind: Kind,
+        key: &ObjKey,
+        route: &HttpRoute,
+        compiled: RouteCompile,
+        gateways: &mut GatewayMap,
+    ) -> Vec<RouteParentStatus> {
+        let gen = generation(&route.metadata);
+        if !self.ns_labels.contains_key(&key.namespace) {
+            self.ns_labels.insert(
+                key.namespace.clone(),
+                inputs.namespace_labels(&key.namespace),
+            );
+        }
+        let labels = &self.ns_labels[&key.namespace];
         let mut parents = Vec::new();
         let mut attachments = Vec::new();
         for pr in route.spec.parent_refs.iter().flatten() {
@@ -301,41 +405,68 @@ impl RouteIndex {
         if !served(gw, a.listener) {
             return;
         }
-        let Some(table) = self.tables.get_mut(&table_id(gw, a.listener)) else {
+        let Some(table) = self
+            .tables
+            .get_mut(&a.gateway)
+            .and_then(|t| t.get_mut(&table_id(gw, a.listener)))
+        else {
             return;
         };
-        let refs = self.cluster_refs.entry(a.gateway.clone()).or_default();
-        for name in &c.clusters {
-            *refs.entry(name.clone()).or_default() += 1;
+        if !self.cluster_refs.contains_key(&a.gateway) {
+            self.cluster_refs.insert(a.gateway.clone(), BTreeMap::new());
+        }
+        if let Some(refs) = self.cluster_refs.get_mut(&a.gateway) {
+            for name in &c.clusters {
+                match refs.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        refs.insert(name.clone(), 1);
+                    }
+                }
+            }
         }
         let l = &gw.listeners[a.listener];
+        let route_key = Arc::new(key.clone());
         let star = ["*".to_string()];
         let domains: &[String] = if a.hostnames.is_empty() {
             &star
         } else {
             &a.hostnames
         };
+        let https = l.protocol == "HTTPS";
         for rule in &c.rules {
+            // One action for all matches of the rule, unless a prefix
+            // rewrite needs each match's prefix.
+            let shared = (!uses_matched_prefix(&rule.action))
+                .then(|| Arc::new(with_redirect_port(rule.action.clone(), l.port, https)));
             for (mi, m) in rule.matches.iter().enumerate() {
                 let sort_key = (precedence(m), c.age.clone(), rule.index, mi);
                 let route = Arc::new(ir::Route {
                     source: ir::RouteSource {
                         kind: kind.as_str(),
-                        route: key.clone(),
+                        route: route_key.clone(),
                         rule: rule.index,
                         match_index: mi,
                     },
                     matcher: m.clone(),
-                    action: with_redirect_port(
-                        with_matched_prefix(&rule.action, m),
-                        l.port,
-                        l.protocol == "HTTPS",
-                    ),
+                    action: match &shared {
+                        Some(a) => a.clone(),
+                        None => Arc::new(with_redirect_port(
+                            with_matched_prefix(&rule.action, m),
+                            l.port,
+                            https,
+                        )),
+                    },
                     request_headers: rule.request_headers.clone(),
                     response_headers: rule.response_headers.clone(),
                 });
                 for d in domains {
-                    let entries = table.domains.entry(d.clone()).or_default();
+                    if !table.domains.contains_key(d) {
+                        table.domains.insert(d.clone(), Vec::new());
+                    }
+                    let Some(entries) = table.domains.get_mut(d) else {
+                        continue;
+                    };
                     // After equal keys: the same route attached through
                     // several listeners keeps its attachment order.
                     let at = entries.partition_point(|e| e.key <= sort_key);
@@ -347,7 +478,7 @@ impl RouteIndex {
                             route: route.clone(),
                         },
                     );
-                    if !table.dirty.contains(d) {
+                    if !table.all_dirty && !table.dirty.contains(d) {
                         table.dirty.insert(d.clone());
                     }
                 }
@@ -381,7 +512,11 @@ impl RouteIndex {
                     }
                 }
             }
-            let Some(table) = self.tables.get_mut(&table_id(gw, a.listener)) else {
+            let Some(table) = self
+                .tables
+                .get_mut(&a.gateway)
+                .and_then(|t| t.get_mut(&table_id(gw, a.listener)))
+            else {
                 continue;
             };
             let mut emptied = Vec::new();
@@ -396,7 +531,7 @@ impl RouteIndex {
                     continue;
                 };
                 entries.retain(|e| {
-                    !(e.route.source.route == key.1 && e.route.source.kind == key.0.as_str())
+                    !(*e.route.source.route == key.1 && e.route.source.kind == key.0.as_str())
                 });
                 table.dirty.insert(d.clone());
                 if entries.is_empty() && !table.listeners.iter().any(|(_, h)| h.as_ref() == Some(d))
@@ -413,7 +548,11 @@ impl RouteIndex {
     /// Rebuilds the virtual hosts of changed domains, and of every domain
     /// that falls back to a changed wildcard domain.
     pub fn refresh(&mut self) {
-        for table in self.tables.values_mut() {
+        for table in self.tables.values_mut().flat_map(|t| t.values_mut()) {
+            if table.all_dirty {
+                table.all_dirty = false;
+                table.dirty = table.domains.keys().cloned().collect();
+            }
             if table.dirty.is_empty() {
                 continue;
             }
@@ -468,7 +607,7 @@ impl RouteIndex {
             }
         }
         let route_config = |id: &TableId| -> ir::RouteConfig {
-            match self.tables.get(id) {
+            match self.tables.get(&gw.key).and_then(|t| t.get(id)) {
                 Some(t) => ir::RouteConfig {
                     name: t.name.clone(),
                     virtual_hosts: t.vhosts.values().cloned().collect(),
@@ -514,7 +653,7 @@ impl RouteIndex {
                 ir::ListenerKind::Https { chains }
             } else {
                 ir::ListenerKind::Http {
-                    route_config: route_config(&(gw.key.clone(), port, None)),
+                    route_config: route_config(&(port, None)),
                 }
             };
             out.listeners.push(ir::Listener {
@@ -1337,6 +1476,16 @@ fn with_redirect_port(
     };
     r.port = (port != well_known(&scheme)).then_some(port);
     ir::RouteAction::Redirect(r)
+}
+
+/// Whether the action has a ReplacePrefixMatch (filled per match).
+fn uses_matched_prefix(action: &ir::RouteAction) -> bool {
+    let prefix = |p: &Option<ir::PathRewrite>| matches!(p, Some(ir::PathRewrite::Prefix { .. }));
+    match action {
+        ir::RouteAction::Forward(f) => f.rewrite.as_ref().is_some_and(|r| prefix(&r.path)),
+        ir::RouteAction::Redirect(r) => prefix(&r.path),
+        ir::RouteAction::Direct { .. } => false,
+    }
 }
 
 fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) -> ir::RouteAction {

@@ -99,7 +99,21 @@ impl Translator {
                 (false, Some(touched), previous)
             }
             _ => {
-                let old = self.state.take().map(|s| s.status).unwrap_or_default();
+                let old = match self.state.take() {
+                    Some(State {
+                        gateways,
+                        routes,
+                        status,
+                    }) => {
+                        // Freeing a large index takes milliseconds nobody
+                        // needs to wait for: it happens off the update path.
+                        let _ = std::thread::Builder::new()
+                            .name("free-index".into())
+                            .spawn(move || drop((gateways, routes)));
+                        status
+                    }
+                    None => StatusSet::default(),
+                };
                 self.state = Some(State::new(inputs));
                 (true, None, old)
             }
@@ -133,13 +147,20 @@ impl State {
                     .insert((kind, key.clone()), ObjectStatus::Route { parents });
             }
         };
-        for (key, r) in &inputs.http_routes {
-            let parents = routes.add(inputs, Kind::HTTPRoute, key, r, None, &mut gateways);
-            route_status(Kind::HTTPRoute, key, parents);
-        }
-        for (key, r) in &inputs.grpc_routes {
-            let parents = routes.add_grpc(inputs, key, r, &mut gateways);
-            route_status(Kind::GRPCRoute, key, parents);
+        let items: Vec<http::RouteInput<'_>> = inputs
+            .http_routes
+            .iter()
+            .map(|(k, r)| http::RouteInput::http(k, r))
+            .chain(
+                inputs
+                    .grpc_routes
+                    .iter()
+                    .map(|(k, r)| http::RouteInput::grpc(k, r)),
+            )
+            .collect();
+        let all_parents = routes.add_all(inputs, &items, &mut gateways);
+        for (it, parents) in items.iter().zip(all_parents) {
+            route_status(it.kind, it.key, parents);
         }
         routes.refresh();
         for gw in gateways.values() {

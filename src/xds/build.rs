@@ -51,6 +51,7 @@ pub struct Builder {
 
 impl Builder {
     pub fn build(&mut self, model: &ir::Model) -> Snapshot {
+        encode_vhosts_in_parallel(model);
         let mut snap = Snapshot::default();
         let mut used_clusters = HashSet::new();
         let mut used_secrets = HashSet::new();
@@ -175,6 +176,43 @@ pub fn route_config_resource(rc: &ir::RouteConfig) -> Resource {
         }),
         version: hex::encode(&d[..8]),
     }
+}
+
+/// Encodes the virtual hosts not encoded yet on up to four threads when
+/// there are many (a full translation of thousands of routes); the
+/// RouteConfigurations are then spliced from the cached bytes.
+fn encode_vhosts_in_parallel(model: &ir::Model) {
+    const MIN_PER_THREAD: usize = 500;
+    let pending: Vec<&ir::VirtualHost> = model
+        .gateways
+        .values()
+        .flat_map(|gw| gw.listeners.iter())
+        .flat_map(|l| match &l.kind {
+            ir::ListenerKind::Http { route_config } => vec![route_config],
+            ir::ListenerKind::Https { chains } => chains.iter().map(|c| &c.route_config).collect(),
+        })
+        .flat_map(|rc| rc.virtual_hosts.iter())
+        .filter(|vh| vh.encoded.get().is_none())
+        .map(|vh| &**vh)
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+        .min(pending.len() / MIN_PER_THREAD);
+    if threads < 2 {
+        return;
+    }
+    let chunk = pending.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        for part in pending.chunks(chunk) {
+            s.spawn(move || {
+                for vh in part {
+                    encoded_vhost(vh);
+                }
+            });
+        }
+    });
 }
 
 /// A virtual host encoded as field 2 (`virtual_hosts`) of a RouteConfiguration.
@@ -537,7 +575,7 @@ fn build_route(r: &ir::Route) -> route::Route {
         response_headers_to_remove: r.response_headers.remove.clone(),
         ..Default::default()
     };
-    out.action = Some(match &r.action {
+    out.action = Some(match &*r.action {
         ir::RouteAction::Direct { status, body } => {
             route::route::Action::DirectResponse(route::DirectResponseAction {
                 status: *status,
