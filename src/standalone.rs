@@ -1,6 +1,7 @@
 //! Standalone mode: a YAML directory in, ADS out, status files written,
 //! optionally a supervised local Envoy. No Kubernetes.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -111,17 +112,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         wait(shutdown_rx.clone()),
     ));
 
-    // File events → a coalescing channel.
+    // File events → the paths they name (or "rescan everything") and a
+    // coalescing wake-up.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let touched = Arc::new(Mutex::new(Touched::default()));
     let _watcher = {
         use notify::{RecursiveMode, Watcher};
         let tx = tx.clone();
+        let touched = touched.clone();
         let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.try_send(());
-                }
+            let mut t = touched.lock().unwrap_or_else(|p| p.into_inner());
+            match res {
+                Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) => return,
+                Ok(ev) => t.add(&ev),
+                Err(_) => t.rescan = true,
             }
+            drop(t);
+            let _ = tx.try_send(());
         })
         .context("starting the file watcher")?;
         w.watch(&opts.config_dir, RecursiveMode::Recursive)
@@ -130,6 +137,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
 
     let mut reloader = Reloader {
+        touched,
         loader: DirLoader::new(&opts.config_dir),
         pool: AddressPool::parse(&opts.address_pool)?,
         writer: FileStatusWriter::new(&opts.status_dir),
@@ -188,7 +196,37 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// What the reload loop keeps between runs.
+/// Files named by events since the last reload.
+#[derive(Default)]
+struct Touched {
+    paths: BTreeSet<PathBuf>,
+    /// An event that cannot be narrowed to files (a directory, a watcher
+    /// error or overflow): rescan the whole directory.
+    rescan: bool,
+}
+
+impl Touched {
+    fn add(&mut self, ev: &notify::Event) {
+        if ev.need_rescan() || ev.paths.is_empty() {
+            self.rescan = true;
+        }
+        for p in &ev.paths {
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+            if p.is_dir() || (!hidden && !yaml && !p.exists()) {
+                // A directory appeared or (maybe) went away.
+                self.rescan = true;
+            } else if yaml {
+                self.paths.insert(p.clone());
+            }
+        }
+    }
+}
+
 struct Reloader {
+    touched: Arc<Mutex<Touched>>,
     loader: DirLoader,
     pool: AddressPool,
     writer: FileStatusWriter,
@@ -201,7 +239,13 @@ struct Reloader {
 impl Reloader {
     fn reload(&mut self, state: &State) {
         let t0 = Instant::now();
-        let mut refresh = self.loader.refresh(&self.controller_name);
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut refresh = if touched.rescan || self.translated.is_none() {
+            self.loader.refresh(&self.controller_name)
+        } else {
+            self.loader
+                .refresh_paths(&self.controller_name, &touched.paths)
+        };
         let before = self.loader.inputs().assigned_addresses.clone();
         self.pool.assign(self.loader.inputs_mut());
         if self.loader.inputs().assigned_addresses != before {

@@ -175,109 +175,140 @@ impl DirLoader {
             }
         }
         for path in &present {
-            let Ok(meta) = std::fs::metadata(path) else {
-                continue;
-            };
-            let stamp = (
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                meta.len(),
-            );
-            if self.files.get(path).is_some_and(|f| f.stamp == stamp) {
-                continue;
-            }
-            let prev = self.files.remove(path);
-            let prev_objects = prev.as_ref().map(|f| f.objects.clone()).unwrap_or_default();
-            let prev_good = prev.as_ref().is_some_and(|f| f.good);
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.files.insert(
-                        path.clone(),
-                        FileState {
-                            stamp,
-                            content_hash: String::new(),
-                            error: Some(LoadError {
-                                file: path.display().to_string(),
-                                line: None,
-                                message: format!("cannot read: {e}"),
-                                using_last_good: prev_good,
-                            }),
-                            good: prev_good,
-                            objects: prev_objects,
-                        },
-                    );
-                    continue;
-                }
-            };
-            let hash = crate::xds::content_version(text.as_bytes());
-            if let Some(mut f) = prev.clone().filter(|f| f.content_hash == hash) {
-                f.stamp = stamp;
-                self.files.insert(path.clone(), f);
+            self.load_file(path, controller_name, &mut out);
+        }
+        out.errors = self.errors();
+        out
+    }
+
+    /// Like [`DirLoader::refresh`], but only looks at `paths` (from file
+    /// events): a rescan of thousands of files per edit is what it saves.
+    /// Paths outside the directory, hidden files and non-YAML files are
+    /// ignored; a path that is gone retracts its objects.
+    pub fn refresh_paths(&mut self, controller_name: &str, paths: &BTreeSet<PathBuf>) -> Refresh {
+        if self.inputs.controller_name != controller_name {
+            return self.refresh(controller_name);
+        }
+        let mut out = Refresh::default();
+        for path in paths {
+            if !is_config_file(&self.dir, path) {
                 continue;
             }
-            let result = parse_documents(&text).and_then(|docs| {
-                // Every document must decode on its own before the file counts as good.
-                let mut probe = Inputs::new(controller_name);
-                for (i, d) in docs.iter().enumerate() {
-                    probe
-                        .insert_value(d.clone())
-                        .map_err(|e: InputError| (document_line(&text, i), e.to_string()))?;
-                }
-                Ok(docs)
-            });
-            match result {
-                Ok(docs) => {
-                    self.retract(path, &prev_objects, &mut out.changes);
-                    let mut objects = Vec::with_capacity(docs.len());
-                    for d in docs {
-                        // Decoded fine in the probe above.
-                        if let Ok((kind, key)) = self.inputs.insert_value(d) {
-                            let unknown = self.inputs.unknown(kind, &key);
-                            if !unknown.is_empty() {
-                                tracing::warn!(kind = kind.as_str(), object = %key, fields = ?unknown,
-                                               "unknown fields (reported in status where they matter)");
-                            }
-                            out.changes.record(kind, &key);
-                            self.owners.insert((kind, key.clone()), path.clone());
-                            objects.push((kind, key));
-                        }
-                    }
-                    self.files.insert(
-                        path.clone(),
-                        FileState {
-                            stamp,
-                            content_hash: hash,
-                            good: true,
-                            error: None,
-                            objects,
-                        },
-                    );
-                }
-                Err((line, message)) => {
-                    self.files.insert(
-                        path.clone(),
-                        FileState {
-                            stamp,
-                            content_hash: hash,
-                            error: Some(LoadError {
-                                file: path.display().to_string(),
-                                line,
-                                message,
-                                using_last_good: prev_good,
-                            }),
-                            good: prev_good,
-                            objects: prev_objects,
-                        },
-                    );
-                }
+            if path.is_file() {
+                self.load_file(path, controller_name, &mut out);
+            } else if let Some(f) = self.files.remove(path) {
+                self.retract(path, &f.objects, &mut out.changes);
             }
         }
-        out.errors = self
-            .files
+        out.errors = self.errors();
+        out
+    }
+
+    fn errors(&self) -> Vec<LoadError> {
+        self.files
             .values()
             .filter_map(|f| f.error.clone())
-            .collect();
-        out
+            .collect()
+    }
+
+    /// (Re)loads one file if it changed since it was last read.
+    fn load_file(&mut self, path: &PathBuf, controller_name: &str, out: &mut Refresh) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if self.files.get(path).is_some_and(|f| f.stamp == stamp) {
+            return;
+        }
+        let prev = self.files.remove(path);
+        let prev_objects = prev.as_ref().map(|f| f.objects.clone()).unwrap_or_default();
+        let prev_good = prev.as_ref().is_some_and(|f| f.good);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.files.insert(
+                    path.clone(),
+                    FileState {
+                        stamp,
+                        content_hash: String::new(),
+                        error: Some(LoadError {
+                            file: path.display().to_string(),
+                            line: None,
+                            message: format!("cannot read: {e}"),
+                            using_last_good: prev_good,
+                        }),
+                        good: prev_good,
+                        objects: prev_objects,
+                    },
+                );
+                return;
+            }
+        };
+        let hash = crate::xds::content_version(text.as_bytes());
+        if let Some(mut f) = prev.clone().filter(|f| f.content_hash == hash) {
+            f.stamp = stamp;
+            self.files.insert(path.clone(), f);
+            return;
+        }
+        let result = parse_documents(&text).and_then(|docs| {
+            // Every document must decode on its own before the file counts as good.
+            let mut probe = Inputs::new(controller_name);
+            for (i, d) in docs.iter().enumerate() {
+                probe
+                    .insert_value(d.clone())
+                    .map_err(|e: InputError| (document_line(&text, i), e.to_string()))?;
+            }
+            Ok(docs)
+        });
+        match result {
+            Ok(docs) => {
+                self.retract(path, &prev_objects, &mut out.changes);
+                let mut objects = Vec::with_capacity(docs.len());
+                for d in docs {
+                    // Decoded fine in the probe above.
+                    if let Ok((kind, key)) = self.inputs.insert_value(d) {
+                        let unknown = self.inputs.unknown(kind, &key);
+                        if !unknown.is_empty() {
+                            tracing::warn!(kind = kind.as_str(), object = %key, fields = ?unknown,
+                                           "unknown fields (reported in status where they matter)");
+                        }
+                        out.changes.record(kind, &key);
+                        self.owners.insert((kind, key.clone()), path.clone());
+                        objects.push((kind, key));
+                    }
+                }
+                self.files.insert(
+                    path.clone(),
+                    FileState {
+                        stamp,
+                        content_hash: hash,
+                        good: true,
+                        error: None,
+                        objects,
+                    },
+                );
+            }
+            Err((line, message)) => {
+                self.files.insert(
+                    path.clone(),
+                    FileState {
+                        stamp,
+                        content_hash: hash,
+                        error: Some(LoadError {
+                            file: path.display().to_string(),
+                            line,
+                            message,
+                            using_last_good: prev_good,
+                        }),
+                        good: prev_good,
+                        objects: prev_objects,
+                    },
+                );
+            }
+        }
     }
 
     /// Removes the objects `file` contributed (unless another file now owns them).
@@ -291,6 +322,19 @@ impl DirLoader {
             }
         }
     }
+}
+
+/// Whether `path` is a file the loader reads: a `.yaml`/`.yml` file under
+/// `dir`, with no hidden component.
+fn is_config_file(dir: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(dir) else {
+        return false;
+    };
+    let hidden = rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    !hidden && yaml
 }
 
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -375,6 +419,39 @@ mod tests {
             errors[0].message
         );
         assert!(!errors[0].using_last_good);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn refresh_paths_loads_and_retracts_only_the_named_files() {
+        let d = tmpdir("paths");
+        std::fs::write(d.join("a.yaml"), SVC).expect("write");
+        let mut loader = DirLoader::new(&d);
+        let r = loader.refresh("c");
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!(loader.inputs().services.len(), 1);
+
+        let b = d.join("b.yaml");
+        std::fs::write(&b, SVC.replace("name: a", "name: b")).expect("write");
+        // A file not named is not looked at.
+        let r = loader.refresh_paths("c", &BTreeSet::new());
+        assert!(r.changes.is_empty());
+        assert_eq!(loader.inputs().services.len(), 1);
+        let r = loader.refresh_paths("c", &BTreeSet::from([b.clone(), d.join(".b.yaml.tmp")]));
+        assert_eq!(loader.inputs().services.len(), 2);
+        assert!(r
+            .changes
+            .objects
+            .contains(&(Kind::Service, ObjKey::new("n", "b"))));
+        assert_eq!(r.changes.objects.len(), 1);
+
+        std::fs::remove_file(d.join("a.yaml")).expect("rm");
+        let r = loader.refresh_paths("c", &BTreeSet::from([d.join("a.yaml")]));
+        assert_eq!(loader.inputs().services.len(), 1);
+        assert!(r
+            .changes
+            .objects
+            .contains(&(Kind::Service, ObjKey::new("n", "a"))));
         let _ = std::fs::remove_dir_all(&d);
     }
 }
