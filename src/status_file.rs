@@ -19,8 +19,9 @@ pub struct FileStatusWriter {
 }
 
 struct Written {
-    path: PathBuf,
-    doc: Value,
+    /// The `status` written, as compact JSON (its condition times are kept
+    /// for the next write); parsed again only when the object changes.
+    status: Box<str>,
     typed: ObjectStatus,
 }
 
@@ -67,7 +68,11 @@ impl FileStatusWriter {
             }
             let path = path_for(&self.dir, *kind, key);
             let mut status = serde_json::to_value(st).unwrap_or(Value::Null);
-            let prev = self.written.get(&id).and_then(|w| w.doc.get("status"));
+            let prev: Option<Value> = self
+                .written
+                .get(&id)
+                .and_then(|w| serde_json::from_str(&w.status).ok());
+            let prev = prev.as_ref();
             if prev.map(without_times).as_ref() == Some(&status) {
                 if let Some(w) = self.written.get_mut(&id) {
                     w.typed = st.clone();
@@ -80,6 +85,7 @@ impl FileStatusWriter {
             if !key.namespace.is_empty() {
                 meta.insert("namespace".into(), key.namespace.clone().into());
             }
+            let compact = status.to_string().into_boxed_str();
             let doc =
                 serde_json::json!({"kind": kind.as_str(), "metadata": meta, "status": status});
             if let Some(parent) = path.parent() {
@@ -98,8 +104,7 @@ impl FileStatusWriter {
             self.written.insert(
                 id,
                 Written {
-                    path,
-                    doc,
+                    status: compact,
                     typed: st.clone(),
                 },
             );
@@ -112,8 +117,8 @@ impl FileStatusWriter {
                 .cloned()
                 .collect();
             for k in gone {
-                if let Some(w) = self.written.remove(&k) {
-                    let _ = std::fs::remove_file(&w.path);
+                if self.written.remove(&k).is_some() {
+                    let _ = std::fs::remove_file(path_for(&self.dir, k.0, &k.1));
                 }
             }
         }

@@ -46,6 +46,9 @@ struct FileState {
     error: Option<LoadError>,
     /// Objects this file contributes to the snapshot now.
     objects: Vec<(Kind, ObjKey)>,
+    /// Content hash of each of `objects` (an unchanged object of a changed
+    /// file is not reported as changed).
+    hashes: Vec<u64>,
 }
 
 /// Loads a directory incrementally: only changed files are re-parsed, and the
@@ -225,6 +228,7 @@ impl DirLoader {
         }
         let prev = self.files.remove(path);
         let prev_objects = prev.as_ref().map(|f| f.objects.clone()).unwrap_or_default();
+        let prev_hashes = prev.as_ref().map(|f| f.hashes.clone()).unwrap_or_default();
         let prev_good = prev.as_ref().is_some_and(|f| f.good);
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -241,7 +245,8 @@ impl DirLoader {
                             using_last_good: prev_good,
                         }),
                         good: prev_good,
-                        objects: prev_objects,
+                        objects: prev_objects.clone(),
+                        hashes: prev_hashes.clone(),
                     },
                 );
                 return;
@@ -265,9 +270,16 @@ impl DirLoader {
         });
         match result {
             Ok(docs) => {
-                self.retract(path, &prev_objects, &mut out.changes);
+                let mut old: HashMap<(Kind, ObjKey), u64> = prev_objects
+                    .iter()
+                    .cloned()
+                    .zip(prev_hashes.iter().copied())
+                    .collect();
+                self.retract(path, &prev_objects, &mut Changes::default());
                 let mut objects = Vec::with_capacity(docs.len());
+                let mut hashes = Vec::with_capacity(docs.len());
                 for d in docs {
+                    let h = doc_hash(&d);
                     // Decoded fine in the probe above.
                     if let Ok((kind, key)) = self.inputs.insert_value(d) {
                         let unknown = self.inputs.unknown(kind, &key);
@@ -275,10 +287,17 @@ impl DirLoader {
                             tracing::warn!(kind = kind.as_str(), object = %key, fields = ?unknown,
                                            "unknown fields (reported in status where they matter)");
                         }
-                        out.changes.record(kind, &key);
+                        if old.remove(&(kind, key.clone())) != Some(h) {
+                            out.changes.record(kind, &key);
+                        }
                         self.owners.insert((kind, key.clone()), path.clone());
                         objects.push((kind, key));
+                        hashes.push(h);
                     }
+                }
+                // Objects the file no longer has.
+                for (kind, key) in old.keys() {
+                    out.changes.record(*kind, key);
                 }
                 self.files.insert(
                     path.clone(),
@@ -288,6 +307,7 @@ impl DirLoader {
                         good: true,
                         error: None,
                         objects,
+                        hashes,
                     },
                 );
             }
@@ -304,7 +324,8 @@ impl DirLoader {
                             using_last_good: prev_good,
                         }),
                         good: prev_good,
-                        objects: prev_objects,
+                        objects: prev_objects.clone(),
+                        hashes: prev_hashes.clone(),
                     },
                 );
             }
@@ -322,6 +343,14 @@ impl DirLoader {
             }
         }
     }
+}
+
+/// Content hash of a manifest.
+fn doc_hash(d: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    d.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// Whether `path` is a file the loader reads: a `.yaml`/`.yml` file under
@@ -445,9 +474,29 @@ mod tests {
             .contains(&(Kind::Service, ObjKey::new("n", "b"))));
         assert_eq!(r.changes.objects.len(), 1);
 
+        // A file of two objects with one edited reports only that one.
+        let two = format!(
+            "{}---\n{}",
+            SVC.replace("name: a", "name: c"),
+            SVC.replace("name: a", "name: e")
+        );
+        std::fs::write(d.join("two.yaml"), &two).expect("write");
+        loader.refresh_paths("c", &BTreeSet::from([d.join("two.yaml")]));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(
+            d.join("two.yaml"),
+            two.replace("port: 80\n---", "port: 81\n---"),
+        )
+        .expect("write");
+        let r = loader.refresh_paths("c", &BTreeSet::from([d.join("two.yaml")]));
+        assert_eq!(
+            r.changes.objects,
+            BTreeSet::from([(Kind::Service, ObjKey::new("n", "c"))])
+        );
+
         std::fs::remove_file(d.join("a.yaml")).expect("rm");
         let r = loader.refresh_paths("c", &BTreeSet::from([d.join("a.yaml")]));
-        assert_eq!(loader.inputs().services.len(), 1);
+        assert_eq!(loader.inputs().services.len(), 3, "b, c and e remain");
         assert!(r
             .changes
             .objects

@@ -47,6 +47,9 @@ pub fn build(model: &ir::Model) -> Snapshot {
 pub struct Builder {
     clusters: HashMap<String, (ir::Cluster, Resource, Resource)>,
     secrets: HashMap<String, (ir::TlsCertificate, Resource)>,
+    /// Route configurations by name, with the virtual hosts they were
+    /// spliced from: unchanged when every virtual host is the same value.
+    route_configs: HashMap<String, (Vec<Arc<ir::VirtualHost>>, Resource)>,
 }
 
 impl Builder {
@@ -55,6 +58,7 @@ impl Builder {
         let mut snap = Snapshot::default();
         let mut used_clusters = HashSet::new();
         let mut used_secrets = HashSet::new();
+        let mut used_route_configs = HashSet::new();
         for (key, gw) in &model.gateways {
             let mut set = ResourceSet::default();
             for c in gw.clusters.values() {
@@ -67,9 +71,20 @@ impl Builder {
                 used_secrets.insert(s.name.as_str());
                 set.insert(type_url::SECRET, self.secret(s));
             }
-            add_listeners(&mut set, gw);
+            for l in &gw.listeners {
+                set.insert(
+                    type_url::LISTENER,
+                    Resource::new(&l.name, &build_listener(l)),
+                );
+                for rc in route_configs(l) {
+                    used_route_configs.insert(rc.name.as_str());
+                    set.insert(type_url::ROUTE, self.route_config(rc));
+                }
+            }
             snap.gateways.insert(key.to_string(), set);
         }
+        self.route_configs
+            .retain(|k, _| used_route_configs.contains(k.as_str()));
         self.clusters
             .retain(|k, _| used_clusters.contains(k.as_str()));
         self.secrets
@@ -88,6 +103,23 @@ impl Builder {
                 (cr, er)
             }
         }
+    }
+
+    fn route_config(&mut self, rc: &ir::RouteConfig) -> Resource {
+        if let Some((vhosts, r)) = self.route_configs.get(&rc.name) {
+            let same = vhosts.len() == rc.virtual_hosts.len()
+                && vhosts
+                    .iter()
+                    .zip(&rc.virtual_hosts)
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            if same {
+                return r.clone();
+            }
+        }
+        let r = route_config_resource(rc);
+        self.route_configs
+            .insert(rc.name.clone(), (rc.virtual_hosts.clone(), r.clone()));
+        r
     }
 
     /// Endpoints of a cluster (only its endpoints changed).
@@ -121,6 +153,14 @@ pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
     }
     add_listeners(&mut set, gw);
     set
+}
+
+/// The route configurations a listener refers to.
+fn route_configs(l: &ir::Listener) -> Vec<&ir::RouteConfig> {
+    match &l.kind {
+        ir::ListenerKind::Http { route_config } => vec![route_config],
+        ir::ListenerKind::Https { chains } => chains.iter().map(|c| &c.route_config).collect(),
+    }
 }
 
 /// Listeners and their route configurations.
@@ -187,10 +227,7 @@ fn encode_vhosts_in_parallel(model: &ir::Model) {
         .gateways
         .values()
         .flat_map(|gw| gw.listeners.iter())
-        .flat_map(|l| match &l.kind {
-            ir::ListenerKind::Http { route_config } => vec![route_config],
-            ir::ListenerKind::Https { chains } => chains.iter().map(|c| &c.route_config).collect(),
-        })
+        .flat_map(route_configs)
         .flat_map(|rc| rc.virtual_hosts.iter())
         .filter(|vh| vh.encoded.get().is_none())
         .map(|vh| &**vh)
