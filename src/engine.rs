@@ -48,18 +48,7 @@ impl Engine {
         let snap = self.builder.build(&up.model);
         let t2 = Instant::now();
         let mode = if up.full { "full" } else { "incremental" };
-        crate::metrics::observe(
-            "switchyard_translate_seconds",
-            "Time to translate Gateway API objects into the IR.",
-            &[],
-            (t1 - t0).as_secs_f64(),
-        );
-        crate::metrics::observe(
-            "switchyard_xds_build_seconds",
-            "Time to build Envoy resources from the IR.",
-            &[],
-            (t2 - t1).as_secs_f64(),
-        );
+        crate::pipeline::observe(t1 - t0, t2 - t1);
         crate::metrics::counter_add(
             "switchyard_translations_total",
             "Translations, by mode (full: everything; incremental: changed routes only).",

@@ -16,19 +16,24 @@ pub fn run(inputs: &Inputs) -> (Output, Snapshot) {
     let t1 = Instant::now();
     let snap = xds::build::build(&out.model);
     let t2 = Instant::now();
+    observe(t1 - t0, t2 - t1);
+    (out, snap)
+}
+
+/// Records the time of one translation and one xDS build.
+pub fn observe(translate: std::time::Duration, build: std::time::Duration) {
     crate::metrics::observe(
         "switchyard_translate_seconds",
         "Time to translate Gateway API objects into the IR.",
         &[],
-        (t1 - t0).as_secs_f64(),
+        translate.as_secs_f64(),
     );
     crate::metrics::observe(
         "switchyard_xds_build_seconds",
         "Time to build Envoy resources from the IR.",
         &[],
-        (t2 - t1).as_secs_f64(),
+        build.as_secs_f64(),
     );
-    (out, snap)
 }
 
 fn type_label(t: &str) -> &'static str {
