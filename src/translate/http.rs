@@ -149,6 +149,17 @@ fn table_id(gw: &GatewayState, listener: usize) -> TableId {
     (l.port, (l.protocol == "HTTPS").then_some(listener))
 }
 
+/// The route table a listener of a Gateway uses.
+fn table_mut<'t>(
+    tables: &'t mut BTreeMap<ObjKey, BTreeMap<TableId, Table>>,
+    gw: &GatewayState,
+    listener: usize,
+) -> Option<&'t mut Table> {
+    tables
+        .get_mut(&gw.key)
+        .and_then(|t| t.get_mut(&table_id(gw, listener)))
+}
+
 /// Whether Envoy serves this listener of this Gateway.
 fn served(gw: &GatewayState, listener: usize) -> bool {
     gw.bind_address().is_some() && gw.listeners[listener].programmable()
@@ -405,11 +416,7 @@ impl RouteIndex {
         if !served(gw, a.listener) {
             return;
         }
-        let Some(table) = self
-            .tables
-            .get_mut(&a.gateway)
-            .and_then(|t| t.get_mut(&table_id(gw, a.listener)))
-        else {
+        let Some(table) = table_mut(&mut self.tables, gw, a.listener) else {
             return;
         };
         if !self.cluster_refs.contains_key(&a.gateway) {
@@ -512,11 +519,7 @@ impl RouteIndex {
                     }
                 }
             }
-            let Some(table) = self
-                .tables
-                .get_mut(&a.gateway)
-                .and_then(|t| t.get_mut(&table_id(gw, a.listener)))
-            else {
+            let Some(table) = table_mut(&mut self.tables, gw, a.listener) else {
                 continue;
             };
             let mut emptied = Vec::new();
