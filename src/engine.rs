@@ -9,9 +9,9 @@ use std::time::Instant;
 use crate::inputs::{Changes, Inputs};
 use crate::status::StatusSet;
 use crate::translate::{Translator, Update};
+use crate::xds;
 use crate::xds::build::Builder;
 use crate::xds::cache::Cache;
-use crate::xds::{self};
 
 pub struct Engine {
     cache: Arc<Cache>,

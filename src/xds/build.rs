@@ -139,47 +139,11 @@ impl Builder {
     }
 }
 
-pub fn build_gateway(gw: &ir::Gateway) -> ResourceSet {
-    let mut set = ResourceSet::default();
-    for c in gw.clusters.values() {
-        set.insert(type_url::CLUSTER, Resource::new(&c.name, &build_cluster(c)));
-        set.insert(
-            type_url::ENDPOINT,
-            Resource::new(&c.name, &build_endpoints(c)),
-        );
-    }
-    for s in gw.secrets.values() {
-        set.insert(type_url::SECRET, Resource::new(&s.name, &build_secret(s)));
-    }
-    add_listeners(&mut set, gw);
-    set
-}
-
 /// The route configurations a listener refers to.
 fn route_configs(l: &ir::Listener) -> Vec<&ir::RouteConfig> {
     match &l.kind {
         ir::ListenerKind::Http { route_config } => vec![route_config],
         ir::ListenerKind::Https { chains } => chains.iter().map(|c| &c.route_config).collect(),
-    }
-}
-
-/// Listeners and their route configurations.
-fn add_listeners(set: &mut ResourceSet, gw: &ir::Gateway) {
-    for l in &gw.listeners {
-        set.insert(
-            type_url::LISTENER,
-            Resource::new(&l.name, &build_listener(l)),
-        );
-        match &l.kind {
-            ir::ListenerKind::Http { route_config } => {
-                set.insert(type_url::ROUTE, route_config_resource(route_config));
-            }
-            ir::ListenerKind::Https { chains } => {
-                for ch in chains {
-                    set.insert(type_url::ROUTE, route_config_resource(&ch.route_config));
-                }
-            }
-        }
     }
 }
 
