@@ -29,33 +29,81 @@ pub struct Gateway {
     pub secrets: BTreeMap<String, TlsCertificate>,
 }
 
+/// One Envoy listener: an (address, port, transport) with filter chains.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Listener {
-    /// `<gw-ns>/<gw-name>/<port>`.
+    /// `<gw-ns>/<gw-name>/<port>` (TCP) or `<gw-ns>/<gw-name>/<port>/udp`.
     pub name: String,
     pub address: String,
     pub port: u16,
-    pub kind: ListenerKind,
+    pub transport: Transport,
+    /// Envoy picks the chain whose match is the most specific for the
+    /// connection (SNI); at most one chain matches any (no `server_names`).
+    pub chains: Vec<FilterChain>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Listener {
+    /// Whether the listener needs Envoy's TLS inspector (any chain matches on SNI or TLS).
+    pub fn inspects_tls(&self) -> bool {
+        self.chains
+            .iter()
+            .any(|c| !c.server_names.is_empty() || !matches!(c.tls, ChainTls::None))
+    }
+}
+
+/// One filter chain: which connections (SNI), what TLS does, and what
+/// handles the bytes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FilterChain {
+    /// Unique within the listener: the Gateway listener (`sectionName`), plus
+    /// the route for SNI-routed chains.
+    pub name: String,
+    /// SNI names (empty: any).
+    pub server_names: Vec<String>,
+    pub tls: ChainTls,
+    pub app: App,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ListenerKind {
-    /// Plain HTTP: one route table for every Gateway listener on the port.
-    Http { route_config: RouteConfig },
-    /// TLS-terminating HTTP: one filter chain per Gateway listener, chosen by SNI.
-    Https { chains: Vec<TlsChain> },
+pub enum ChainTls {
+    /// Plain bytes (HTTP, TCP, UDP).
+    None,
+    /// Envoy terminates TLS with these SDS secrets.
+    Terminate {
+        secrets: Vec<String>,
+        alpn: Vec<String>,
+    },
+    /// The client's TLS goes to the backend untouched (chosen by SNI).
+    Passthrough,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TlsChain {
-    /// The Gateway listener (`sectionName`) this chain serves.
-    pub section: String,
-    /// SNI names (empty: any).
-    pub server_names: Vec<String>,
-    /// SDS secret names.
-    pub secrets: Vec<String>,
-    pub route_config: RouteConfig,
+#[serde(rename_all = "snake_case")]
+pub enum App {
+    /// HTTP connection manager with this route table (RDS).
+    Http(RouteConfig),
+    /// Bytes to weighted backends.
+    Tcp(L4Proxy),
+    /// Datagrams to one (possibly weight-split, see [`Cluster::split`]) cluster.
+    Udp(L4Proxy),
+}
+
+/// Where an L4 chain sends its connections (or datagrams).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct L4Proxy {
+    /// Stat prefix and the route that owns the chain (`<kind>/<ns>/<name>`).
+    pub route: String,
+    /// Weighted; `cluster: None` is an unresolved backendRef whose share of
+    /// connections is refused. Empty: every connection is refused.
+    pub backends: Vec<WeightedBackend>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -269,6 +317,19 @@ pub struct Cluster {
     pub port_name: String,
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
+    /// A weighted split across Service ports (UDP: Envoy's UDP proxy sends a
+    /// session to one cluster, so weights become locality weights of one
+    /// cluster). Empty for a plain Service port cluster.
+    pub split: Vec<SplitMember>,
+}
+
+/// One backend of a weight-split cluster: its endpoints form one locality.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SplitMember {
+    pub service: ObjKey,
+    pub port_name: String,
+    pub weight: u32,
+    pub endpoints: Vec<Endpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -302,6 +363,13 @@ pub mod names {
     }
     pub fn listener(gateway: &ObjKey, port: u16) -> String {
         format!("{}/{}/{}", gateway.namespace, gateway.name, port)
+    }
+    pub fn udp_listener(gateway: &ObjKey, port: u16) -> String {
+        format!("{}/{}/{}/udp", gateway.namespace, gateway.name, port)
+    }
+    /// The weight-split cluster of one UDP route rule on one listener.
+    pub fn split_cluster(route: &ObjKey, rule: usize) -> String {
+        format!("udproute/{}/{}/{}", route.namespace, route.name, rule)
     }
     pub fn http_route_config(gateway: &ObjKey, port: u16) -> String {
         listener(gateway, port)

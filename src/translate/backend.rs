@@ -24,13 +24,32 @@ pub struct RefError {
     pub message: String,
 }
 
+/// What a route kind sends to a backend: HTTP (checked against the port's
+/// `appProtocol`), or TCP/UDP bytes (checked against the port's protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Carrier {
+    Http,
+    Tcp,
+    Udp,
+}
+
+impl Carrier {
+    pub fn of(route_kind: &str) -> Carrier {
+        match route_kind {
+            "TLSRoute" | "TCPRoute" => Carrier::Tcp,
+            "UDPRoute" => Carrier::Udp,
+            _ => Carrier::Http,
+        }
+    }
+}
+
 /// Clusters resolved during one translation, shared by every route that
 /// names the same Service port (resolution runs once per Service port).
 #[derive(Default)]
 pub struct Backends {
     /// Successfully resolved clusters by name.
     pub clusters: BTreeMap<String, ir::Cluster>,
-    lookups: HashMap<(ObjKey, i32), Result<String, RefError>>,
+    lookups: HashMap<(ObjKey, i32, Carrier), Result<String, RefError>>,
 }
 
 impl Backends {
@@ -80,15 +99,16 @@ impl Backends {
         }
         let key = ObjKey::new(ns, r.name);
         let port = r.port.unwrap_or(-1);
-        if let Some(res) = self.lookups.get(&(key.clone(), port)) {
+        let carrier = Carrier::of(route_kind);
+        if let Some(res) = self.lookups.get(&(key.clone(), port, carrier)) {
             return res.clone();
         }
-        let res = service_cluster(inputs, &key, r.port).map(|c| {
+        let res = service_cluster(inputs, &key, r.port, carrier).map(|c| {
             let name = c.name.clone();
             self.clusters.insert(name.clone(), c);
             name
         });
-        self.lookups.insert((key, port), res.clone());
+        self.lookups.insert((key, port, carrier), res.clone());
         res
     }
 }
@@ -98,6 +118,7 @@ fn service_cluster(
     inputs: &Inputs,
     key: &ObjKey,
     port: Option<i32>,
+    carrier: Carrier,
 ) -> Result<ir::Cluster, RefError> {
     let key = key.clone();
     let Some(svc) = inputs.services.get(&key) else {
@@ -130,9 +151,23 @@ fn service_cluster(
             ),
         });
     }
+    let port_protocol = sp.protocol.as_deref().unwrap_or("TCP");
+    let wanted = if carrier == Carrier::Udp {
+        "UDP"
+    } else {
+        "TCP"
+    };
+    if port_protocol != wanted {
+        return Err(RefError {
+            reason: reasons::UNSUPPORTED_PROTOCOL,
+            message: format!("Service {key} port {port} is {port_protocol}, not {wanted}"),
+        });
+    }
     let protocol = match sp.app_protocol.as_deref() {
-        None | Some("http") | Some("kubernetes.io/ws") => ir::UpstreamProtocol::Http1,
         Some("kubernetes.io/h2c") | Some("h2c") => ir::UpstreamProtocol::H2c,
+        None | Some("http") | Some("kubernetes.io/ws") => ir::UpstreamProtocol::Http1,
+        // TCP and UDP bytes go through whatever the application speaks.
+        Some(_) if carrier != Carrier::Http => ir::UpstreamProtocol::Http1,
         Some(other) => {
             return Err(RefError {
                 reason: reasons::UNSUPPORTED_PROTOCOL,
@@ -148,6 +183,7 @@ fn service_cluster(
         port_name: sp.name.clone().unwrap_or_default(),
         protocol,
         endpoints: endpoints(inputs, &key, sp.name.as_deref().unwrap_or("")),
+        split: Vec::new(),
     })
 }
 

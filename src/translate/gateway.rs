@@ -54,6 +54,11 @@ pub fn supported_features() -> Vec<&'static str> {
         "HTTPRouteResponseHeaderModification",
         "HTTPRouteSchemeRedirect",
         "ReferenceGrant",
+        "TCPRoute",
+        "TLSRoute",
+        "TLSRouteModeMixed",
+        "TLSRouteModeTerminate",
+        "UDPRoute",
     ];
     f.sort_unstable();
     f
@@ -63,7 +68,30 @@ pub fn supported_features() -> Vec<&'static str> {
 fn kinds_for_protocol(protocol: &str) -> &'static [&'static str] {
     match protocol {
         "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+        "TLS" => &["TLSRoute"],
+        "TCP" => &["TCPRoute"],
+        "UDP" => &["UDPRoute"],
         _ => &[],
+    }
+}
+
+/// What a listener does with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    Terminate,
+    Passthrough,
+}
+
+/// Protocols that can share a port on one address: HTTP with HTTP; HTTPS and
+/// TLS together (told apart by SNI); TCP and UDP each alone on their
+/// transport (a TCP and a UDP listener may share a port number).
+fn port_group(protocol: &str) -> (&'static str, &'static str) {
+    match protocol {
+        "UDP" => ("udp", "UDP"),
+        "HTTPS" | "TLS" => ("tcp", "TLS"),
+        "HTTP" => ("tcp", "HTTP"),
+        _ => ("tcp", "TCP"),
     }
 }
 
@@ -181,8 +209,13 @@ pub fn gateway_classes(inputs: &Inputs, status: &mut StatusSet) -> BTreeSet<Stri
 #[derive(Clone, Debug)]
 pub struct ListenerState {
     pub name: String,
+    /// Namespace of the object that defines it (`allowedRoutes` Same).
+    pub namespace: String,
+    /// The ListenerSet that defines it (`None`: the Gateway itself).
+    pub parent: Option<ObjKey>,
     pub port: u16,
     pub protocol: String,
+    pub tls_mode: TlsMode,
     pub hostname: Option<String>,
     /// Route kinds this listener accepts (validated subset of allowedRoutes.kinds).
     pub kinds: Vec<String>,
@@ -200,9 +233,24 @@ impl ListenerState {
     pub fn attachable(&self) -> bool {
         self.accepted.is_ok() && self.conflict.is_none()
     }
-    /// Envoy serves it.
+    /// Envoy serves it. Route kinds it cannot carry do not stop it from
+    /// serving the kinds it can (they are reported on ResolvedRefs).
     pub fn programmable(&self) -> bool {
-        self.attachable() && self.resolved.is_ok()
+        self.attachable()
+            && match &self.resolved {
+                Ok(()) => true,
+                Err((reason, _)) => {
+                    *reason == reasons::INVALID_ROUTE_KINDS && !self.kinds.is_empty()
+                }
+            }
+    }
+    /// Envoy transport of the listener.
+    pub fn transport(&self) -> crate::ir::Transport {
+        if self.protocol == "UDP" {
+            crate::ir::Transport::Udp
+        } else {
+            crate::ir::Transport::Tcp
+        }
     }
 }
 
@@ -214,9 +262,25 @@ pub struct GatewayState {
     pub unsupported: Option<String>,
     pub listeners: Vec<ListenerState>,
     pub secrets: BTreeMap<String, ir::TlsCertificate>,
+    /// ListenerSets attached to this Gateway (their listeners are in
+    /// `listeners`, with `parent` set), with their generation.
+    pub listener_sets: BTreeMap<ObjKey, i64>,
 }
 
 impl GatewayState {
+    #[cfg(test)]
+    pub fn for_tests(key: ObjKey, listeners: Vec<ListenerState>) -> Self {
+        GatewayState {
+            key,
+            generation: 1,
+            address: Ok(vec!["127.0.0.1".into()]),
+            unsupported: None,
+            listeners,
+            secrets: BTreeMap::new(),
+            listener_sets: BTreeMap::new(),
+        }
+    }
+
     pub fn status(&self) -> ObjectStatus {
         let gen = self.generation;
         let valid = self.listeners.iter().filter(|l| l.programmable()).count();
@@ -457,6 +521,7 @@ fn gateway_state(inputs: &Inputs, key: &ObjKey, gw: &Gateway) -> GatewayState {
         unsupported,
         listeners,
         secrets,
+        listener_sets: BTreeMap::new(),
     }
 }
 
@@ -521,10 +586,21 @@ fn validate_listener(
     unknown: &[String],
     secrets: &mut BTreeMap<String, ir::TlsCertificate>,
 ) -> ListenerState {
+    use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
     let mut st = ListenerState {
         name: l.name.clone(),
+        namespace: gw_key.namespace.clone(),
+        parent: None,
         port: u16::try_from(l.port).unwrap_or(0),
         protocol: l.protocol.clone(),
+        tls_mode: match (
+            l.protocol.as_str(),
+            l.tls.as_ref().and_then(|t| t.mode.as_ref()),
+        ) {
+            ("HTTPS", _) | ("TLS", None) | ("TLS", Some(Mode::Terminate)) => TlsMode::Terminate,
+            ("TLS", Some(Mode::Passthrough)) => TlsMode::Passthrough,
+            _ => TlsMode::None,
+        },
         hostname: l.hostname.clone().filter(|h| !h.is_empty()),
         kinds: Vec::new(),
         accepted: Ok(()),
@@ -566,7 +642,7 @@ fn validate_listener(
         st.accepted = Err((
             reasons::UNSUPPORTED_PROTOCOL,
             format!(
-                "protocol {} is not supported yet (HTTP and HTTPS are)",
+                "protocol {} is not supported (HTTP, HTTPS, TLS, TCP and UDP are)",
                 l.protocol
             ),
         ));
@@ -630,21 +706,20 @@ fn validate_listener(
         }
     }
     match (l.protocol.as_str(), &l.tls) {
-        ("HTTP", Some(_)) => {
+        ("HTTP" | "TCP" | "UDP", Some(_)) => {
             st.accepted = Err((
                 reasons::UNSUPPORTED_VALUE,
-                "tls must not be set on an HTTP listener".into(),
+                format!("tls must not be set on a {} listener", l.protocol),
             ));
         }
-        ("HTTPS", None) => {
+        ("HTTPS" | "TLS", None) => {
             st.accepted = Err((
                 reasons::UNSUPPORTED_VALUE,
-                "an HTTPS listener needs tls with certificateRefs".into(),
+                format!("a {} listener needs tls", l.protocol),
             ));
         }
-        ("HTTPS", Some(tls)) => {
-            use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
-            if matches!(tls.mode, Some(Mode::Passthrough)) {
+        ("HTTPS" | "TLS", Some(tls)) => {
+            if l.protocol == "HTTPS" && matches!(tls.mode, Some(Mode::Passthrough)) {
                 st.accepted = Err((
                     reasons::UNSUPPORTED_VALUE,
                     "tls.mode Passthrough is not valid on an HTTPS listener".into(),
@@ -660,77 +735,101 @@ fn validate_listener(
                 return st;
             }
             let refs = tls.certificate_refs.as_deref().unwrap_or(&[]);
-            if refs.is_empty() {
-                st.resolved = Err((
-                    reasons::INVALID_CERTIFICATE_REF,
-                    "tls.certificateRefs is empty".into(),
-                ));
+            if st.tls_mode == TlsMode::Passthrough {
+                // The backend owns the certificate; certificateRefs are not used.
+                if !refs.is_empty() {
+                    st.accepted = Err((
+                        reasons::UNSUPPORTED_VALUE,
+                        "tls.certificateRefs must be empty in mode Passthrough".into(),
+                    ));
+                }
+                return st;
             }
-            for (i, r) in refs.iter().enumerate() {
-                let group = r.group.as_deref().unwrap_or("");
-                let kind = r.kind.as_deref().unwrap_or("Secret");
-                let ns = r.namespace.as_deref().unwrap_or(&gw_key.namespace);
-                let skey = ObjKey::new(ns, &r.name);
-                let err = |reason: &'static str, msg: String| {
-                    Err((reason, format!("tls.certificateRefs[{i}]: {msg}")))
-                };
-                if !(group.is_empty() || group == "core") || kind != "Secret" {
-                    st.resolved = err(
-                        reasons::INVALID_CERTIFICATE_REF,
-                        format!("{group}/{kind} is not a Secret"),
-                    );
-                    break;
-                }
-                let from = Ref {
-                    group: GATEWAY_GROUP,
-                    kind: "Gateway",
-                    namespace: &gw_key.namespace,
-                };
-                let to = Ref {
-                    group: "",
-                    kind: "Secret",
-                    namespace: ns,
-                };
-                if !refgrant::permits(inputs, &from, &to, &r.name) {
-                    st.resolved = err(
-                        reasons::REF_NOT_PERMITTED,
-                        format!(
-                            "Secret {skey} is in another namespace and no ReferenceGrant allows it"
-                        ),
-                    );
-                    break;
-                }
-                match inputs.secrets.get(&skey).and_then(tls_pair) {
-                    Some((crt, keypem)) => {
-                        let name = names::secret(&skey);
-                        secrets.insert(
-                            name.clone(),
-                            ir::TlsCertificate {
-                                name: name.clone(),
-                                certificate_chain: crt,
-                                private_key: keypem,
-                            },
-                        );
-                        st.secrets.push(name);
-                    }
-                    None => {
-                        let why = if inputs.secrets.contains_key(&skey) {
-                            "does not hold a PEM certificate and key in tls.crt and tls.key"
-                        } else {
-                            "does not exist"
-                        };
-                        st.resolved = err(
-                            reasons::INVALID_CERTIFICATE_REF,
-                            format!("Secret {skey} {why}"),
-                        );
-                        break;
-                    }
-                }
-            }
+            resolve_certificates(inputs, gw_key, refs, &mut st, secrets);
         }
         _ => {}
     }
     st
+}
+
+/// Resolves a terminating listener's certificateRefs into SDS secrets.
+fn resolve_certificates(
+    inputs: &Inputs,
+    gw_key: &ObjKey,
+    refs: &[gateway_api::experimental::gateways::GatewayListenersTlsCertificateRefs],
+    st: &mut ListenerState,
+    secrets: &mut BTreeMap<String, ir::TlsCertificate>,
+) {
+    if refs.is_empty() {
+        st.resolved = Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            "tls.certificateRefs is empty".into(),
+        ));
+    }
+    // The referrer: the Gateway, or the ListenerSet that defines the listener.
+    let (from_kind, from_ns) = match &st.parent {
+        Some(ls) => ("ListenerSet", ls.namespace.clone()),
+        None => ("Gateway", gw_key.namespace.clone()),
+    };
+    for (i, r) in refs.iter().enumerate() {
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        let ns = r.namespace.as_deref().unwrap_or(&from_ns);
+        let skey = ObjKey::new(ns, &r.name);
+        let err = |reason: &'static str, msg: String| {
+            Err((reason, format!("tls.certificateRefs[{i}]: {msg}")))
+        };
+        if !(group.is_empty() || group == "core") || kind != "Secret" {
+            st.resolved = err(
+                reasons::INVALID_CERTIFICATE_REF,
+                format!("{group}/{kind} is not a Secret"),
+            );
+            break;
+        }
+        let from = Ref {
+            group: GATEWAY_GROUP,
+            kind: from_kind,
+            namespace: &from_ns,
+        };
+        let to = Ref {
+            group: "",
+            kind: "Secret",
+            namespace: ns,
+        };
+        if !refgrant::permits(inputs, &from, &to, &r.name) {
+            st.resolved = err(
+                reasons::REF_NOT_PERMITTED,
+                format!("Secret {skey} is in another namespace and no ReferenceGrant allows it"),
+            );
+            break;
+        }
+        match inputs.secrets.get(&skey).and_then(tls_pair) {
+            Some((crt, keypem)) => {
+                let name = names::secret(&skey);
+                secrets.insert(
+                    name.clone(),
+                    ir::TlsCertificate {
+                        name: name.clone(),
+                        certificate_chain: crt,
+                        private_key: keypem,
+                    },
+                );
+                st.secrets.push(name);
+            }
+            None => {
+                let why = if inputs.secrets.contains_key(&skey) {
+                    "does not hold a PEM certificate and key in tls.crt and tls.key"
+                } else {
+                    "does not exist"
+                };
+                st.resolved = err(
+                    reasons::INVALID_CERTIFICATE_REF,
+                    format!("Secret {skey} {why}"),
+                );
+                break;
+            }
+        }
+    }
 }
 
 /// `tls.crt` and `tls.key` of a Secret, if both look like PEM.
@@ -747,7 +846,9 @@ fn tls_pair(s: &k8s_openapi::api::core::v1::Secret) -> Option<(String, String)> 
         .then_some((crt, key))
 }
 
-/// Listeners sharing a port must agree on the protocol, and on distinct hostnames.
+/// Listeners sharing a port must be compatible (see [`port_group`]) and,
+/// within a group, have distinct hostnames. TCP and UDP listeners have no
+/// hostname, so two on one port conflict.
 fn detect_conflicts(listeners: &mut [ListenerState]) {
     let n = listeners.len();
     for i in 0..n {
@@ -759,7 +860,12 @@ fn detect_conflicts(listeners: &mut [ListenerState]) {
                 continue;
             }
             let (a, b) = (&listeners[i], &listeners[j]);
-            if a.protocol != b.protocol {
+            let (ta, ga) = port_group(&a.protocol);
+            let (tb, gb) = port_group(&b.protocol);
+            if ta != tb {
+                continue;
+            }
+            if ga != gb {
                 let msg = format!(
                     "port {} is also used by listener {} with protocol {}",
                     a.port, b.name, b.protocol
@@ -778,5 +884,80 @@ fn detect_conflicts(listeners: &mut [ListenerState]) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use gateway_api::experimental::gateways::GatewayListenersAllowedRoutes;
+
+    /// A valid listener for tests; `from` is allowedRoutes.namespaces.from.
+    pub fn listener(
+        name: &str,
+        port: u16,
+        protocol: &str,
+        hostname: Option<&str>,
+        from: &str,
+    ) -> ListenerState {
+        let spec: GatewayListeners = serde_json::from_value(serde_json::json!({
+            "name": name, "port": port, "protocol": protocol, "hostname": hostname,
+            "allowedRoutes": {"namespaces": {"from": from, "selector": {"matchLabels": {"team": "a"}}}},
+        }))
+        .expect("listener");
+        let _: Option<&GatewayListenersAllowedRoutes> = spec.allowed_routes.as_ref();
+        ListenerState {
+            name: name.into(),
+            namespace: "infra".into(),
+            parent: None,
+            port,
+            protocol: protocol.into(),
+            tls_mode: if protocol == "TLS" {
+                TlsMode::Passthrough
+            } else {
+                TlsMode::None
+            },
+            hostname: hostname.map(String::from),
+            kinds: kinds_for_protocol(protocol)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            accepted: Ok(()),
+            resolved: Ok(()),
+            conflict: None,
+            secrets: Vec::new(),
+            attached_routes: 0,
+            spec,
+        }
+    }
+
+    #[test]
+    fn port_sharing_follows_protocol_groups() {
+        let mut ls = vec![
+            listener("https", 443, "HTTPS", Some("a.example.com"), "Same"),
+            listener("tls", 443, "TLS", Some("b.example.com"), "Same"),
+            listener("tcp", 53, "TCP", None, "Same"),
+            listener("udp", 53, "UDP", None, "Same"),
+            listener("http", 8080, "HTTP", None, "Same"),
+            listener("tcp2", 8080, "TCP", None, "Same"),
+            listener("udp2", 53, "UDP", None, "Same"),
+        ];
+        detect_conflicts(&mut ls);
+        let c: Vec<Option<&str>> = ls
+            .iter()
+            .map(|l| l.conflict.as_ref().map(|c| c.0))
+            .collect();
+        assert_eq!(
+            c,
+            vec![
+                None,
+                None,
+                None,
+                Some(reasons::HOSTNAME_CONFLICT),
+                Some(reasons::PROTOCOL_CONFLICT),
+                Some(reasons::PROTOCOL_CONFLICT),
+                Some(reasons::HOSTNAME_CONFLICT),
+            ]
+        );
     }
 }

@@ -6,15 +6,19 @@ use std::collections::BTreeMap;
 pub use crate::inputs::Changes;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
-use crate::status::{ObjectStatus, RouteParentStatus, StatusSet};
+use crate::status::{ObjectStatus, StatusSet};
 
+mod attach;
 pub mod backend;
 pub mod conditions;
 mod gateway;
 mod grpc;
 pub mod hostname;
 mod http;
+mod index;
+mod l4;
 mod refgrant;
+mod tables;
 
 pub use backend::endpoints;
 pub use gateway::supported_features;
@@ -48,7 +52,7 @@ pub struct Translator {
 
 struct State {
     gateways: GatewayMap,
-    routes: http::RouteIndex,
+    routes: index::RouteIndex,
     status: StatusSet,
 }
 
@@ -65,7 +69,14 @@ pub struct Update {
 }
 
 /// Kinds whose changes an incremental update handles.
-const INCREMENTAL_KINDS: [Kind; 3] = [Kind::HTTPRoute, Kind::GRPCRoute, Kind::EndpointSlice];
+const INCREMENTAL_KINDS: [Kind; 6] = [
+    Kind::HTTPRoute,
+    Kind::GRPCRoute,
+    Kind::TLSRoute,
+    Kind::TCPRoute,
+    Kind::UDPRoute,
+    Kind::EndpointSlice,
+];
 
 impl Translator {
     /// The status of everything, as of the last update.
@@ -139,28 +150,15 @@ impl State {
         let mut status = StatusSet::default();
         let classes = gateway::gateway_classes(inputs, &mut status);
         let mut gateways = gateway::gateways(inputs, &classes);
-        let mut routes = http::RouteIndex::new(&gateways);
-        let mut route_status = |kind: Kind, key: &ObjKey, parents: Vec<RouteParentStatus>| {
+        let mut routes = index::RouteIndex::new(&gateways);
+        let items = index::RouteInput::all(inputs);
+        let all_parents = routes.add_all(inputs, &items, &mut gateways);
+        for (it, parents) in items.iter().zip(all_parents) {
             if !parents.is_empty() {
                 status
                     .objects
-                    .insert((kind, key.clone()), ObjectStatus::Route { parents });
+                    .insert((it.kind, it.key.clone()), ObjectStatus::Route { parents });
             }
-        };
-        let items: Vec<http::RouteInput<'_>> = inputs
-            .http_routes
-            .iter()
-            .map(|(k, r)| http::RouteInput::http(k, r))
-            .chain(
-                inputs
-                    .grpc_routes
-                    .iter()
-                    .map(|(k, r)| http::RouteInput::grpc(k, r)),
-            )
-            .collect();
-        let all_parents = routes.add_all(inputs, &items, &mut gateways);
-        for (it, parents) in items.iter().zip(all_parents) {
-            route_status(it.kind, it.key, parents);
         }
         routes.refresh();
         for gw in gateways.values() {
@@ -188,22 +186,14 @@ impl State {
             self.routes.refresh_endpoints(inputs);
         }
         for (kind, key) in &changes.objects {
-            if !matches!(kind, Kind::HTTPRoute | Kind::GRPCRoute) {
+            if !index::ROUTE_KINDS.contains(kind) {
                 continue;
             }
             let rk = (*kind, key.clone());
             self.routes.remove(&rk, &mut self.gateways);
-            let parents = match kind {
-                Kind::HTTPRoute => inputs.http_routes.get(key).map(|r| {
-                    self.routes
-                        .add(inputs, *kind, key, r, None, &mut self.gateways)
-                }),
-                _ => inputs
-                    .grpc_routes
-                    .get(key)
-                    .map(|r| self.routes.add_grpc(inputs, key, r, &mut self.gateways)),
-            }
-            .unwrap_or_default();
+            let parents = index::RouteInput::of(inputs, *kind, key)
+                .map(|r| self.routes.add(inputs, &r, &mut self.gateways))
+                .unwrap_or_default();
             let old = if parents.is_empty() {
                 self.status.objects.remove(&rk)
             } else {

@@ -8,6 +8,8 @@ use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_proxy;
+use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3 as udp_proxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
@@ -140,11 +142,11 @@ impl Builder {
 }
 
 /// The route configurations a listener refers to.
-fn route_configs(l: &ir::Listener) -> Vec<&ir::RouteConfig> {
-    match &l.kind {
-        ir::ListenerKind::Http { route_config } => vec![route_config],
-        ir::ListenerKind::Https { chains } => chains.iter().map(|c| &c.route_config).collect(),
-    }
+fn route_configs(l: &ir::Listener) -> impl Iterator<Item = &ir::RouteConfig> {
+    l.chains.iter().filter_map(|c| match &c.app {
+        ir::App::Http(rc) => Some(rc),
+        ir::App::Tcp(_) | ir::App::Udp(_) => None,
+    })
 }
 
 /// A RouteConfiguration resource spliced from its virtual hosts' cached
@@ -257,6 +259,17 @@ pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
         ignore_health_on_host_removal: true,
         ..Default::default()
     };
+    if !c.split.is_empty() {
+        // One locality per backend, weighted by its backendRef weight.
+        out.common_lb_config = Some(cluster::cluster::CommonLbConfig {
+            locality_config_specifier: Some(
+                cluster::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                    cluster::cluster::common_lb_config::LocalityWeightedLbConfig {},
+                ),
+            ),
+            ..Default::default()
+        });
+    }
     if c.protocol == ir::UpstreamProtocol::H2c {
         let opts = upstream_http::HttpProtocolOptions {
             upstream_protocol_options: Some(upstream_http::http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
@@ -279,26 +292,45 @@ pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
 }
 
 pub fn build_endpoints(c: &ir::Cluster) -> endpoint::ClusterLoadAssignment {
-    let lb_endpoints = c
-        .endpoints
-        .iter()
-        .map(|e| endpoint::LbEndpoint {
-            host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
-                endpoint::Endpoint {
-                    address: Some(socket_address(&e.address, e.port)),
-                    ..Default::default()
-                },
-            )),
-            health_status: core::HealthStatus::Healthy as i32,
+    let lb_endpoints = |eps: &[ir::Endpoint]| -> Vec<endpoint::LbEndpoint> {
+        eps.iter()
+            .map(|e| endpoint::LbEndpoint {
+                host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+                    endpoint::Endpoint {
+                        address: Some(socket_address(&e.address, e.port)),
+                        ..Default::default()
+                    },
+                )),
+                health_status: core::HealthStatus::Healthy as i32,
+                ..Default::default()
+            })
+            .collect()
+    };
+    let endpoints = if c.split.is_empty() {
+        vec![endpoint::LocalityLbEndpoints {
+            lb_endpoints: lb_endpoints(&c.endpoints),
             ..Default::default()
-        })
-        .collect();
+        }]
+    } else {
+        c.split
+            .iter()
+            .enumerate()
+            .map(|(i, m)| endpoint::LocalityLbEndpoints {
+                // Localities must differ; the index keeps two backendRefs to
+                // the same Service port apart.
+                locality: Some(core::Locality {
+                    sub_zone: format!("{i}/{}/{}", m.service, m.port_name),
+                    ..Default::default()
+                }),
+                lb_endpoints: lb_endpoints(&m.endpoints),
+                load_balancing_weight: Some(UInt32Value { value: m.weight }),
+                ..Default::default()
+            })
+            .collect()
+    };
     endpoint::ClusterLoadAssignment {
         cluster_name: c.name.clone(),
-        endpoints: vec![endpoint::LocalityLbEndpoints {
-            lb_endpoints,
-            ..Default::default()
-        }],
+        endpoints,
         ..Default::default()
     }
 }
@@ -364,65 +396,166 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
     }
 }
 
+fn tls_inspector() -> listener::ListenerFilter {
+    listener::ListenerFilter {
+        name: "envoy.filters.listener.tls_inspector".into(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
+            &TlsInspector::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn cluster_name(b: &ir::WeightedBackend) -> String {
+    b.cluster
+        .clone()
+        .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into())
+}
+
+/// TCP proxy to weighted backends; a connection whose share has no usable
+/// backend (or a chain without backends) is closed: the cluster is unknown.
+fn tcp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::Filter {
+    use tcp_proxy::tcp_proxy::{
+        weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster,
+    };
+    let specifier = match p.backends.as_slice() {
+        [] => ClusterSpecifier::Cluster(INVALID_BACKEND_CLUSTER.into()),
+        [one] => ClusterSpecifier::Cluster(cluster_name(one)),
+        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: many
+                .iter()
+                .map(|b| ClusterWeight {
+                    name: cluster_name(b),
+                    weight: b.weight,
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    };
+    let m = tcp_proxy::TcpProxy {
+        stat_prefix: stat_prefix.replace('/', "_"),
+        cluster_specifier: Some(specifier),
+        ..Default::default()
+    };
+    listener::Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(listener::filter::ConfigType::TypedConfig(any(&m))),
+    }
+}
+
+/// UDP proxy: every session goes to one cluster (weights live in a split
+/// cluster's localities, see `ir::Cluster::split`).
+fn udp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::ListenerFilter {
+    use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::xds::r#type::matcher::v3::matcher::{on_match, OnMatch};
+    use envoy_types::pb::xds::r#type::matcher::v3::Matcher;
+    let cluster = p
+        .backends
+        .first()
+        .map(cluster_name)
+        .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into());
+    let route = udp_proxy::Route { cluster };
+    let m = udp_proxy::UdpProxyConfig {
+        stat_prefix: stat_prefix.replace('/', "_"),
+        route_specifier: Some(udp_proxy::udp_proxy_config::RouteSpecifier::Matcher(
+            Matcher {
+                on_no_match: Some(Box::new(OnMatch {
+                    keep_matching: false,
+                    on_match: Some(on_match::OnMatch::Action(TypedExtensionConfig {
+                        name: "route".into(),
+                        typed_config: Some(any(&route)),
+                    })),
+                })),
+                matcher_type: None,
+            },
+        )),
+        ..Default::default()
+    };
+    listener::ListenerFilter {
+        name: "envoy.filters.udp_listener.udp_proxy".into(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(&m))),
+        ..Default::default()
+    }
+}
+
+fn downstream_tls(secrets: &[String], alpn: &[String]) -> core::TransportSocket {
+    let ctx = tls::DownstreamTlsContext {
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_sds_secret_configs: secrets
+                .iter()
+                .map(|s| tls::SdsSecretConfig {
+                    name: s.clone(),
+                    sds_config: Some(ads()),
+                })
+                .collect(),
+            alpn_protocols: alpn.to_vec(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    }
+}
+
 pub fn build_listener(l: &ir::Listener) -> listener::Listener {
+    let mut address = socket_address(&l.address, l.port);
     let mut out = listener::Listener {
         name: l.name.clone(),
-        address: Some(socket_address(&l.address, l.port)),
         // Drain quickly on the rare listener change (route edits never touch it).
         drain_type: listener::listener::DrainType::Default as i32,
         ..Default::default()
     };
-    match &l.kind {
-        ir::ListenerKind::Http { route_config } => {
-            out.filter_chains.push(listener::FilterChain {
-                filters: vec![http_connection_manager(&l.name, &route_config.name)],
-                ..Default::default()
-            });
+    if l.transport == ir::Transport::Udp {
+        if let Some(core::address::Address::SocketAddress(sa)) = address.address.as_mut() {
+            sa.protocol = core::socket_address::Protocol::Udp as i32;
         }
-        ir::ListenerKind::Https { chains } => {
-            out.listener_filters.push(listener::ListenerFilter {
-                name: "envoy.filters.listener.tls_inspector".into(),
-                config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
-                    &TlsInspector::default(),
-                ))),
-                ..Default::default()
-            });
-            for ch in chains {
-                let ctx = tls::DownstreamTlsContext {
-                    common_tls_context: Some(tls::CommonTlsContext {
-                        tls_certificate_sds_secret_configs: ch
-                            .secrets
-                            .iter()
-                            .map(|s| tls::SdsSecretConfig {
-                                name: s.clone(),
-                                sds_config: Some(ads()),
-                            })
-                            .collect(),
-                        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                out.filter_chains.push(listener::FilterChain {
-                    name: ch.section.clone(),
-                    filter_chain_match: Some(listener::FilterChainMatch {
-                        server_names: ch.server_names.clone(),
-                        ..Default::default()
-                    }),
-                    filters: vec![http_connection_manager(
-                        &format!("{}/{}", l.name, ch.section),
-                        &ch.route_config.name,
-                    )],
-                    transport_socket: Some(core::TransportSocket {
-                        name: "envoy.transport_sockets.tls".into(),
-                        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(
-                            &ctx,
-                        ))),
-                    }),
-                    ..Default::default()
-                });
+        out.address = Some(address);
+        out.udp_listener_config = Some(listener::UdpListenerConfig::default());
+        for ch in &l.chains {
+            if let ir::App::Udp(p) = &ch.app {
+                out.listener_filters
+                    .push(udp_proxy(&format!("{}/{}", l.name, ch.name), p));
             }
         }
+        return out;
+    }
+    out.address = Some(address);
+    if l.inspects_tls() {
+        out.listener_filters.push(tls_inspector());
+    }
+    for ch in &l.chains {
+        // A plain chain that takes every connection speaks for the listener.
+        let stat = if ch.server_names.is_empty() && matches!(ch.tls, ir::ChainTls::None) {
+            l.name.clone()
+        } else {
+            format!("{}/{}", l.name, ch.name)
+        };
+        let filter = match &ch.app {
+            ir::App::Http(rc) => http_connection_manager(&stat, &rc.name),
+            ir::App::Tcp(p) | ir::App::Udp(p) => tcp_proxy(&stat, p),
+        };
+        let mut m = listener::FilterChainMatch {
+            server_names: ch.server_names.clone(),
+            ..Default::default()
+        };
+        let transport_socket = match &ch.tls {
+            ir::ChainTls::None => None,
+            ir::ChainTls::Terminate { secrets, alpn } => Some(downstream_tls(secrets, alpn)),
+            ir::ChainTls::Passthrough => {
+                m.transport_protocol = "tls".into();
+                None
+            }
+        };
+        let has_match = !m.server_names.is_empty() || !m.transport_protocol.is_empty();
+        out.filter_chains.push(listener::FilterChain {
+            name: ch.name.clone(),
+            filter_chain_match: has_match.then_some(m),
+            filters: vec![filter],
+            transport_socket,
+            ..Default::default()
+        });
     }
     out
 }
@@ -632,11 +765,6 @@ fn forward(f: &ir::Forward) -> route::route::Action {
             body_format: None,
         });
     }
-    let cluster_name = |b: &ir::WeightedBackend| {
-        b.cluster
-            .clone()
-            .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into())
-    };
     let specifier = if f.backends.len() == 1
         && f.backends[0].request_headers.is_empty()
         && f.backends[0].response_headers.is_empty()
@@ -727,7 +855,8 @@ mod tests {
     fn spliced_route_configuration_decodes_to_the_built_message() {
         let out = crate::translate::translate(&crate::synthetic::inputs(30, 3, 1));
         let gw = out.model.gateways.values().next().expect("a gateway");
-        let ir::ListenerKind::Http { route_config } = &gw.listeners[0].kind else {
+        let Some(ir::App::Http(route_config)) = gw.listeners[0].chains.first().map(|c| &c.app)
+        else {
             panic!("an HTTP listener");
         };
         assert_eq!(route_config.virtual_hosts.len(), 30);

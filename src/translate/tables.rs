@@ -1,0 +1,325 @@
+//! HTTP route tables of one Gateway: HTTP listeners share one per port, an
+//! HTTPS listener has its own. Each keeps the route entries of every domain
+//! in precedence order and the virtual hosts built from them; only the
+//! virtual hosts whose entries changed are rebuilt.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::gateway::GatewayState;
+use super::hostname;
+use super::http::{self, CompiledRule};
+use super::index::Age;
+use crate::inputs::{Kind, ObjKey};
+use crate::ir::{self, names};
+
+/// A route table: `(port, Some(listener index))` for an HTTPS listener,
+/// `(port, None)` for the HTTP listeners of a port.
+pub(super) type TableId = (u16, Option<usize>);
+
+/// Order of virtual hosts in a table (exact, then wildcards, `*` last).
+type DomainOrder = (u8, Reverse<usize>, String);
+
+pub(super) type Precedence = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>);
+type SortKey = (Precedence, Arc<Age>, usize, usize);
+
+pub(super) struct Table {
+    /// RouteConfiguration name.
+    pub name: String,
+    /// The listeners sharing the table, with their hostnames.
+    listeners: Vec<(usize, Option<String>)>,
+    /// Route entries per domain, in precedence order. Every listener
+    /// hostname has a domain (possibly without entries).
+    domains: BTreeMap<String, Vec<Entry>>,
+    vhosts: BTreeMap<DomainOrder, Arc<ir::VirtualHost>>,
+    /// Domains whose virtual host must be rebuilt.
+    dirty: BTreeSet<String>,
+    /// Every domain's virtual host must be built (a new table).
+    all_dirty: bool,
+}
+
+/// A route entry of a table: its sort key, the listener it attached through.
+struct Entry {
+    key: SortKey,
+    listener: usize,
+    route: Arc<ir::Route>,
+}
+
+/// Route tables of every Gateway.
+#[derive(Default)]
+pub(super) struct Tables {
+    by_gateway: BTreeMap<ObjKey, BTreeMap<TableId, Table>>,
+}
+
+pub(super) fn table_id(gw: &GatewayState, listener: usize) -> TableId {
+    let l = &gw.listeners[listener];
+    (l.port, (l.protocol == "HTTPS").then_some(listener))
+}
+
+fn is_http(protocol: &str) -> bool {
+    matches!(protocol, "HTTP" | "HTTPS")
+}
+
+impl Tables {
+    /// Empty tables (with a virtual host per listener hostname) for the
+    /// served HTTP and HTTPS listeners of `gw`.
+    pub fn add_gateway(&mut self, gw: &GatewayState, served: impl Fn(usize) -> bool) {
+        for (i, l) in gw.listeners.iter().enumerate() {
+            if !served(i) || !is_http(&l.protocol) {
+                continue;
+            }
+            let id = table_id(gw, i);
+            let table = self
+                .by_gateway
+                .entry(gw.key.clone())
+                .or_default()
+                .entry(id)
+                .or_insert_with(|| Table {
+                    name: match id.1 {
+                        Some(_) => names::https_route_config(&gw.key, l.port, &l.name),
+                        None => names::http_route_config(&gw.key, l.port),
+                    },
+                    listeners: Vec::new(),
+                    domains: BTreeMap::new(),
+                    vhosts: BTreeMap::new(),
+                    dirty: BTreeSet::new(),
+                    all_dirty: true,
+                });
+            // An HTTPS table serves one listener, whatever its hostname
+            // (SNI chose it already).
+            let hostname = if id.1.is_some() {
+                None
+            } else {
+                l.hostname.clone().filter(|h| !h.is_empty())
+            };
+            if let Some(h) = &hostname {
+                table.domains.entry(h.clone()).or_default();
+            }
+            table.listeners.push((i, hostname));
+        }
+    }
+
+    fn table_mut(&mut self, gw: &GatewayState, listener: usize) -> Option<&mut Table> {
+        self.by_gateway
+            .get_mut(&gw.key)
+            .and_then(|t| t.get_mut(&table_id(gw, listener)))
+    }
+
+    /// The route configuration of a table (empty when it has none).
+    pub fn route_config(&self, gw: &ObjKey, id: &TableId) -> ir::RouteConfig {
+        match self.by_gateway.get(gw).and_then(|t| t.get(id)) {
+            Some(t) => ir::RouteConfig {
+                name: t.name.clone(),
+                virtual_hosts: t.vhosts.values().cloned().collect(),
+            },
+            None => ir::RouteConfig {
+                name: String::new(),
+                virtual_hosts: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds the entries of one route's rules, attached through `listener`
+    /// under `hostnames` (empty: any host).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        gw: &GatewayState,
+        listener: usize,
+        hostnames: &[String],
+        (kind, key): (Kind, &ObjKey),
+        age: &Arc<Age>,
+        rules: &[CompiledRule],
+    ) {
+        let Some(table) = self.table_mut(gw, listener) else {
+            return;
+        };
+        let l = &gw.listeners[listener];
+        let route_key = Arc::new(key.clone());
+        let star = ["*".to_string()];
+        let domains: &[String] = if hostnames.is_empty() {
+            &star
+        } else {
+            hostnames
+        };
+        let https = l.protocol == "HTTPS";
+        for rule in rules {
+            // One action for all matches of the rule, unless a prefix
+            // rewrite needs each match's prefix.
+            let shared = (!http::uses_matched_prefix(&rule.action))
+                .then(|| Arc::new(http::with_redirect_port(rule.action.clone(), l.port, https)));
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let sort_key = (http::precedence(m), age.clone(), rule.index, mi);
+                let route = Arc::new(ir::Route {
+                    source: ir::RouteSource {
+                        kind: kind.as_str(),
+                        route: route_key.clone(),
+                        rule: rule.index,
+                        match_index: mi,
+                    },
+                    matcher: m.clone(),
+                    action: match &shared {
+                        Some(a) => a.clone(),
+                        None => Arc::new(http::with_redirect_port(
+                            http::with_matched_prefix(&rule.action, m),
+                            l.port,
+                            https,
+                        )),
+                    },
+                    request_headers: rule.request_headers.clone(),
+                    response_headers: rule.response_headers.clone(),
+                });
+                for d in domains {
+                    if !table.domains.contains_key(d) {
+                        table.domains.insert(d.clone(), Vec::new());
+                    }
+                    let Some(entries) = table.domains.get_mut(d) else {
+                        continue;
+                    };
+                    // After equal keys: the same route attached through
+                    // several listeners keeps its attachment order.
+                    let at = entries.partition_point(|e| e.key <= sort_key);
+                    entries.insert(
+                        at,
+                        Entry {
+                            key: sort_key.clone(),
+                            listener,
+                            route: route.clone(),
+                        },
+                    );
+                    if !table.all_dirty && !table.dirty.contains(d) {
+                        table.dirty.insert(d.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes out the entries a route added through `listener`.
+    pub fn remove(
+        &mut self,
+        gw: &GatewayState,
+        listener: usize,
+        hostnames: &[String],
+        (kind, key): (Kind, &ObjKey),
+    ) {
+        let Some(table) = self.table_mut(gw, listener) else {
+            return;
+        };
+        let mut emptied = Vec::new();
+        let star = ["*".to_string()];
+        let domains: &[String] = if hostnames.is_empty() {
+            &star
+        } else {
+            hostnames
+        };
+        for d in domains {
+            let Some(entries) = table.domains.get_mut(d) else {
+                continue;
+            };
+            entries.retain(|e| {
+                !(*e.route.source.route == *key && e.route.source.kind == kind.as_str())
+            });
+            table.dirty.insert(d.clone());
+            if entries.is_empty() && !table.listeners.iter().any(|(_, h)| h.as_ref() == Some(d)) {
+                emptied.push(d.clone());
+            }
+        }
+        for d in emptied {
+            table.domains.remove(&d);
+        }
+    }
+
+    /// Rebuilds the virtual hosts of changed domains, and of every domain
+    /// that falls back to a changed wildcard domain.
+    pub fn refresh(&mut self) {
+        for table in self.by_gateway.values_mut().flat_map(|t| t.values_mut()) {
+            if table.all_dirty {
+                table.all_dirty = false;
+                table.dirty = table.domains.keys().cloned().collect();
+            }
+            if table.dirty.is_empty() {
+                continue;
+            }
+            let mut wildcards: Vec<&String> = table
+                .domains
+                .keys()
+                .filter(|d| d.starts_with('*'))
+                .collect();
+            wildcards.sort_by_cached_key(|d| hostname::specificity_key(d));
+            let mut dirty = std::mem::take(&mut table.dirty);
+            let dirty_wildcards: Vec<String> = dirty
+                .iter()
+                .filter(|d| d.starts_with('*'))
+                .cloned()
+                .collect();
+            for w in &dirty_wildcards {
+                for d in table.domains.keys() {
+                    if hostname::falls_back_to(d, w) && !dirty.contains(d) {
+                        dirty.insert(d.clone());
+                    }
+                }
+            }
+            for d in &dirty {
+                let order = hostname::specificity_key(d);
+                if !table.domains.contains_key(d) {
+                    table.vhosts.remove(&order);
+                    continue;
+                }
+                let vh = virtual_host(&table.name, &table.listeners, &table.domains, &wildcards, d);
+                table.vhosts.insert(order, Arc::new(vh));
+            }
+        }
+    }
+}
+
+/// The virtual host of domain `d`: its own routes, then those of the wider
+/// wildcard domains it falls back to, as the spec's precedence asks.
+///
+/// A request belongs to the most specific listener matching its Host, and
+/// only that listener's routes may serve it: a virtual host keeps the
+/// routes of its domain's owning listener, and every listener hostname has
+/// a virtual host (maybe without routes: 404) so that a more specific
+/// listener without a matching route never falls through to a wider
+/// listener's routes.
+fn virtual_host(
+    table_name: &str,
+    listeners: &[(usize, Option<String>)],
+    domains: &BTreeMap<String, Vec<Entry>>,
+    wildcards: &[&String],
+    d: &str,
+) -> ir::VirtualHost {
+    let own_listener = listeners
+        .iter()
+        .filter(|(_, h)| match h {
+            None => true,
+            Some(h) => d == h || hostname::falls_back_to(d, h),
+        })
+        .min_by_key(|(_, h)| hostname::specificity_key(h.as_deref().unwrap_or("*")))
+        .map(|(i, _)| *i);
+    let mine = |e: &&Entry| own_listener.is_none_or(|o| o == e.listener);
+    let mut routes: Vec<Arc<ir::Route>> = domains
+        .get(d)
+        .into_iter()
+        .flatten()
+        .filter(mine)
+        .map(|e| e.route.clone())
+        .collect();
+    for w in wildcards.iter().filter(|w| hostname::falls_back_to(d, w)) {
+        routes.extend(
+            domains
+                .get(w.as_str())
+                .into_iter()
+                .flatten()
+                .filter(mine)
+                .map(|e| e.route.clone()),
+        );
+    }
+    ir::VirtualHost {
+        name: format!("{table_name}/{d}"),
+        domains: vec![d.to_string()],
+        routes,
+        encoded: ir::Memo::default(),
+    }
+}
