@@ -104,6 +104,13 @@ pub enum ObjectStatus {
         addresses: Vec<GatewayAddress>,
         conditions: Vec<Condition>,
         listeners: Vec<ListenerStatus>,
+        attached_listener_sets: i32,
+    },
+    /// A ListenerSet: its conditions and its listeners' status.
+    #[serde(rename_all = "camelCase")]
+    ListenerSet {
+        conditions: Vec<Condition>,
+        listeners: Vec<ListenerStatus>,
     },
     /// Routes: only the entries for parentRefs Switchyard owns.
     Route { parents: Vec<RouteParentStatus> },

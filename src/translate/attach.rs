@@ -13,8 +13,9 @@ use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespaces
 
 use super::backend::RefError;
 use super::conditions::{reasons, types};
-use super::gateway::{GatewayState, ListenerState};
+use super::gateway::GatewayState;
 use super::hostname;
+use super::listener::ListenerState;
 use crate::inputs::{Kind, ObjKey};
 use crate::status::{Condition, ParentRef, RouteParentStatus};
 
@@ -239,7 +240,7 @@ pub fn note_ref_error(first: &mut Option<RefError>, e: RefError) {
 mod tests {
     use super::*;
     use crate::inputs::GATEWAY_GROUP;
-    use crate::translate::gateway::tests::listener;
+    use crate::translate::listener::tests::listener;
 
     fn attach(
         labels: &BTreeMap<String, String>,

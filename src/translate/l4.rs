@@ -17,9 +17,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::attach::note_ref_error;
 use super::backend::{self, BackendRef};
 use super::conditions::reasons;
-use super::gateway::{GatewayState, TlsMode};
+use super::gateway::GatewayState;
 use super::hostname;
 use super::index::{age, compile_rules, route_level_error, Age, Body, RouteCompile};
+use super::listener::TlsMode;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir::{self, names};
 

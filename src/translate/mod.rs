@@ -12,16 +12,19 @@ mod attach;
 pub mod backend;
 pub mod conditions;
 mod gateway;
+mod gatewayclass;
 mod grpc;
 pub mod hostname;
 mod http;
 mod index;
 mod l4;
+mod listener;
+mod listenerset;
 mod refgrant;
 mod tables;
 
 pub use backend::endpoints;
-pub use gateway::supported_features;
+pub use gatewayclass::supported_features;
 
 /// What one translation produces.
 #[derive(Clone, Debug, Default)]
@@ -148,7 +151,7 @@ impl Translator {
 impl State {
     fn new(inputs: &Inputs) -> State {
         let mut status = StatusSet::default();
-        let classes = gateway::gateway_classes(inputs, &mut status);
+        let classes = gatewayclass::gateway_classes(inputs, &mut status);
         let mut gateways = gateway::gateways(inputs, &classes);
         let mut routes = index::RouteIndex::new(&gateways);
         let items = index::RouteInput::all(inputs);
@@ -162,9 +165,7 @@ impl State {
         }
         routes.refresh();
         for gw in gateways.values() {
-            status
-                .objects
-                .insert((Kind::Gateway, gw.key.clone()), gw.status());
+            status.objects.extend(gw.statuses());
         }
         State {
             gateways,
@@ -209,13 +210,13 @@ impl State {
         self.routes.refresh();
         // attachedRoutes counts may have moved.
         for gw in self.gateways.values() {
-            let key = (Kind::Gateway, gw.key.clone());
-            let new = gw.status();
-            if self.status.objects.get(&key) != Some(&new) {
-                if let Some(old) = self.status.objects.insert(key.clone(), new) {
-                    previous.objects.insert(key.clone(), old);
+            for (key, new) in gw.statuses() {
+                if self.status.objects.get(&key) != Some(&new) {
+                    if let Some(old) = self.status.objects.insert(key.clone(), new) {
+                        previous.objects.insert(key.clone(), old);
+                    }
+                    touched.push(key);
                 }
-                touched.push(key);
             }
         }
         (touched, previous)

@@ -1,0 +1,561 @@
+//! Listener validation (protocol, TLS, certificates, allowedRoutes),
+//! conflicts between listeners sharing a port, and listener status.
+
+use std::collections::BTreeMap;
+
+use gateway_api::experimental::gateways::GatewayListeners;
+
+use super::conditions::{reasons, types};
+use super::hostname;
+use super::refgrant::{self, Ref};
+use crate::inputs::{Inputs, ObjKey, GATEWAY_GROUP};
+use crate::ir::{self, names};
+use crate::status::{Condition, GroupKind, ListenerStatus};
+
+/// Route kinds a listener protocol can carry (only kinds Switchyard implements).
+pub(super) fn kinds_for_protocol(protocol: &str) -> &'static [&'static str] {
+    match protocol {
+        "HTTP" | "HTTPS" => &["HTTPRoute", "GRPCRoute"],
+        "TLS" => &["TLSRoute"],
+        "TCP" => &["TCPRoute"],
+        "UDP" => &["UDPRoute"],
+        _ => &[],
+    }
+}
+
+/// What a listener does with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    Terminate,
+    Passthrough,
+}
+
+/// Protocols that can share a port on one address: HTTP with HTTP; HTTPS and
+/// TLS together (told apart by SNI); TCP and UDP each alone on their
+/// transport (a TCP and a UDP listener may share a port number).
+fn port_group(protocol: &str) -> (&'static str, &'static str) {
+    match protocol {
+        "UDP" => ("udp", "UDP"),
+        "HTTPS" | "TLS" => ("tcp", "TLS"),
+        "HTTP" => ("tcp", "HTTP"),
+        _ => ("tcp", "TCP"),
+    }
+}
+
+/// Validation result of one Gateway listener.
+#[derive(Clone, Debug)]
+pub struct ListenerState {
+    pub name: String,
+    /// Namespace of the object that defines it (`allowedRoutes` Same).
+    pub namespace: String,
+    /// The ListenerSet that defines it (`None`: the Gateway itself).
+    pub parent: Option<ObjKey>,
+    pub port: u16,
+    pub protocol: String,
+    pub tls_mode: TlsMode,
+    pub hostname: Option<String>,
+    /// Route kinds this listener accepts (validated subset of allowedRoutes.kinds).
+    pub kinds: Vec<String>,
+    pub accepted: Result<(), (&'static str, String)>,
+    pub resolved: Result<(), (&'static str, String)>,
+    pub conflict: Option<(&'static str, String)>,
+    /// SDS secret names (HTTPS).
+    pub secrets: Vec<String>,
+    pub attached_routes: i32,
+    pub spec: GatewayListeners,
+}
+
+impl ListenerState {
+    /// Routes may attach (and count) on an accepted, non-conflicted listener.
+    pub fn attachable(&self) -> bool {
+        self.accepted.is_ok() && self.conflict.is_none()
+    }
+    /// Envoy serves it. Route kinds it cannot carry do not stop it from
+    /// serving the kinds it can (they are reported on ResolvedRefs).
+    pub fn programmable(&self) -> bool {
+        self.attachable()
+            && match &self.resolved {
+                Ok(()) => true,
+                Err((reason, _)) => {
+                    *reason == reasons::INVALID_ROUTE_KINDS && !self.kinds.is_empty()
+                }
+            }
+    }
+    /// Envoy transport of the listener.
+    pub fn transport(&self) -> crate::ir::Transport {
+        if self.protocol == "UDP" {
+            crate::ir::Transport::Udp
+        } else {
+            crate::ir::Transport::Tcp
+        }
+    }
+}
+
+pub(super) fn listener_status(l: &ListenerState, gen: i64) -> ListenerStatus {
+    let mut conditions = Vec::new();
+    // A conflicted listener is not accepted: the spec forbids picking a
+    // winner among indistinct listeners (within one Gateway or ListenerSet).
+    conditions.push(match (&l.accepted, &l.conflict) {
+        (Ok(()), None) => Condition::new(
+            types::ACCEPTED,
+            true,
+            reasons::ACCEPTED,
+            "Listener is accepted",
+            gen,
+        ),
+        (Err((r, m)), _) | (Ok(()), Some((r, m))) => {
+            Condition::new(types::ACCEPTED, false, r, m.clone(), gen)
+        }
+    });
+    conditions.push(match &l.resolved {
+        Ok(()) => Condition::new(
+            types::RESOLVED_REFS,
+            true,
+            reasons::RESOLVED_REFS,
+            "All references resolved",
+            gen,
+        ),
+        Err((r, m)) => Condition::new(types::RESOLVED_REFS, false, r, m.clone(), gen),
+    });
+    conditions.push(match &l.conflict {
+        None => Condition::new(
+            types::CONFLICTED,
+            false,
+            reasons::NO_CONFLICTS,
+            "No conflicts",
+            gen,
+        ),
+        Some((r, m)) => Condition::new(types::CONFLICTED, true, r, m.clone(), gen),
+    });
+    conditions.push(match (&l.conflict, l.programmable()) {
+        (_, true) => Condition::new(
+            types::PROGRAMMED,
+            true,
+            reasons::PROGRAMMED,
+            "Listener is programmed",
+            gen,
+        ),
+        (Some((r, m)), false) => Condition::new(types::PROGRAMMED, false, r, m.clone(), gen),
+        (None, false) => Condition::new(
+            types::PROGRAMMED,
+            false,
+            reasons::INVALID,
+            "Listener is invalid; see its other conditions",
+            gen,
+        ),
+    });
+    ListenerStatus {
+        name: l.name.clone(),
+        supported_kinds: l
+            .kinds
+            .iter()
+            .map(|k| GroupKind {
+                group: GATEWAY_GROUP.into(),
+                kind: k.clone(),
+            })
+            .collect(),
+        attached_routes: l.attached_routes,
+        conditions,
+    }
+}
+
+/// Validates one listener of Gateway `gw_key`, defined by the Gateway itself
+/// or by ListenerSet `parent`.
+pub(super) fn validate_listener(
+    inputs: &Inputs,
+    gw_key: &ObjKey,
+    l: &GatewayListeners,
+    parent: Option<&ObjKey>,
+    unknown: &[String],
+    secrets: &mut BTreeMap<String, ir::TlsCertificate>,
+) -> ListenerState {
+    use gateway_api::experimental::gateways::GatewayListenersTlsMode as Mode;
+    let mut st = ListenerState {
+        name: l.name.clone(),
+        namespace: parent.unwrap_or(gw_key).namespace.clone(),
+        parent: parent.cloned(),
+        port: u16::try_from(l.port).unwrap_or(0),
+        protocol: l.protocol.clone(),
+        tls_mode: match (
+            l.protocol.as_str(),
+            l.tls.as_ref().and_then(|t| t.mode.as_ref()),
+        ) {
+            ("HTTPS", _) | ("TLS", None) | ("TLS", Some(Mode::Terminate)) => TlsMode::Terminate,
+            ("TLS", Some(Mode::Passthrough)) => TlsMode::Passthrough,
+            _ => TlsMode::None,
+        },
+        hostname: l.hostname.clone().filter(|h| !h.is_empty()),
+        kinds: Vec::new(),
+        accepted: Ok(()),
+        resolved: Ok(()),
+        conflict: None,
+        secrets: Vec::new(),
+        attached_routes: 0,
+        spec: l.clone(),
+    };
+    let supported = kinds_for_protocol(&l.protocol);
+    // Route kinds.
+    match l.allowed_routes.as_ref().and_then(|a| a.kinds.as_ref()) {
+        Some(kinds) if !kinds.is_empty() => {
+            let mut invalid = Vec::new();
+            for k in kinds {
+                let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+                if group == GATEWAY_GROUP && supported.contains(&k.kind.as_str()) {
+                    if !st.kinds.contains(&k.kind) {
+                        st.kinds.push(k.kind.clone());
+                    }
+                } else {
+                    invalid.push(format!("{group}/{}", k.kind));
+                }
+            }
+            if !invalid.is_empty() {
+                st.resolved = Err((
+                    reasons::INVALID_ROUTE_KINDS,
+                    format!(
+                        "route kinds not supported on protocol {}: {}",
+                        l.protocol,
+                        invalid.join(", ")
+                    ),
+                ));
+            }
+        }
+        _ => st.kinds = supported.iter().map(|s| s.to_string()).collect(),
+    }
+    if supported.is_empty() {
+        st.accepted = Err((
+            reasons::UNSUPPORTED_PROTOCOL,
+            format!(
+                "protocol {} is not supported (HTTP, HTTPS, TLS, TCP and UDP are)",
+                l.protocol
+            ),
+        ));
+        return st;
+    }
+    if st.port == 0 {
+        st.accepted = Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("port {} is out of range", l.port),
+        ));
+        return st;
+    }
+    if let Some(h) = &st.hostname {
+        if !hostname::is_valid(h) {
+            st.accepted = Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("hostname {h:?} is not a valid hostname"),
+            ));
+            return st;
+        }
+    }
+    if !unknown.is_empty() {
+        st.accepted = Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!(
+                "fields not supported by this Switchyard: {}",
+                unknown.join(", ")
+            ),
+        ));
+        return st;
+    }
+    if let Some(ns) = l
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+    {
+        use gateway_api::experimental::gateways::GatewayListenersAllowedRoutesNamespacesFrom as From;
+        if matches!(ns.from, Some(From::Selector)) && ns.selector.is_none() {
+            st.accepted = Err((
+                reasons::UNSUPPORTED_VALUE,
+                "allowedRoutes.namespaces.from is Selector but no selector is set".into(),
+            ));
+            return st;
+        }
+        if let Some(sel) = &ns.selector {
+            for e in sel.match_expressions.iter().flatten() {
+                if !matches!(
+                    e.operator.as_str(),
+                    "In" | "NotIn" | "Exists" | "DoesNotExist"
+                ) {
+                    st.accepted = Err((
+                        reasons::UNSUPPORTED_VALUE,
+                        format!(
+                            "allowedRoutes.namespaces.selector: unknown operator {:?}",
+                            e.operator
+                        ),
+                    ));
+                    return st;
+                }
+            }
+        }
+    }
+    match (l.protocol.as_str(), &l.tls) {
+        ("HTTP" | "TCP" | "UDP", Some(_)) => {
+            st.accepted = Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("tls must not be set on a {} listener", l.protocol),
+            ));
+        }
+        ("HTTPS" | "TLS", None) => {
+            st.accepted = Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("a {} listener needs tls", l.protocol),
+            ));
+        }
+        ("HTTPS" | "TLS", Some(tls)) => {
+            if l.protocol == "HTTPS" && matches!(tls.mode, Some(Mode::Passthrough)) {
+                st.accepted = Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    "tls.mode Passthrough is not valid on an HTTPS listener".into(),
+                ));
+                return st;
+            }
+            if let Some(opts) = tls.options.as_ref().filter(|o| !o.is_empty()) {
+                let keys: Vec<&str> = opts.keys().map(|k| k.as_str()).collect();
+                st.accepted = Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!("tls.options are not supported: {}", keys.join(", ")),
+                ));
+                return st;
+            }
+            let refs = tls.certificate_refs.as_deref().unwrap_or(&[]);
+            if st.tls_mode == TlsMode::Passthrough {
+                // The backend owns the certificate; certificateRefs are not used.
+                if !refs.is_empty() {
+                    st.accepted = Err((
+                        reasons::UNSUPPORTED_VALUE,
+                        "tls.certificateRefs must be empty in mode Passthrough".into(),
+                    ));
+                }
+                return st;
+            }
+            resolve_certificates(inputs, gw_key, refs, &mut st, secrets);
+        }
+        _ => {}
+    }
+    st
+}
+
+/// Resolves a terminating listener's certificateRefs into SDS secrets.
+fn resolve_certificates(
+    inputs: &Inputs,
+    gw_key: &ObjKey,
+    refs: &[gateway_api::experimental::gateways::GatewayListenersTlsCertificateRefs],
+    st: &mut ListenerState,
+    secrets: &mut BTreeMap<String, ir::TlsCertificate>,
+) {
+    if refs.is_empty() {
+        st.resolved = Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            "tls.certificateRefs is empty".into(),
+        ));
+    }
+    // The referrer: the Gateway, or the ListenerSet that defines the listener.
+    let (from_kind, from_ns) = match &st.parent {
+        Some(ls) => ("ListenerSet", ls.namespace.clone()),
+        None => ("Gateway", gw_key.namespace.clone()),
+    };
+    for (i, r) in refs.iter().enumerate() {
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        let ns = r.namespace.as_deref().unwrap_or(&from_ns);
+        let skey = ObjKey::new(ns, &r.name);
+        let err = |reason: &'static str, msg: String| {
+            Err((reason, format!("tls.certificateRefs[{i}]: {msg}")))
+        };
+        if !(group.is_empty() || group == "core") || kind != "Secret" {
+            st.resolved = err(
+                reasons::INVALID_CERTIFICATE_REF,
+                format!("{group}/{kind} is not a Secret"),
+            );
+            break;
+        }
+        let from = Ref {
+            group: GATEWAY_GROUP,
+            kind: from_kind,
+            namespace: &from_ns,
+        };
+        let to = Ref {
+            group: "",
+            kind: "Secret",
+            namespace: ns,
+        };
+        if !refgrant::permits(inputs, &from, &to, &r.name) {
+            st.resolved = err(
+                reasons::REF_NOT_PERMITTED,
+                format!("Secret {skey} is in another namespace and no ReferenceGrant allows it"),
+            );
+            break;
+        }
+        match inputs.secrets.get(&skey).and_then(tls_pair) {
+            Some((crt, keypem)) => {
+                let name = names::secret(&skey);
+                secrets.insert(
+                    name.clone(),
+                    ir::TlsCertificate {
+                        name: name.clone(),
+                        certificate_chain: crt,
+                        private_key: keypem,
+                    },
+                );
+                st.secrets.push(name);
+            }
+            None => {
+                let why = if inputs.secrets.contains_key(&skey) {
+                    "does not hold a PEM certificate and key in tls.crt and tls.key"
+                } else {
+                    "does not exist"
+                };
+                st.resolved = err(
+                    reasons::INVALID_CERTIFICATE_REF,
+                    format!("Secret {skey} {why}"),
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// `tls.crt` and `tls.key` of a Secret, if both look like PEM.
+fn tls_pair(s: &k8s_openapi::api::core::v1::Secret) -> Option<(String, String)> {
+    let get = |k: &str| -> Option<String> {
+        if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
+            return String::from_utf8(v.0.clone()).ok();
+        }
+        s.string_data.as_ref().and_then(|d| d.get(k)).cloned()
+    };
+    let crt = get("tls.crt")?;
+    let key = get("tls.key")?;
+    (crt.contains("-----BEGIN CERTIFICATE-----") && key.contains("PRIVATE KEY-----"))
+        .then_some((crt, key))
+}
+
+/// Listeners sharing a port must be compatible (see [`port_group`]) and,
+/// within a group, have distinct hostnames. TCP and UDP listeners have no
+/// hostname, so two on one port conflict. `ranks` is each listener's merge
+/// precedence (0: the Gateway, then its ListenerSets): among listeners of
+/// one rank every indistinct listener is conflicted (none wins); across
+/// ranks the higher precedence keeps the port.
+pub(super) fn detect_conflicts(listeners: &mut [ListenerState], ranks: &[usize]) {
+    let n = listeners.len();
+    let rank = |i: usize| ranks.get(i).copied().unwrap_or(0);
+    for i in 0..n {
+        if listeners[i].accepted.is_err() {
+            continue;
+        }
+        for j in 0..n {
+            // A listener of higher precedence that is itself conflicted
+            // (ranks ascend with the index: it is final) does not hold the port.
+            if i == j
+                || rank(j) > rank(i)
+                || (rank(j) < rank(i) && listeners[j].conflict.is_some())
+                || listeners[j].accepted.is_err()
+                || listeners[i].port != listeners[j].port
+            {
+                continue;
+            }
+            let (a, b) = (&listeners[i], &listeners[j]);
+            let (ta, ga) = port_group(&a.protocol);
+            let (tb, gb) = port_group(&b.protocol);
+            if ta != tb {
+                continue;
+            }
+            let whose = match &b.parent {
+                Some(ls) => format!("listener {} of ListenerSet {ls}", b.name),
+                None => format!("listener {}", b.name),
+            };
+            if ga != gb {
+                let msg = format!(
+                    "port {} is also used by {whose} with protocol {}",
+                    a.port, b.protocol
+                );
+                listeners[i].conflict = Some((reasons::PROTOCOL_CONFLICT, msg));
+                break;
+            }
+            if a.hostname == b.hostname {
+                let msg = format!(
+                    "{whose} uses the same port {} and hostname {}",
+                    a.port,
+                    a.hostname.as_deref().unwrap_or("(none)")
+                );
+                listeners[i].conflict = Some((reasons::HOSTNAME_CONFLICT, msg));
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use gateway_api::experimental::gateways::GatewayListenersAllowedRoutes;
+
+    /// A valid listener for tests; `from` is allowedRoutes.namespaces.from.
+    pub fn listener(
+        name: &str,
+        port: u16,
+        protocol: &str,
+        hostname: Option<&str>,
+        from: &str,
+    ) -> ListenerState {
+        let spec: GatewayListeners = serde_json::from_value(serde_json::json!({
+            "name": name, "port": port, "protocol": protocol, "hostname": hostname,
+            "allowedRoutes": {"namespaces": {"from": from, "selector": {"matchLabels": {"team": "a"}}}},
+        }))
+        .expect("listener");
+        let _: Option<&GatewayListenersAllowedRoutes> = spec.allowed_routes.as_ref();
+        ListenerState {
+            name: name.into(),
+            namespace: "infra".into(),
+            parent: None,
+            port,
+            protocol: protocol.into(),
+            tls_mode: if protocol == "TLS" {
+                TlsMode::Passthrough
+            } else {
+                TlsMode::None
+            },
+            hostname: hostname.map(String::from),
+            kinds: kinds_for_protocol(protocol)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            accepted: Ok(()),
+            resolved: Ok(()),
+            conflict: None,
+            secrets: Vec::new(),
+            attached_routes: 0,
+            spec,
+        }
+    }
+
+    #[test]
+    fn port_sharing_follows_protocol_groups() {
+        let mut ls = vec![
+            listener("https", 443, "HTTPS", Some("a.example.com"), "Same"),
+            listener("tls", 443, "TLS", Some("b.example.com"), "Same"),
+            listener("tcp", 53, "TCP", None, "Same"),
+            listener("udp", 53, "UDP", None, "Same"),
+            listener("http", 8080, "HTTP", None, "Same"),
+            listener("tcp2", 8080, "TCP", None, "Same"),
+            listener("udp2", 53, "UDP", None, "Same"),
+        ];
+        detect_conflicts(&mut ls, &[]);
+        let c: Vec<Option<&str>> = ls
+            .iter()
+            .map(|l| l.conflict.as_ref().map(|c| c.0))
+            .collect();
+        assert_eq!(
+            c,
+            vec![
+                None,
+                None,
+                None,
+                Some(reasons::HOSTNAME_CONFLICT),
+                Some(reasons::PROTOCOL_CONFLICT),
+                Some(reasons::PROTOCOL_CONFLICT),
+                Some(reasons::HOSTNAME_CONFLICT),
+            ]
+        );
+    }
+}
