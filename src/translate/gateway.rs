@@ -173,7 +173,54 @@ pub fn gateways(inputs: &Inputs, classes: &BTreeSet<String>) -> GatewayMap {
         let mine = sets.remove(key).unwrap_or_default();
         out.insert(key.clone(), gateway_state(inputs, key, gw, &mine));
     }
+    claim_ports(inputs, &mut out);
     out
+}
+
+/// Gateways sharing an address cannot bind the same port twice (Envoy
+/// would reject the second listener): the oldest Gateway (then by
+/// namespace/name) keeps an (address, port, transport); the others'
+/// listeners on it are `PortUnavailable`.
+fn claim_ports(inputs: &Inputs, gateways: &mut GatewayMap) {
+    let mut order: Vec<(String, ObjKey)> = gateways
+        .keys()
+        .map(|k| {
+            let ts = inputs
+                .gateways
+                .get(k)
+                .and_then(|g| g.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (ts, k.clone())
+        })
+        .collect();
+    order.sort();
+    let mut owner: BTreeMap<(String, u16, bool), ObjKey> = BTreeMap::new();
+    for (_, key) in order {
+        let Some(gw) = gateways.get_mut(&key) else {
+            continue;
+        };
+        let Some(address) = gw.bind_address().map(str::to_string) else {
+            continue;
+        };
+        for l in gw.listeners.iter_mut().filter(|l| l.attachable()) {
+            let udp = l.transport() == ir::Transport::Udp;
+            match owner.get(&(address.clone(), l.port, udp)) {
+                Some(other) if *other != key => {
+                    l.accepted = Err((
+                        reasons::PORT_UNAVAILABLE,
+                        format!(
+                            "port {} on address {address} is already used by Gateway {other}",
+                            l.port
+                        ),
+                    ));
+                }
+                _ => {
+                    owner.insert((address.clone(), l.port, udp), key.clone());
+                }
+            }
+        }
+    }
 }
 
 fn gateway_state(

@@ -387,8 +387,12 @@ fn resolve_certificates(
             );
             break;
         }
-        match inputs.secrets.get(&skey).and_then(tls_pair) {
-            Some((crt, keypem)) => {
+        let pair = match inputs.secrets.get(&skey) {
+            None => Err("does not exist".to_string()),
+            Some(secret) => tls_pair(secret),
+        };
+        match pair {
+            Ok((crt, keypem)) => {
                 let name = names::secret(&skey);
                 secrets.insert(
                     name.clone(),
@@ -400,12 +404,7 @@ fn resolve_certificates(
                 );
                 st.secrets.push(name);
             }
-            None => {
-                let why = if inputs.secrets.contains_key(&skey) {
-                    "does not hold a PEM certificate and key in tls.crt and tls.key"
-                } else {
-                    "does not exist"
-                };
+            Err(why) => {
                 st.resolved = err(
                     reasons::INVALID_CERTIFICATE_REF,
                     format!("Secret {skey} {why}"),
@@ -416,73 +415,114 @@ fn resolve_certificates(
     }
 }
 
-/// `tls.crt` and `tls.key` of a Secret, if both look like PEM.
-fn tls_pair(s: &k8s_openapi::api::core::v1::Secret) -> Option<(String, String)> {
-    let get = |k: &str| -> Option<String> {
+/// `tls.crt` and `tls.key` of a Secret, checked the way Envoy will use
+/// them: PEM that parses, at least one certificate, a key of a supported
+/// type that matches the first certificate. A pair that fails here would
+/// make Envoy reject the listener (or every handshake): it never leaves
+/// the translator.
+fn tls_pair(s: &k8s_openapi::api::core::v1::Secret) -> Result<(String, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let get = |k: &str| -> Result<String, String> {
         if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
-            return String::from_utf8(v.0.clone()).ok();
+            return String::from_utf8(v.0.clone()).map_err(|_| format!("{k} is not text"));
         }
-        s.string_data.as_ref().and_then(|d| d.get(k)).cloned()
+        s.string_data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .cloned()
+            .ok_or_else(|| format!("has no {k}"))
     };
     let crt = get("tls.crt")?;
     let key = get("tls.key")?;
-    (crt.contains("-----BEGIN CERTIFICATE-----") && key.contains("PRIVATE KEY-----"))
-        .then_some((crt, key))
+    let certs = CertificateDer::pem_slice_iter(crt.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    let der = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("tls.key is not a supported private key: {e}"))?;
+    rustls::sign::CertifiedKey::new(certs, signer)
+        .keys_match()
+        .map_err(|e| format!("tls.key does not belong to the certificate in tls.crt: {e}"))?;
+    Ok((crt, key))
 }
 
 /// Listeners sharing a port must be compatible (see [`port_group`]) and,
 /// within a group, have distinct hostnames. TCP and UDP listeners have no
 /// hostname, so two on one port conflict. `ranks` is each listener's merge
-/// precedence (0: the Gateway, then its ListenerSets): among listeners of
-/// one rank every indistinct listener is conflicted (none wins); across
-/// ranks the higher precedence keeps the port.
+/// precedence (0: the Gateway, then its ListenerSets), and owners are
+/// settled in that order: a listener that clashes with a kept listener of
+/// higher precedence is conflicted; then, among one owner's remaining
+/// listeners, every indistinct one is (the spec: no winner among them). A
+/// conflicted listener holds no port.
 pub(super) fn detect_conflicts(listeners: &mut [ListenerState], ranks: &[usize]) {
     let n = listeners.len();
     let rank = |i: usize| ranks.get(i).copied().unwrap_or(0);
-    for i in 0..n {
-        if listeners[i].accepted.is_err() {
-            continue;
+    let max_rank = (0..n).map(rank).max().unwrap_or(0);
+    let live = |l: &ListenerState| l.accepted.is_ok() && l.conflict.is_none();
+    for r in 0..=max_rank {
+        let here: Vec<usize> = (0..n).filter(|&i| rank(i) == r).collect();
+        // Listeners of higher precedence that hold their port win.
+        for &i in &here {
+            if !live(&listeners[i]) {
+                continue;
+            }
+            let found = (0..n)
+                .filter(|&j| rank(j) < r && live(&listeners[j]))
+                .find_map(|j| clash(&listeners[i], &listeners[j]));
+            listeners[i].conflict = found;
         }
-        for j in 0..n {
-            // A listener of higher precedence that is itself conflicted
-            // (ranks ascend with the index: it is final) does not hold the port.
-            if i == j
-                || rank(j) > rank(i)
-                || (rank(j) < rank(i) && listeners[j].conflict.is_some())
-                || listeners[j].accepted.is_err()
-                || listeners[i].port != listeners[j].port
-            {
+        // Among the rest of this owner's listeners, no winner.
+        let before: Vec<bool> = (0..n).map(|i| live(&listeners[i])).collect();
+        for &i in &here {
+            if !before[i] {
                 continue;
             }
-            let (a, b) = (&listeners[i], &listeners[j]);
-            let (ta, ga) = port_group(&a.protocol);
-            let (tb, gb) = port_group(&b.protocol);
-            if ta != tb {
-                continue;
-            }
-            let whose = match &b.parent {
-                Some(ls) => format!("listener {} of ListenerSet {ls}", b.name),
-                None => format!("listener {}", b.name),
-            };
-            if ga != gb {
-                let msg = format!(
-                    "port {} is also used by {whose} with protocol {}",
-                    a.port, b.protocol
-                );
-                listeners[i].conflict = Some((reasons::PROTOCOL_CONFLICT, msg));
-                break;
-            }
-            if a.hostname == b.hostname {
-                let msg = format!(
-                    "{whose} uses the same port {} and hostname {}",
-                    a.port,
-                    a.hostname.as_deref().unwrap_or("(none)")
-                );
-                listeners[i].conflict = Some((reasons::HOSTNAME_CONFLICT, msg));
-                break;
+            let found = here
+                .iter()
+                .filter(|&&j| j != i && before[j])
+                .find_map(|&j| clash(&listeners[i], &listeners[j]));
+            if found.is_some() {
+                listeners[i].conflict = found;
             }
         }
     }
+}
+
+/// Why listener `a` cannot share its port with `b`, if it cannot.
+fn clash(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
+    if a.port != b.port {
+        return None;
+    }
+    let (ta, ga) = port_group(&a.protocol);
+    let (tb, gb) = port_group(&b.protocol);
+    if ta != tb {
+        return None;
+    }
+    let whose = match &b.parent {
+        Some(ls) => format!("listener {} of ListenerSet {ls}", b.name),
+        None => format!("listener {}", b.name),
+    };
+    if ga != gb {
+        return Some((
+            reasons::PROTOCOL_CONFLICT,
+            format!("port {} is also used by {whose} with protocol {}", a.port, b.protocol),
+        ));
+    }
+    (a.hostname == b.hostname).then(|| {
+        (
+            reasons::HOSTNAME_CONFLICT,
+            format!(
+                "{whose} uses the same port {} and hostname {}",
+                a.port,
+                a.hostname.as_deref().unwrap_or("(none)")
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -555,6 +595,37 @@ pub(crate) mod tests {
                 Some(reasons::PROTOCOL_CONFLICT),
                 Some(reasons::PROTOCOL_CONFLICT),
                 Some(reasons::HOSTNAME_CONFLICT),
+            ]
+        );
+    }
+
+    #[test]
+    fn higher_precedence_keeps_the_port_and_conflicted_listeners_hold_none() {
+        // Gateway (rank 0): two HTTP listeners on 80. ListenerSet 1: an HTTP
+        // listener, a TCP listener on 80 (clashes with the Gateway's) and an
+        // HTTP listener with a Gateway hostname. ListenerSet 2: the same
+        // hostname as ListenerSet 1's first listener.
+        let mut ls = vec![
+            listener("gw-a", 80, "HTTP", Some("a.example.com"), "All"),
+            listener("gw-b", 80, "HTTP", Some("b.example.com"), "All"),
+            listener("ls1-ok", 80, "HTTP", Some("c.example.com"), "All"),
+            listener("ls1-tcp", 80, "TCP", None, "All"),
+            listener("ls1-dup", 80, "HTTP", Some("b.example.com"), "All"),
+            listener("ls2-dup", 80, "HTTP", Some("c.example.com"), "All"),
+            listener("ls2-ok", 80, "HTTP", Some("d.example.com"), "All"),
+        ];
+        detect_conflicts(&mut ls, &[0, 0, 1, 1, 1, 2, 2]);
+        let c: Vec<Option<&str>> = ls.iter().map(|l| l.conflict.as_ref().map(|c| c.0)).collect();
+        assert_eq!(
+            c,
+            vec![
+                None,
+                None,
+                None,
+                Some(reasons::PROTOCOL_CONFLICT),
+                Some(reasons::HOSTNAME_CONFLICT),
+                Some(reasons::HOSTNAME_CONFLICT),
+                None,
             ]
         );
     }
