@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::engine::Engine;
 use crate::inputs::Changes;
 use crate::inputs::{Inputs, Kind, ObjKey};
+use crate::kinds::Retranslate;
 use crate::provider::addresses::AddressPool;
 use crate::provider::kube::lease::{self, LeaseConfig};
 use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
@@ -140,7 +141,7 @@ impl World {
             Change::Relisted(kind, list) => {
                 self.synced.insert(kind);
                 let keep: BTreeSet<ObjKey> = list.iter().map(|v| key_of(kind, v)).collect();
-                let existing: Vec<ObjKey> = existing_keys(&self.inputs, kind);
+                let existing: Vec<ObjKey> = self.inputs.keys_of(kind);
                 for k in existing.into_iter().filter(|k| !keep.contains(k)) {
                     self.changes.record(kind, &k);
                     self.inputs.remove(kind, &k);
@@ -235,10 +236,7 @@ fn trust_changes(up: &Update, now: &StatusSet) -> Vec<(Kind, ObjKey, bool, Strin
         None => now.objects.keys().cloned().collect(),
     };
     for (kind, key) in &touched {
-        if !matches!(
-            kind,
-            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TLSRoute | Kind::TCPRoute | Kind::UDPRoute
-        ) {
+        if !kind.is_route() {
             continue;
         }
         let before = refused(up.previous.get(*kind, key));
@@ -283,7 +281,7 @@ async fn publish_trust_events(
             1,
         );
         let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(format!("{}/v1", crate::inputs::GATEWAY_GROUP)),
+            api_version: Some(kind.info().api_version()),
             kind: Some(kind.as_str().to_string()),
             namespace: Some(key.namespace.clone()),
             name: Some(key.name.clone()),
@@ -335,37 +333,6 @@ async fn publish_invalid_events(
         if let Err(e) = recorder.publish(&ev, &reference).await {
             warn!(kind = kind.as_str(), "publishing event failed: {e}");
         }
-    }
-}
-
-fn existing_keys(inputs: &Inputs, kind: Kind) -> Vec<ObjKey> {
-    fn keys<V>(m: &std::collections::BTreeMap<ObjKey, V>) -> Vec<ObjKey> {
-        m.keys().cloned().collect()
-    }
-    match kind {
-        Kind::GatewayClass => inputs.gateway_classes.keys().map(ObjKey::cluster).collect(),
-        Kind::Namespace => inputs.namespaces.keys().map(ObjKey::cluster).collect(),
-        Kind::Gateway => keys(&inputs.gateways),
-        Kind::HTTPRoute => keys(&inputs.http_routes),
-        Kind::GRPCRoute => keys(&inputs.grpc_routes),
-        Kind::TLSRoute => keys(&inputs.tls_routes),
-        Kind::TCPRoute => keys(&inputs.tcp_routes),
-        Kind::UDPRoute => keys(&inputs.udp_routes),
-        Kind::ReferenceGrant => keys(&inputs.reference_grants),
-        Kind::BackendTLSPolicy => keys(&inputs.backend_tls_policies),
-        Kind::ListenerSet => keys(&inputs.listener_sets),
-        Kind::Service => keys(&inputs.services),
-        Kind::Secret => keys(&inputs.secrets),
-        Kind::ConfigMap => keys(&inputs.config_maps),
-        Kind::EndpointSlice => inputs
-            .endpoint_slices
-            .iter()
-            .flat_map(|(svc, slices)| {
-                slices
-                    .keys()
-                    .map(move |n| ObjKey::new(svc.namespace.clone(), n.clone()))
-            })
-            .collect(),
     }
 }
 
@@ -482,7 +449,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         if !world.changes.is_empty() && world.initial_sync_done() {
             let t0 = Instant::now();
             let mut changes = std::mem::take(&mut world.changes);
-            if changes.only(&[Kind::EndpointSlice]) && last_snapshot.is_some() {
+            if changes.within(Retranslate::Endpoints) && last_snapshot.is_some() {
                 let n = engine.endpoints_only(&world.inputs);
                 info!(
                     clusters = n,

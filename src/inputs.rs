@@ -20,7 +20,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+use crate::kinds::Retranslate;
+pub use crate::kinds::{Kind, GATEWAY_GROUP};
+
 pub const DEFAULT_CONTROLLER_NAME: &str = "switchyard.dev/gateway-controller";
 
 /// `namespace/name` of a namespaced object (`namespace` empty for
@@ -88,77 +90,21 @@ impl Changes {
     pub fn only(&self, kinds: &[Kind]) -> bool {
         !self.all && self.objects.iter().all(|(k, _)| kinds.contains(k))
     }
-}
-
-/// The kinds Switchyard reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum Kind {
-    GatewayClass,
-    Gateway,
-    HTTPRoute,
-    GRPCRoute,
-    TLSRoute,
-    TCPRoute,
-    UDPRoute,
-    ReferenceGrant,
-    BackendTLSPolicy,
-    ListenerSet,
-    Namespace,
-    Service,
-    EndpointSlice,
-    Secret,
-    ConfigMap,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::GatewayClass => "GatewayClass",
-            Kind::Gateway => "Gateway",
-            Kind::HTTPRoute => "HTTPRoute",
-            Kind::GRPCRoute => "GRPCRoute",
-            Kind::TLSRoute => "TLSRoute",
-            Kind::TCPRoute => "TCPRoute",
-            Kind::UDPRoute => "UDPRoute",
-            Kind::ReferenceGrant => "ReferenceGrant",
-            Kind::BackendTLSPolicy => "BackendTLSPolicy",
-            Kind::ListenerSet => "ListenerSet",
-            Kind::Namespace => "Namespace",
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
+    /// How much of the translation these changes redo: the most expensive
+    /// [`Retranslate`] of the changed kinds (`Everything` for `all`).
+    pub fn scope(&self) -> Retranslate {
+        if self.all {
+            return Retranslate::Everything;
         }
+        self.objects
+            .iter()
+            .map(|(k, _)| k.info().retranslate)
+            .max()
+            .unwrap_or(Retranslate::Endpoints)
     }
-
-    /// Resolves `apiVersion` + `kind` as written in a manifest.
-    pub fn from_type_meta(api_version: &str, kind: &str) -> Option<Kind> {
-        let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let k = match (group, kind) {
-            (GATEWAY_GROUP, "GatewayClass") => Kind::GatewayClass,
-            (GATEWAY_GROUP, "Gateway") => Kind::Gateway,
-            (GATEWAY_GROUP, "HTTPRoute") => Kind::HTTPRoute,
-            (GATEWAY_GROUP, "GRPCRoute") => Kind::GRPCRoute,
-            (GATEWAY_GROUP, "TLSRoute") => Kind::TLSRoute,
-            (GATEWAY_GROUP, "TCPRoute") => Kind::TCPRoute,
-            (GATEWAY_GROUP, "UDPRoute") => Kind::UDPRoute,
-            (GATEWAY_GROUP, "ReferenceGrant") => Kind::ReferenceGrant,
-            (GATEWAY_GROUP, "BackendTLSPolicy") => Kind::BackendTLSPolicy,
-            (GATEWAY_GROUP, "ListenerSet") | ("gateway.networking.x-k8s.io", "XListenerSet") => {
-                Kind::ListenerSet
-            }
-            ("", "Namespace") => Kind::Namespace,
-            ("", "Service") => Kind::Service,
-            ("", "Secret") => Kind::Secret,
-            ("", "ConfigMap") => Kind::ConfigMap,
-            ("discovery.k8s.io", "EndpointSlice") => Kind::EndpointSlice,
-            _ => return None,
-        };
-        Some(k)
-    }
-
-    pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::GatewayClass | Kind::Namespace)
+    /// Whether these changes redo at most `scope` (false when empty).
+    pub fn within(&self, scope: Retranslate) -> bool {
+        !self.is_empty() && self.scope() <= scope
     }
 }
 
@@ -259,7 +205,7 @@ impl Inputs {
         } else {
             String::new()
         };
-        let key = ObjKey::new(namespace.clone(), name.clone());
+        let key = ObjKey::new(namespace.clone(), name);
         let mut value = value;
         // Defaulting the namespace keeps typed metadata consistent with the key.
         if kind.namespaced() {
@@ -268,78 +214,56 @@ impl Inputs {
                     .or_insert_with(|| serde_json::Value::String(namespace.clone()));
             }
         }
-        macro_rules! put {
-            ($map:expr, $k:expr) => {{
-                let (obj, unknown) = decode(kind, &key, value)?;
-                self.note_unknown(kind, &key, unknown);
-                $map.insert($k, obj);
-            }};
-        }
-        match kind {
-            Kind::GatewayClass => put!(self.gateway_classes, name.clone()),
-            Kind::Gateway => put!(self.gateways, key.clone()),
-            Kind::HTTPRoute => put!(self.http_routes, key.clone()),
-            Kind::GRPCRoute => put!(self.grpc_routes, key.clone()),
-            Kind::TLSRoute => put!(self.tls_routes, key.clone()),
-            Kind::TCPRoute => put!(self.tcp_routes, key.clone()),
-            Kind::UDPRoute => put!(self.udp_routes, key.clone()),
-            Kind::ReferenceGrant => put!(self.reference_grants, key.clone()),
-            Kind::BackendTLSPolicy => put!(self.backend_tls_policies, key.clone()),
-            Kind::ListenerSet => put!(self.listener_sets, key.clone()),
-            Kind::Namespace => put!(self.namespaces, name.clone()),
-            Kind::Service => put!(self.services, key.clone()),
-            Kind::Secret => put!(self.secrets, key.clone()),
-            Kind::ConfigMap => put!(self.config_maps, key.clone()),
-            Kind::EndpointSlice => {
-                let (obj, unknown): (EndpointSlice, _) = decode(kind, &key, value)?;
-                // Its Service label may have changed: drop the old index entry first.
-                self.remove(Kind::EndpointSlice, &key);
-                self.note_unknown(kind, &key, unknown);
-                self.insert_endpoint_slice(obj);
-            }
-        }
+        let unknown = (kind.info().store.insert)(self, kind, &key, value)?;
+        self.note_unknown(kind, &key, unknown);
         Ok((kind, key))
     }
 
     /// Removes an object (a no-op if absent).
     pub fn remove(&mut self, kind: Kind, key: &ObjKey) {
         self.unknown_fields.remove(&(kind, key.clone()));
-        match kind {
-            Kind::GatewayClass => drop(self.gateway_classes.remove(&key.name)),
-            Kind::Gateway => drop(self.gateways.remove(key)),
-            Kind::HTTPRoute => drop(self.http_routes.remove(key)),
-            Kind::GRPCRoute => drop(self.grpc_routes.remove(key)),
-            Kind::TLSRoute => drop(self.tls_routes.remove(key)),
-            Kind::TCPRoute => drop(self.tcp_routes.remove(key)),
-            Kind::UDPRoute => drop(self.udp_routes.remove(key)),
-            Kind::ReferenceGrant => drop(self.reference_grants.remove(key)),
-            Kind::BackendTLSPolicy => drop(self.backend_tls_policies.remove(key)),
-            Kind::ListenerSet => drop(self.listener_sets.remove(key)),
-            Kind::Namespace => drop(self.namespaces.remove(&key.name)),
-            Kind::Service => drop(self.services.remove(key)),
-            Kind::Secret => drop(self.secrets.remove(key)),
-            Kind::ConfigMap => drop(self.config_maps.remove(key)),
-            Kind::EndpointSlice => {
-                // Slices are indexed by Service; find the one with this name.
-                let mut empty = None;
-                for (svc, slices) in self
-                    .endpoint_slices
-                    .range_mut(ObjKey::new(key.namespace.clone(), "")..)
-                {
-                    if svc.namespace != key.namespace {
-                        break;
-                    }
-                    if slices.remove(&key.name).is_some() {
-                        if slices.is_empty() {
-                            empty = Some(svc.clone());
-                        }
-                        break;
-                    }
-                }
-                if let Some(svc) = empty {
-                    self.endpoint_slices.remove(&svc);
-                }
+        (kind.info().store.remove)(self, key);
+    }
+
+    /// Keys of every object of `kind` (cluster-scoped: empty namespace).
+    pub fn keys_of(&self, kind: Kind) -> Vec<ObjKey> {
+        (kind.info().store.keys)(self)
+    }
+
+    /// Number of objects of `kind`.
+    pub fn count_of(&self, kind: Kind) -> usize {
+        (kind.info().store.len)(self)
+    }
+
+    /// Moves every object of `from` into this snapshot (`from`'s version of
+    /// an object present in both wins), with its unknown fields.
+    pub fn merge(&mut self, mut from: Inputs) {
+        for k in crate::kinds::all() {
+            (k.store.merge)(self, &mut from);
+        }
+        self.unknown_fields.append(&mut from.unknown_fields);
+    }
+
+    /// Removes the EndpointSlice `key` (namespace/slice name) from the
+    /// index by Service.
+    pub(crate) fn remove_endpoint_slice(&mut self, key: &ObjKey) {
+        let mut empty = None;
+        for (svc, slices) in self
+            .endpoint_slices
+            .range_mut(ObjKey::new(key.namespace.clone(), "")..)
+        {
+            if svc.namespace != key.namespace {
+                break;
             }
+            if slices.remove(&key.name).is_some() {
+                if slices.is_empty() {
+                    empty = Some(svc.clone());
+                }
+                break;
+            }
+        }
+        if let Some(svc) = empty {
+            self.endpoint_slices.remove(&svc);
         }
     }
 
@@ -399,25 +323,7 @@ impl Inputs {
 
     /// Number of objects of every kind (for logs and metrics).
     pub fn object_count(&self) -> usize {
-        self.gateway_classes.len()
-            + self.gateways.len()
-            + self.http_routes.len()
-            + self.grpc_routes.len()
-            + self.tls_routes.len()
-            + self.tcp_routes.len()
-            + self.udp_routes.len()
-            + self.reference_grants.len()
-            + self.backend_tls_policies.len()
-            + self.listener_sets.len()
-            + self.namespaces.len()
-            + self.services.len()
-            + self
-                .endpoint_slices
-                .values()
-                .map(|m| m.len())
-                .sum::<usize>()
-            + self.secrets.len()
-            + self.config_maps.len()
+        crate::kinds::all().map(|k| (k.store.len)(self)).sum()
     }
 }
 
@@ -544,6 +450,99 @@ mod tests {
             .insert_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
             .expect_err("unsupported");
         assert!(err.to_string().contains("Widget"));
+    }
+
+    /// A minimal manifest of `kind` named `name` (in namespace `n` when namespaced).
+    fn minimal(kind: Kind, name: &str) -> serde_json::Value {
+        let gw = json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "s", "port": 80}]}]});
+        let spec = match kind {
+            Kind::GatewayClass => json!({"spec": {"controllerName": "x/y"}}),
+            Kind::Gateway => json!({"spec": {"gatewayClassName": "c", "listeners": []}}),
+            Kind::HTTPRoute | Kind::GRPCRoute | Kind::TCPRoute | Kind::UDPRoute => {
+                json!({ "spec": gw })
+            }
+            Kind::TLSRoute => {
+                let mut spec = gw;
+                spec["hostnames"] = json!(["a.example"]);
+                json!({ "spec": spec })
+            }
+            Kind::ReferenceGrant => json!({"spec": {
+                "from": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute", "namespace": "o"}],
+                "to": [{"group": "", "kind": "Service"}]}}),
+            Kind::BackendTLSPolicy => json!({"spec": {
+                "targetRefs": [{"group": "", "kind": "Service", "name": "s"}],
+                "validation": {"hostname": "s.example", "wellKnownCACertificates": "System"}}}),
+            Kind::ListenerSet => json!({"spec": {"parentRef": {"name": "gw"}, "listeners": []}}),
+            Kind::EndpointSlice => json!({"addressType": "IPv4", "endpoints": [],
+                "metadata": {"labels": {"kubernetes.io/service-name": "s"}}}),
+            Kind::Namespace | Kind::Service | Kind::Secret | Kind::ConfigMap => json!({}),
+        };
+        let info = kind.info();
+        let mut v = json!({"apiVersion": info.api_version(), "kind": info.name, "metadata": {"name": name}});
+        if let (Some(m), Some(extra)) = (v.as_object_mut(), spec.as_object()) {
+            for (k, x) in extra {
+                if k == "metadata" {
+                    if let Some(labels) = x.get("labels") {
+                        m["metadata"]["labels"] = labels.clone();
+                    }
+                } else {
+                    m.insert(k.clone(), x.clone());
+                }
+            }
+        }
+        if kind.namespaced() {
+            v["metadata"]["namespace"] = json!("n");
+        }
+        v
+    }
+
+    #[test]
+    fn every_kind_is_stored_listed_counted_merged_and_removed_through_the_table() {
+        let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
+        let mut other = Inputs::new(DEFAULT_CONTROLLER_NAME);
+        for info in crate::kinds::all() {
+            let kind = info.kind;
+            let (k, key) = inputs
+                .insert_value(minimal(kind, "a"))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(k, kind);
+            let ns = if info.namespaced { "n" } else { "" };
+            assert_eq!(key, ObjKey::new(ns, "a"));
+            assert_eq!(inputs.keys_of(kind), std::slice::from_ref(&key), "{kind}");
+            assert_eq!(inputs.count_of(kind), 1, "{kind}");
+            other
+                .insert_value(minimal(kind, "b"))
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+        let n = crate::kinds::KINDS.len();
+        assert_eq!(inputs.object_count(), n);
+        inputs.merge(other);
+        assert_eq!(inputs.object_count(), 2 * n);
+        for info in crate::kinds::all() {
+            let ns = if info.namespaced { "n" } else { "" };
+            assert_eq!(
+                inputs.keys_of(info.kind),
+                [ObjKey::new(ns, "a"), ObjKey::new(ns, "b")],
+                "{}",
+                info.name
+            );
+            inputs.remove(info.kind, &ObjKey::new(ns, "a"));
+            assert_eq!(inputs.keys_of(info.kind), [ObjKey::new(ns, "b")]);
+        }
+        assert_eq!(inputs.object_count(), n);
+    }
+
+    #[test]
+    fn changes_know_how_much_they_redo() {
+        let mut c = Changes::default();
+        assert!(!c.within(Retranslate::Everything), "nothing changed");
+        c.record(Kind::EndpointSlice, &ObjKey::new("n", "s-1"));
+        assert_eq!(c.scope(), Retranslate::Endpoints);
+        c.record(Kind::TLSRoute, &ObjKey::new("n", "r"));
+        assert!(c.within(Retranslate::Routes) && !c.within(Retranslate::Endpoints));
+        c.record(Kind::Service, &ObjKey::new("n", "s"));
+        assert_eq!(c.scope(), Retranslate::Everything);
+        assert_eq!(Changes::everything().scope(), Retranslate::Everything);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod engine;
 pub mod inputs;
 pub mod ir;
+pub mod kinds;
 pub mod metrics;
 pub mod pipeline;
 pub mod programmed;

@@ -125,7 +125,7 @@ fn load_paths(paths: &[PathBuf], controller_name: &str) -> anyhow::Result<Inputs
             if let Some(e) = errors.first() {
                 anyhow::bail!("{e}");
             }
-            merge(&mut inputs, dir_inputs);
+            inputs.merge(dir_inputs);
         } else {
             files.push(p.clone());
         }
@@ -147,27 +147,6 @@ fn load_paths(paths: &[PathBuf], controller_name: &str) -> anyhow::Result<Inputs
         }
     }
     Ok(inputs)
-}
-
-fn merge(into: &mut Inputs, from: Inputs) {
-    into.gateway_classes.extend(from.gateway_classes);
-    into.gateways.extend(from.gateways);
-    into.http_routes.extend(from.http_routes);
-    into.grpc_routes.extend(from.grpc_routes);
-    into.tls_routes.extend(from.tls_routes);
-    into.tcp_routes.extend(from.tcp_routes);
-    into.udp_routes.extend(from.udp_routes);
-    into.reference_grants.extend(from.reference_grants);
-    into.backend_tls_policies.extend(from.backend_tls_policies);
-    into.listener_sets.extend(from.listener_sets);
-    into.namespaces.extend(from.namespaces);
-    into.services.extend(from.services);
-    for (k, v) in from.endpoint_slices {
-        into.endpoint_slices.entry(k).or_default().extend(v);
-    }
-    into.secrets.extend(from.secrets);
-    into.config_maps.extend(from.config_maps);
-    into.unknown_fields.extend(from.unknown_fields);
 }
 
 fn main() -> anyhow::Result<()> {

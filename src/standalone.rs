@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tracing::{debug, error, info};
 
 use crate::engine::Engine;
-use crate::inputs::{Changes, Inputs, Kind};
+use crate::inputs::{Changes, Inputs};
+use crate::kinds::Retranslate;
 use crate::provider::addresses::AddressPool;
 use crate::provider::file::{DirLoader, LoadError};
 use crate::status_file::FileStatusWriter;
@@ -256,7 +257,7 @@ impl Reloader {
             debug!("no change");
             return;
         }
-        if refresh.changes.only(&[Kind::EndpointSlice])
+        if refresh.changes.within(Retranslate::Endpoints)
             && !errors_changed
             && self.translated.is_some()
         {

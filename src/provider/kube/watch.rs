@@ -4,6 +4,8 @@
 //! [`crate::inputs::Inputs::insert_value`], so fields newer than our typed
 //! model are detected exactly as in standalone mode. Kinds whose CRD is not
 //! installed are reported and picked up when they appear (rediscovery).
+//! What is watched, at which version and with which field selector comes
+//! from the table of kinds ([`crate::kinds::KINDS`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use kube::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::inputs::{Kind, GATEWAY_GROUP};
+use crate::kinds::{self, Kind, KindInfo};
 
 /// One change from the API server.
 #[derive(Debug)]
@@ -34,42 +36,12 @@ pub enum Change {
     Watching(Kind, ApiResource),
 }
 
-/// (group, kind, Switchyard kind, field selector).
-const KINDS: &[(&str, &str, Kind, Option<&str>)] = &[
-    (GATEWAY_GROUP, "GatewayClass", Kind::GatewayClass, None),
-    (GATEWAY_GROUP, "Gateway", Kind::Gateway, None),
-    (GATEWAY_GROUP, "HTTPRoute", Kind::HTTPRoute, None),
-    (GATEWAY_GROUP, "GRPCRoute", Kind::GRPCRoute, None),
-    (GATEWAY_GROUP, "TLSRoute", Kind::TLSRoute, None),
-    (GATEWAY_GROUP, "TCPRoute", Kind::TCPRoute, None),
-    (GATEWAY_GROUP, "UDPRoute", Kind::UDPRoute, None),
-    (GATEWAY_GROUP, "ReferenceGrant", Kind::ReferenceGrant, None),
-    (
-        GATEWAY_GROUP,
-        "BackendTLSPolicy",
-        Kind::BackendTLSPolicy,
-        None,
-    ),
-    (GATEWAY_GROUP, "ListenerSet", Kind::ListenerSet, None),
-    ("", "Namespace", Kind::Namespace, None),
-    ("", "Service", Kind::Service, None),
-    (
-        "discovery.k8s.io",
-        "EndpointSlice",
-        Kind::EndpointSlice,
-        None,
-    ),
-    // Only TLS Secrets can be certificates; do not hold every Secret of the cluster.
-    ("", "Secret", Kind::Secret, Some("type=kubernetes.io/tls")),
-    ("", "ConfigMap", Kind::ConfigMap, None),
-];
-
 fn to_value(kind: Kind, ar: &ApiResource, obj: DynamicObject) -> Option<serde_json::Value> {
     let mut v = serde_json::to_value(obj).ok()?;
     if let Some(m) = v.as_object_mut() {
         // Watch events carry no type meta for some clients; make it explicit.
         m.insert("apiVersion".into(), ar.api_version.clone().into());
-        m.insert("kind".into(), kind_name(kind).into());
+        m.insert("kind".into(), kind.as_str().into());
         if let Some(meta) = m.get_mut("metadata").and_then(|x| x.as_object_mut()) {
             // managedFields are large and never read.
             meta.remove("managedFields");
@@ -78,45 +50,50 @@ fn to_value(kind: Kind, ar: &ApiResource, obj: DynamicObject) -> Option<serde_js
     Some(v)
 }
 
-fn kind_name(kind: Kind) -> &'static str {
-    kind.as_str()
+/// Where a kind is served: the table's version when the API server serves
+/// it, else the group's preferred version. `None`: not installed.
+fn find_resource(discovery: &Discovery, info: &KindInfo) -> Option<ApiResource> {
+    let group = discovery.get(info.group)?;
+    group
+        .versioned_resources(info.version)
+        .into_iter()
+        .find(|(ar, _)| ar.kind == info.name)
+        .or_else(|| group.recommended_kind(info.name))
+        .map(|(ar, _caps)| ar)
 }
 
 /// Runs forever: discovers kinds, watches the available ones, rediscovers
 /// every `rediscover` to pick up CRDs installed later.
 pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration) {
-    let mut watching: BTreeSet<&'static str> = BTreeSet::new();
+    let mut watching: BTreeSet<Kind> = BTreeSet::new();
     let mut last_missing: Option<Vec<String>> = None;
     let mut last_bundle: Option<Option<String>> = None;
     loop {
         match Discovery::new(client.clone())
-            .filter(&["", GATEWAY_GROUP, "discovery.k8s.io"])
+            .filter(&kinds::groups())
             .run()
             .await
         {
             Ok(discovery) => {
                 let mut missing = Vec::new();
-                for (group, kind_str, kind, field_selector) in KINDS {
-                    if watching.contains(kind_str) {
+                for info in kinds::all() {
+                    if watching.contains(&info.kind) {
                         continue;
                     }
-                    let found = discovery
-                        .get(group)
-                        .and_then(|g| g.recommended_kind(kind_str));
-                    match found {
-                        Some((ar, _caps)) => {
-                            info!(kind = kind_str, version = %ar.version, "watching");
-                            watching.insert(kind_str);
-                            let _ = tx.send(Change::Watching(*kind, ar.clone())).await;
+                    match find_resource(&discovery, info) {
+                        Some(ar) => {
+                            info!(kind = info.name, version = %ar.version, "watching");
+                            watching.insert(info.kind);
+                            let _ = tx.send(Change::Watching(info.kind, ar.clone())).await;
                             tokio::spawn(watch_kind(
                                 client.clone(),
-                                *kind,
+                                info.kind,
                                 ar,
-                                *field_selector,
+                                info.watch_fields,
                                 tx.clone(),
                             ));
                         }
-                        None => missing.push(kind_str.to_string()),
+                        None => missing.push(info.name.to_string()),
                     }
                 }
                 // The bundle version before the missing kinds: the latter ends
@@ -154,8 +131,9 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
 async fn bundle_version(client: &Client) -> Option<String> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let gw = Kind::Gateway.info();
     let crd = api
-        .get_opt("gateways.gateway.networking.k8s.io")
+        .get_opt(&format!("{}.{}", gw.plural, gw.group))
         .await
         .ok()
         .flatten()?;
