@@ -361,6 +361,10 @@ pub mod names {
     pub fn cluster(service: &ObjKey, port: u16) -> String {
         format!("{}/{}/{}", service.namespace, service.name, port)
     }
+    /// A Service port's cluster for UDP (`<ns>/<service>/<port>/udp`).
+    pub fn udp_cluster(service: &ObjKey, port: u16) -> String {
+        format!("{}/udp", cluster(service, port))
+    }
     pub fn listener(gateway: &ObjKey, port: u16) -> String {
         format!("{}/{}/{}", gateway.namespace, gateway.name, port)
     }

@@ -134,10 +134,19 @@ fn service_cluster(
         });
     };
     let spec = svc.spec.as_ref();
-    let Some(sp) = spec
-        .and_then(|s| s.ports.as_ref())
-        .and_then(|ps| ps.iter().find(|p| p.port == port))
-    else {
+    let wanted = if carrier == Carrier::Udp {
+        "UDP"
+    } else {
+        "TCP"
+    };
+    // One port number may be served on both TCP and UDP (DNS): take the
+    // one the route kind speaks, else any (reported below).
+    let ports = spec.and_then(|s| s.ports.as_ref());
+    let Some(sp) = ports.and_then(|ps| {
+        ps.iter()
+            .find(|p| p.port == port && p.protocol.as_deref().unwrap_or("TCP") == wanted)
+            .or_else(|| ps.iter().find(|p| p.port == port))
+    }) else {
         return Err(RefError {
             reason: reasons::BACKEND_NOT_FOUND,
             message: format!("Service {key} has no port {port}"),
@@ -177,7 +186,12 @@ fn service_cluster(
     };
     let port_u16 = u16::try_from(port).unwrap_or(0);
     Ok(ir::Cluster {
-        name: names::cluster(&key, port_u16),
+        // A UDP port has its own cluster: the same number may be a TCP port too.
+        name: if carrier == Carrier::Udp {
+            names::udp_cluster(&key, port_u16)
+        } else {
+            names::cluster(&key, port_u16)
+        },
         service: key.clone(),
         port: port_u16,
         port_name: sp.name.clone().unwrap_or_default(),

@@ -639,7 +639,7 @@ impl RouteIndex {
                     for &i in &idxs {
                         let l = &gw.listeners[i];
                         if l.protocol == "TLS" {
-                            chains.extend(l4::tls_chains(gw, i, entries(i)));
+                            chains.extend(l4::tls_chains(gw, i, entries(i), &idxs));
                             continue;
                         }
                         for s in &l.secrets {

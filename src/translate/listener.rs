@@ -510,7 +510,10 @@ fn clash(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)>
     if ga != gb {
         return Some((
             reasons::PROTOCOL_CONFLICT,
-            format!("port {} is also used by {whose} with protocol {}", a.port, b.protocol),
+            format!(
+                "port {} is also used by {whose} with protocol {}",
+                a.port, b.protocol
+            ),
         ));
     }
     (a.hostname == b.hostname).then(|| {
@@ -615,7 +618,10 @@ pub(crate) mod tests {
             listener("ls2-ok", 80, "HTTP", Some("d.example.com"), "All"),
         ];
         detect_conflicts(&mut ls, &[0, 0, 1, 1, 1, 2, 2]);
-        let c: Vec<Option<&str>> = ls.iter().map(|l| l.conflict.as_ref().map(|c| c.0)).collect();
+        let c: Vec<Option<&str>> = ls
+            .iter()
+            .map(|l| l.conflict.as_ref().map(|c| c.0))
+            .collect();
         assert_eq!(
             c,
             vec![
