@@ -33,9 +33,10 @@ fn path_match(method: &Value) -> Result<Option<Value>, String> {
         ("Exact", None, Some(m)) => {
             json!({"type": "RegularExpression", "value": format!("/[^/]+/{}", regex::escape(m))})
         }
+        // Each part is grouped: an alternation (`a|b`) stays inside its part.
         ("RegularExpression", s, m) => json!({
             "type": "RegularExpression",
-            "value": format!("/{}/{}", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
+            "value": format!("/(?:{})/(?:{})", s.unwrap_or("[^/]+"), m.unwrap_or("[^/]+")),
         }),
         (other, _, _) => return Err(format!("method match type {other:?} is not supported")),
     }))
@@ -147,11 +148,21 @@ mod tests {
                 ("Exact".into(), "/svc.Echo/Say".into()),
                 ("PathPrefix".into(), "/svc.Echo".into()),
                 ("RegularExpression".into(), "/[^/]+/Say\\.v2".into()),
-                ("RegularExpression".into(), "/svc\\..*/Say.*".into()),
-                ("RegularExpression".into(), "/[^/]+/Say".into()),
+                ("RegularExpression".into(), "/(?:svc\\..*)/(?:Say.*)".into()),
+                ("RegularExpression".into(), "/(?:[^/]+)/(?:Say)".into()),
                 ("-".into(), "-".into()),
             ]
         );
+        // An alternation stays inside its part (Envoy matches the whole path).
+        let alt = as_http_route(&grpc(
+            "  - matches:\n\
+             \x20   - method: {type: RegularExpression, service: 'a|b', method: 'X'}\n\
+             \x20   backendRefs: [{name: s, port: 8080}]\n",
+        ))
+        .expect("converts");
+        let re = regex::Regex::new(&format!("^(?:{})$", paths(&alt)[0].1)).expect("regex");
+        assert!(re.is_match("/a/X") && re.is_match("/b/X"));
+        assert!(!re.is_match("/a") && !re.is_match("b/X") && !re.is_match("/a/Y"));
         let v = serde_json::to_value(&h).expect("json");
         assert_eq!(v["kind"], "HTTPRoute");
         assert_eq!(v["spec"]["hostnames"][0], "grpc.example.com");
