@@ -141,22 +141,40 @@ pub fn listener_allows(
         NsFrom::Same => l.namespace == route_ns,
         NsFrom::All => true,
         NsFrom::Selector => ns.and_then(|n| n.selector.as_ref()).is_some_and(|sel| {
-            sel.match_labels
-                .iter()
-                .flatten()
-                .all(|(k, v)| labels.get(k) == Some(v))
-                && sel.match_expressions.iter().flatten().all(|e| {
-                    let vals = e.values.as_deref().unwrap_or(&[]);
-                    match e.operator.as_str() {
-                        "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-                        "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-                        "Exists" => labels.contains_key(&e.key),
-                        "DoesNotExist" => !labels.contains_key(&e.key),
-                        _ => false,
-                    }
-                })
+            selector_matches(
+                labels,
+                sel.match_labels.as_ref(),
+                sel.match_expressions.iter().flatten().map(|e| {
+                    (
+                        e.key.as_str(),
+                        e.operator.as_str(),
+                        e.values.as_deref().unwrap_or(&[]),
+                    )
+                }),
+            )
         }),
     }
+}
+
+/// Whether namespace `labels` satisfy a label selector (`matchLabels`, and
+/// `matchExpressions` as (key, operator, values)). The generated selector
+/// types differ per field, so they are passed apart.
+pub fn selector_matches<'a>(
+    labels: &BTreeMap<String, String>,
+    match_labels: Option<&BTreeMap<String, String>>,
+    mut expressions: impl Iterator<Item = (&'a str, &'a str, &'a [String])>,
+) -> bool {
+    match_labels
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && expressions.all(|(key, op, vals)| match op {
+            "In" => labels.get(key).is_some_and(|v| vals.contains(v)),
+            "NotIn" => labels.get(key).is_none_or(|v| !vals.contains(v)),
+            "Exists" => labels.contains_key(key),
+            "DoesNotExist" => !labels.contains_key(key),
+            _ => false,
+        })
 }
 
 /// What a route's compilation says about it, whatever its kind.

@@ -14,6 +14,7 @@ use gateway_api::experimental::gateways::{
 };
 use gateway_api::experimental::listenersets::ListenerSet;
 
+use super::attach::selector_matches;
 use super::conditions::{reasons, types};
 use super::gateway::GatewayState;
 use super::listener::{listener_status, validate_listener, ListenerState};
@@ -79,20 +80,17 @@ pub fn allowed(inputs: &Inputs, gw: &Gateway, gw_key: &ObjKey, set: &ObjKey) -> 
         From::Selector => {
             let labels = inputs.namespace_labels(&set.namespace);
             ns.and_then(|n| n.selector.as_ref()).is_some_and(|sel| {
-                sel.match_labels
-                    .iter()
-                    .flatten()
-                    .all(|(k, v)| labels.get(k) == Some(v))
-                    && sel.match_expressions.iter().flatten().all(|e| {
-                        let vals = e.values.as_deref().unwrap_or(&[]);
-                        match e.operator.as_str() {
-                            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-                            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-                            "Exists" => labels.contains_key(&e.key),
-                            "DoesNotExist" => !labels.contains_key(&e.key),
-                            _ => false,
-                        }
-                    })
+                selector_matches(
+                    &labels,
+                    sel.match_labels.as_ref(),
+                    sel.match_expressions.iter().flatten().map(|e| {
+                        (
+                            e.key.as_str(),
+                            e.operator.as_str(),
+                            e.values.as_deref().unwrap_or(&[]),
+                        )
+                    }),
+                )
             })
         }
     };
