@@ -7,6 +7,7 @@ pub mod types {
     pub const CONFLICTED: &str = "Conflicted";
     pub const SUPPORTED_VERSION: &str = "SupportedVersion";
     pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
+    pub const OVERLAPPING_TLS_CONFIG: &str = "OverlappingTLSConfig";
 }
 
 pub mod reasons {
@@ -39,6 +40,7 @@ pub mod reasons {
     pub const HOSTNAME_CONFLICT: &str = "HostnameConflict";
     pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";
     pub const NO_CONFLICTS: &str = "NoConflicts";
+    pub const OVERLAPPING_HOSTNAMES: &str = "OverlappingHostnames";
     // Route
     pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
     pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";

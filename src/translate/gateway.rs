@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use gateway_api::experimental::gateways::Gateway;
 
 use super::conditions::{reasons, types};
-use super::listener::{detect_conflicts, listener_status, validate_listener, ListenerState};
+use super::listener::{
+    detect_conflicts, listener_status, mark_overlapping_tls, validate_listener, ListenerState,
+};
 use super::listenerset::{self, ListenerSetInfo};
 use super::{generation, GatewayMap};
 use crate::inputs::{Inputs, Kind, ObjKey};
@@ -292,6 +294,7 @@ fn gateway_state(
         );
     }
     detect_conflicts(&mut listeners, &ranks);
+    mark_overlapping_tls(&mut listeners);
     GatewayState {
         key: key.clone(),
         generation: gen,

@@ -60,6 +60,8 @@ pub struct ListenerState {
     pub accepted: Result<(), (&'static str, String)>,
     pub resolved: Result<(), (&'static str, String)>,
     pub conflict: Option<(&'static str, String)>,
+    /// `OverlappingTLSConfig` (set only when true): the overlapping listeners.
+    pub overlapping_tls: Option<String>,
     /// SDS secret names (HTTPS).
     pub secrets: Vec<String>,
     pub attached_routes: i32,
@@ -145,6 +147,15 @@ pub(super) fn listener_status(l: &ListenerState, gen: i64) -> ListenerStatus {
             gen,
         ),
     });
+    if let Some(msg) = &l.overlapping_tls {
+        conditions.push(Condition::new(
+            types::OVERLAPPING_TLS_CONFIG,
+            true,
+            reasons::OVERLAPPING_HOSTNAMES,
+            msg.clone(),
+            gen,
+        ));
+    }
     ListenerStatus {
         name: l.name.clone(),
         supported_kinds: l
@@ -190,6 +201,7 @@ pub(super) fn validate_listener(
         accepted: Ok(()),
         resolved: Ok(()),
         conflict: None,
+        overlapping_tls: None,
         secrets: Vec::new(),
         attached_routes: 0,
         spec: l.clone(),
@@ -493,6 +505,49 @@ pub(super) fn detect_conflicts(listeners: &mut [ListenerState], ranks: &[usize])
     }
 }
 
+/// Marks `OverlappingTLSConfig` on every listener that terminates TLS and
+/// whose hostname overlaps another such listener's on the same port (one
+/// covers the other; no hostname covers all): with HTTP/2 connection
+/// coalescing a client may reuse one listener's connection for the other.
+pub(super) fn mark_overlapping_tls(listeners: &mut [ListenerState]) {
+    let terminates = |l: &ListenerState| {
+        l.tls_mode == TlsMode::Terminate && l.accepted.is_ok() && l.conflict.is_none()
+    };
+    let overlap = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(a), Some(b)) => {
+            a == b || hostname::falls_back_to(a, b) || hostname::falls_back_to(b, a)
+        }
+    };
+    let n = listeners.len();
+    for i in 0..n {
+        if !terminates(&listeners[i]) {
+            continue;
+        }
+        let others: Vec<&str> = (0..n)
+            .filter(|&j| {
+                j != i
+                    && terminates(&listeners[j])
+                    && listeners[j].port == listeners[i].port
+                    && overlap(
+                        listeners[i].hostname.as_deref(),
+                        listeners[j].hostname.as_deref(),
+                    )
+            })
+            .map(|j| listeners[j].name.as_str())
+            .collect();
+        if !others.is_empty() {
+            let msg = format!(
+                "hostname {} overlaps listeners {} on port {}",
+                listeners[i].hostname.as_deref().unwrap_or("(any)"),
+                others.join(", "),
+                listeners[i].port
+            );
+            listeners[i].overlapping_tls = Some(msg);
+        }
+    }
+}
+
 /// Why listener `a` cannot share its port with `b`, if it cannot.
 fn clash(a: &ListenerState, b: &ListenerState) -> Option<(&'static str, String)> {
     if a.port != b.port {
@@ -566,6 +621,7 @@ pub(crate) mod tests {
             accepted: Ok(()),
             resolved: Ok(()),
             conflict: None,
+            overlapping_tls: None,
             secrets: Vec::new(),
             attached_routes: 0,
             spec,
@@ -600,6 +656,36 @@ pub(crate) mod tests {
                 Some(reasons::HOSTNAME_CONFLICT),
             ]
         );
+    }
+
+    #[test]
+    fn overlapping_tls_hostnames_are_marked_on_both_sides() {
+        let tls = |name, host: Option<&str>| {
+            let mut l = listener(name, 443, "HTTPS", host, "Same");
+            l.tls_mode = TlsMode::Terminate;
+            l
+        };
+        // The spec's example: A and C overlap, B does not.
+        let mut ls = vec![
+            tls("a", Some("foo.example.com")),
+            tls("b", Some("foo.example.org")),
+            tls("c", Some("*.example.com")),
+            listener("http", 443, "TLS", Some("*.example.com"), "Same"), // passthrough
+        ];
+        mark_overlapping_tls(&mut ls);
+        let marked: Vec<bool> = ls.iter().map(|l| l.overlapping_tls.is_some()).collect();
+        assert_eq!(marked, vec![true, false, true, false]);
+        let st = listener_status(&ls[0], 1);
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::OVERLAPPING_TLS_CONFIG)
+            .expect("set");
+        assert_eq!(c.reason, reasons::OVERLAPPING_HOSTNAMES);
+        assert!(listener_status(&ls[1], 1)
+            .conditions
+            .iter()
+            .all(|c| c.type_ != types::OVERLAPPING_TLS_CONFIG));
     }
 
     #[test]
