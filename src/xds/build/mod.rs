@@ -3,13 +3,7 @@
 use envoy_types::pb::envoy::config::cluster::v3 as cluster;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
-use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::route::v3 as route;
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_proxy;
-use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3 as udp_proxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as upstream_http;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
@@ -22,6 +16,9 @@ use sha2::Digest;
 
 use super::{type_url, Resource, ResourceSet, Snapshot};
 use crate::ir;
+
+mod listener;
+pub use listener::build_listener;
 
 /// Cluster name that is never defined: Envoy answers requests routed to it
 /// with `cluster_not_found_response_code` (500), which is what the spec asks
@@ -362,202 +359,10 @@ pub fn build_secret(s: &ir::TlsCertificate) -> tls::Secret {
     }
 }
 
-fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::Filter {
-    let router = hcm::HttpFilter {
-        name: "envoy.filters.http.router".into(),
-        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
-            &Router::default(),
-        ))),
-        ..Default::default()
-    };
-    let m = hcm::HttpConnectionManager {
-        stat_prefix: stat_prefix.replace('/', "_"),
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
-            hcm::Rds {
-                config_source: Some(ads()),
-                route_config_name: route_config.to_string(),
-            },
-        )),
-        http_filters: vec![router],
-        // The Host header reaches the backend exactly as the client sent it,
-        // port included (conformance HTTPRouteListenerPortMatching); matching
-        // ignores the port (ignore_port_in_host_matching on the route table).
-        normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
-        merge_slashes: true,
-        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
-            upgrade_type: "websocket".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    listener::Filter {
-        name: "envoy.filters.network.http_connection_manager".into(),
-        config_type: Some(listener::filter::ConfigType::TypedConfig(any(&m))),
-    }
-}
-
-fn tls_inspector() -> listener::ListenerFilter {
-    listener::ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".into(),
-        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(
-            &TlsInspector::default(),
-        ))),
-        ..Default::default()
-    }
-}
-
 fn cluster_name(b: &ir::WeightedBackend) -> String {
     b.cluster
         .clone()
         .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into())
-}
-
-/// TCP proxy to weighted backends; a connection whose share has no usable
-/// backend (or a chain without backends) is closed: the cluster is unknown.
-fn tcp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::Filter {
-    use tcp_proxy::tcp_proxy::{
-        weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster,
-    };
-    let specifier = match p.backends.as_slice() {
-        [] => ClusterSpecifier::Cluster(INVALID_BACKEND_CLUSTER.into()),
-        [one] => ClusterSpecifier::Cluster(cluster_name(one)),
-        many => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: many
-                .iter()
-                .map(|b| ClusterWeight {
-                    name: cluster_name(b),
-                    weight: b.weight,
-                    ..Default::default()
-                })
-                .collect(),
-        }),
-    };
-    let m = tcp_proxy::TcpProxy {
-        stat_prefix: stat_prefix.replace('/', "_"),
-        cluster_specifier: Some(specifier),
-        ..Default::default()
-    };
-    listener::Filter {
-        name: "envoy.filters.network.tcp_proxy".into(),
-        config_type: Some(listener::filter::ConfigType::TypedConfig(any(&m))),
-    }
-}
-
-/// UDP proxy: every session goes to one cluster (weights live in a split
-/// cluster's localities, see `ir::Cluster::split`).
-fn udp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::ListenerFilter {
-    use envoy_types::pb::xds::core::v3::TypedExtensionConfig;
-    use envoy_types::pb::xds::r#type::matcher::v3::matcher::{on_match, OnMatch};
-    use envoy_types::pb::xds::r#type::matcher::v3::Matcher;
-    let cluster = p
-        .backends
-        .first()
-        .map(cluster_name)
-        .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into());
-    let route = udp_proxy::Route { cluster };
-    let m = udp_proxy::UdpProxyConfig {
-        stat_prefix: stat_prefix.replace('/', "_"),
-        route_specifier: Some(udp_proxy::udp_proxy_config::RouteSpecifier::Matcher(
-            Matcher {
-                on_no_match: Some(Box::new(OnMatch {
-                    keep_matching: false,
-                    on_match: Some(on_match::OnMatch::Action(TypedExtensionConfig {
-                        name: "route".into(),
-                        typed_config: Some(any(&route)),
-                    })),
-                })),
-                matcher_type: None,
-            },
-        )),
-        ..Default::default()
-    };
-    listener::ListenerFilter {
-        name: "envoy.filters.udp_listener.udp_proxy".into(),
-        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(any(&m))),
-        ..Default::default()
-    }
-}
-
-fn downstream_tls(secrets: &[String], alpn: &[String]) -> core::TransportSocket {
-    let ctx = tls::DownstreamTlsContext {
-        common_tls_context: Some(tls::CommonTlsContext {
-            tls_certificate_sds_secret_configs: secrets
-                .iter()
-                .map(|s| tls::SdsSecretConfig {
-                    name: s.clone(),
-                    sds_config: Some(ads()),
-                })
-                .collect(),
-            alpn_protocols: alpn.to_vec(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    core::TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
-    }
-}
-
-pub fn build_listener(l: &ir::Listener) -> listener::Listener {
-    let mut address = socket_address(&l.address, l.port);
-    let mut out = listener::Listener {
-        name: l.name.clone(),
-        // Drain quickly on the rare listener change (route edits never touch it).
-        drain_type: listener::listener::DrainType::Default as i32,
-        ..Default::default()
-    };
-    if l.transport == ir::Transport::Udp {
-        if let Some(core::address::Address::SocketAddress(sa)) = address.address.as_mut() {
-            sa.protocol = core::socket_address::Protocol::Udp as i32;
-        }
-        out.address = Some(address);
-        out.udp_listener_config = Some(listener::UdpListenerConfig::default());
-        for ch in &l.chains {
-            if let ir::App::Udp(p) = &ch.app {
-                out.listener_filters
-                    .push(udp_proxy(&format!("{}/{}", l.name, ch.name), p));
-            }
-        }
-        return out;
-    }
-    out.address = Some(address);
-    if l.inspects_tls() {
-        out.listener_filters.push(tls_inspector());
-    }
-    for ch in &l.chains {
-        // A plain chain that takes every connection speaks for the listener.
-        let stat = if ch.server_names.is_empty() && matches!(ch.tls, ir::ChainTls::None) {
-            l.name.clone()
-        } else {
-            format!("{}/{}", l.name, ch.name)
-        };
-        let filter = match &ch.app {
-            ir::App::Http(rc) => http_connection_manager(&stat, &rc.name),
-            ir::App::Tcp(p) | ir::App::Udp(p) => tcp_proxy(&stat, p),
-        };
-        let mut m = listener::FilterChainMatch {
-            server_names: ch.server_names.clone(),
-            ..Default::default()
-        };
-        let transport_socket = match &ch.tls {
-            ir::ChainTls::None => None,
-            ir::ChainTls::Terminate { secrets, alpn } => Some(downstream_tls(secrets, alpn)),
-            ir::ChainTls::Passthrough => {
-                m.transport_protocol = "tls".into();
-                None
-            }
-        };
-        let has_match = !m.server_names.is_empty() || !m.transport_protocol.is_empty();
-        out.filter_chains.push(listener::FilterChain {
-            name: ch.name.clone(),
-            filter_chain_match: has_match.then_some(m),
-            filters: vec![filter],
-            transport_socket,
-            ..Default::default()
-        });
-    }
-    out
 }
 
 pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
