@@ -15,7 +15,7 @@ use crate::inputs::Changes;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::kinds::Retranslate;
 use crate::provider::addresses::AddressPool;
-use crate::provider::kube::lease::{self, LeaseConfig};
+use crate::provider::kube::lease::{self, Leadership, LeaseConfig, Timing};
 use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
 use crate::provider::kube::watch::{self as kwatch, Change};
 use crate::status::StatusSet;
@@ -83,6 +83,18 @@ struct World {
     /// Objects skipped since the last loop turn because they could not be
     /// decoded: (kind, reference, error); each becomes a Warning Event.
     invalid: Vec<(Kind, k8s_openapi::api::core::v1::ObjectReference, String)>,
+    /// Objects whose newest version could not be decoded (their last good
+    /// version, if any, stays in `inputs`): written into their status.
+    undecodable: BTreeMap<(Kind, ObjKey), Undecodable>,
+    /// API resources of newly watched kinds, for the status writer.
+    registrations: Vec<(Kind, kube::api::ApiResource)>,
+}
+
+/// The newest version of an object that could not be decoded.
+#[derive(Clone, Debug, PartialEq)]
+struct Undecodable {
+    generation: i64,
+    error: String,
 }
 
 /// An Event's reference to the object `v` (as received from a watch).
@@ -105,7 +117,21 @@ fn reference_of(kind: Kind, v: &serde_json::Value) -> k8s_openapi::api::core::v1
 }
 
 impl World {
-    fn apply(&mut self, change: Change, writer: &mut KubeStatusWriter) {
+    fn new(controller_name: &str) -> Self {
+        World {
+            inputs: Inputs::new(controller_name),
+            raw: RawObjects::new(),
+            watching: BTreeSet::new(),
+            synced: BTreeSet::new(),
+            discovered: false,
+            changes: Changes::default(),
+            invalid: Vec::new(),
+            undecodable: BTreeMap::new(),
+            registrations: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
         match change {
             Change::Applied(kind, v) => {
                 let key = key_of(kind, &v);
@@ -118,38 +144,66 @@ impl World {
                 }
                 self.mark(kind, &key);
                 let reference = reference_of(kind, &v);
-                if let Err(e) = self.inputs.insert_value(v) {
-                    // A malformed object is skipped (and counted), never a crash; the
-                    // previous version of it is dropped so nothing half-valid is served.
-                    warn!(kind = kind.as_str(), object = %key, "skipping object: {e}");
-                    self.invalid.push((kind, reference, e.to_string()));
-                    crate::metrics::counter_add(
-                        "switchyard_invalid_objects_total",
-                        "Objects that could not be decoded.",
-                        &[("kind", kind.as_str())],
-                        1,
-                    );
-                    self.inputs.remove(kind, &key);
+                let generation = v
+                    .pointer("/metadata/generation")
+                    .and_then(|g| g.as_i64())
+                    .unwrap_or(1);
+                match self.inputs.insert_value(v) {
+                    Ok(_) => {
+                        self.undecodable.remove(&(kind, key));
+                    }
+                    Err(e) => {
+                        // A malformed object is never a crash: its last good
+                        // version (if any) stays in force, as in standalone
+                        // mode; the error names the object and the field.
+                        let kept = self.inputs.keys_of(kind).contains(&key);
+                        warn!(
+                            kind = kind.as_str(),
+                            object = %key,
+                            generation,
+                            last_good_kept = kept,
+                            "object could not be decoded: {e}"
+                        );
+                        let error = e.to_string();
+                        self.invalid.push((kind, reference, error.clone()));
+                        crate::metrics::counter_add(
+                            "switchyard_invalid_objects_total",
+                            "Objects that could not be decoded.",
+                            &[("kind", kind.as_str())],
+                            1,
+                        );
+                        self.undecodable
+                            .insert((kind, key), Undecodable { generation, error });
+                    }
                 }
+                self.count_undecodable();
             }
             Change::Deleted(kind, v) => {
                 let key = key_of(kind, &v);
-                self.mark(kind, &key);
-                self.raw.remove(&(kind, key.clone()));
-                self.inputs.remove(kind, &key);
+                self.forget(kind, &key);
+                self.count_undecodable();
             }
             Change::Relisted(kind, list) => {
                 self.synced.insert(kind);
+                // Everything of this kind the API server no longer has goes:
+                // decoded objects, raw copies (status targets) and objects
+                // known only as undecodable (deleted while the watch was down).
                 let keep: BTreeSet<ObjKey> = list.iter().map(|v| key_of(kind, v)).collect();
-                let existing: Vec<ObjKey> = self.inputs.keys_of(kind);
-                for k in existing.into_iter().filter(|k| !keep.contains(k)) {
-                    self.changes.record(kind, &k);
-                    self.inputs.remove(kind, &k);
-                    self.raw.remove(&(kind, k));
+                let mut known: BTreeSet<ObjKey> = self.inputs.keys_of(kind).into_iter().collect();
+                known.extend(
+                    self.raw
+                        .keys()
+                        .chain(self.undecodable.keys())
+                        .filter(|(k, _)| *k == kind)
+                        .map(|(_, key)| key.clone()),
+                );
+                for k in known.difference(&keep) {
+                    self.forget(kind, k);
                 }
                 for v in list {
-                    self.apply(Change::Applied(kind, v), writer);
+                    self.apply(Change::Applied(kind, v));
                 }
+                self.count_undecodable();
             }
             Change::MissingKinds(kinds) => {
                 self.discovered = true;
@@ -162,9 +216,26 @@ impl World {
             }
             Change::Watching(kind, ar) => {
                 self.watching.insert(kind);
-                writer.register(kind, ar);
+                self.registrations.push((kind, ar));
             }
         }
+    }
+
+    /// Drops every trace of an object (deleted, or gone at a relist).
+    fn forget(&mut self, kind: Kind, key: &ObjKey) {
+        self.mark(kind, key);
+        self.inputs.remove(kind, key);
+        self.raw.remove(&(kind, key.clone()));
+        self.undecodable.remove(&(kind, key.clone()));
+    }
+
+    fn count_undecodable(&self) {
+        crate::metrics::gauge_set(
+            "switchyard_undecodable_objects",
+            "Objects whose newest version could not be decoded (their last good version, if any, is served).",
+            &[],
+            self.undecodable.len() as f64,
+        );
     }
 
     /// Translating before every watched kind has been listed once would push
@@ -196,6 +267,50 @@ fn programmed_now(raw: &RawObjects, gw: &ObjKey) -> bool {
                     && c.get("status").and_then(|s| s.as_str()) == Some("True")
             })
         })
+}
+
+/// Marks, in the status to write, every object whose newest version could not
+/// be decoded while its last good version is served: `Accepted=False`
+/// (routes: `UnsupportedValue`, others: `Invalid`) at the new generation,
+/// naming the field and the generation still in force. The other conditions
+/// keep the generation they were computed from. An object with no good
+/// version has no status of ours and is reported by Event and log only.
+fn mark_undecodable(status: &mut StatusSet, undecodable: &BTreeMap<(Kind, ObjKey), Undecodable>) {
+    use crate::status::{Condition, ObjectStatus};
+    use crate::translate::conditions::{reasons, types};
+    for ((kind, key), bad) in undecodable {
+        let Some(st) = status.objects.get_mut(&(*kind, key.clone())) else {
+            continue;
+        };
+        let mark = |conds: &mut Vec<Condition>, reason: &'static str| {
+            let served = conds
+                .iter()
+                .map(|c| c.observed_generation)
+                .max()
+                .unwrap_or(0);
+            let msg = format!(
+                "generation {} could not be decoded, the last good version (generation {served}) \
+                 is still served: {}",
+                bad.generation, bad.error
+            );
+            let c = Condition::new(types::ACCEPTED, false, reason, msg, bad.generation);
+            match conds.iter_mut().find(|c| c.type_ == types::ACCEPTED) {
+                Some(old) => *old = c,
+                None => conds.insert(0, c),
+            }
+        };
+        match st {
+            ObjectStatus::Route { parents } => {
+                for p in parents.iter_mut() {
+                    mark(&mut p.conditions, reasons::UNSUPPORTED_VALUE);
+                }
+            }
+            ObjectStatus::GatewayClass { conditions, .. }
+            | ObjectStatus::Gateway { conditions, .. }
+            | ObjectStatus::ListenerSet { conditions, .. }
+            | ObjectStatus::Conditions { conditions } => mark(conditions, reasons::INVALID),
+        }
+    }
 }
 
 /// Whether two versions of an object differ only in status/resourceVersion.
@@ -368,19 +483,30 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let (tx, mut rx) = mpsc::channel::<Change>(1024);
     tokio::spawn(kwatch::run(client.clone(), tx, Duration::from_secs(30)));
+    // `leader_rx` only wakes the loop; whether this replica may write is
+    // `leadership`, a deadline checked at each write (see lease.rs).
     let (leader_tx, mut leader_rx) = watch::channel(false);
-    tokio::spawn(lease::run(
+    let leadership = Leadership::new();
+    let timing = Timing::for_lease(opts.lease_duration);
+    let lease_task = tokio::spawn(lease::run(
         client.clone(),
         LeaseConfig {
             namespace: opts.lease_namespace.clone(),
             name: opts.lease_name.clone(),
             identity: opts.identity.clone(),
-            lease_duration: opts.lease_duration,
-            renew_every: opts.lease_duration / 3,
+            timing,
         },
+        leadership.clone(),
         leader_tx,
     ));
-    info!(identity = %opts.identity, xds = %opts.xds_listen, "controller started");
+    info!(
+        identity = %opts.identity,
+        xds = %opts.xds_listen,
+        lease_s = timing.lease.as_secs_f64(),
+        renew_deadline_s = timing.renew_deadline.as_secs_f64(),
+        retry_s = timing.retry.as_secs_f64(),
+        "controller started"
+    );
 
     let mut writer = KubeStatusWriter::new(client.clone(), opts.controller_name.clone());
     let recorder = kube::runtime::events::Recorder::new(
@@ -392,15 +518,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let mut engine = Engine::new(cache.clone());
     let mut pool = AddressPool::parse(&opts.address_pool)?;
-    let mut world = World {
-        inputs: Inputs::new(&opts.controller_name),
-        raw: RawObjects::new(),
-        watching: BTreeSet::new(),
-        synced: BTreeSet::new(),
-        discovered: false,
-        changes: Changes::default(),
-        invalid: Vec::new(),
-    };
+    let mut world = World::new(&opts.controller_name);
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
     let mut xds_events = cache.subscribe_events();
     let mut status_retry = tokio::time::interval(Duration::from_secs(1));
@@ -415,11 +533,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tokio::select! {
             change = rx.recv() => {
                 let Some(change) = change else { break };
-                world.apply(change, &mut writer);
+                world.apply(change);
                 // Coalesce a burst of events.
                 let deadline = Instant::now() + opts.debounce;
                 while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
-                    world.apply(c, &mut writer);
+                    world.apply(c);
+                }
+                for (kind, ar) in world.registrations.drain(..) {
+                    writer.register(kind, ar);
                 }
             }
             _ = leader_rx.changed() => {}
@@ -473,7 +594,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 );
                 if !first {
                     let changes = trust_changes(&up, engine.status());
-                    if !changes.is_empty() && *leader_rx.borrow() {
+                    if !changes.is_empty() && leadership.is_leader() {
                         publish_trust_events(&recorder, changes).await;
                     }
                 }
@@ -483,15 +604,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         }
         let invalid = std::mem::take(&mut world.invalid);
-        if !invalid.is_empty() && *leader_rx.borrow() {
+        if !invalid.is_empty() && leadership.is_leader() {
             publish_invalid_events(&recorder, invalid).await;
         }
-        if *leader_rx.borrow() {
+        if leadership.is_leader() {
             if let Some((snap, version)) = &last_snapshot {
                 // Programmed as the Envoy fleet reports it (ACK/NACK).
                 let now = Instant::now();
                 let mut pending = BTreeSet::new();
-                let status = crate::programmed::overlay(
+                let mut status = crate::programmed::overlay(
                     engine.status(),
                     snap,
                     &cache.node_states(),
@@ -505,17 +626,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 );
                 // A Gateway that is no longer pending starts a fresh grace next time.
                 pending_since.retain(|gw, _| pending.contains(gw));
-                status_pending = writer.write(&status, &world.raw).await.1;
+                mark_undecodable(&mut status, &world.undecodable);
+                status_pending = writer.write(&status, &world.raw, &leadership).await.1;
             }
         }
     }
     let _ = shutdown_tx.send(true);
-    if *leader_rx.borrow() {
+    // No renewal may race the release.
+    lease_task.abort();
+    let _ = lease_task.await;
+    // Released whenever the record still names us (even past our deadline:
+    // nobody took over then), so a standby need not wait a full duration.
+    {
         lease::release(
             client,
             &opts.lease_namespace,
             &opts.lease_name,
             &opts.identity,
+            timing.attempt_timeout,
         )
         .await;
     }
@@ -551,6 +679,127 @@ mod tests {
             (Some("ns"), Some("r"))
         );
         assert_eq!(r.uid.as_deref(), Some("u-1"));
+    }
+
+    fn httproute(name: &str, generation: i64, hostnames: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "ns", "generation": generation,
+                         "resourceVersion": format!("{generation}")},
+            "spec": {"parentRefs": [{"name": "gw"}], "hostnames": hostnames}})
+    }
+
+    fn hostnames(w: &World, name: &str) -> Vec<String> {
+        let r = &w.inputs.http_routes[&ObjKey::new("ns", name)];
+        serde_json::to_value(&r.spec.hostnames)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn an_undecodable_version_keeps_the_last_good_one() {
+        let mut w = World::new("me");
+        let key = (Kind::HTTPRoute, ObjKey::new("ns", "r"));
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 1, json!(["a.example"]))));
+        assert_eq!(hostnames(&w, "r"), ["a.example"]);
+        // Generation 2 does not decode (a number where strings belong).
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 2, json!([5]))));
+        assert_eq!(hostnames(&w, "r"), ["a.example"], "the last good version stays");
+        let bad = &w.undecodable[&key];
+        assert_eq!(bad.generation, 2);
+        assert!(bad.error.contains("ns/r") && bad.error.contains("hostnames"), "{}", bad.error);
+        assert_eq!(w.invalid.len(), 1, "one Warning Event");
+        assert_eq!(w.raw[&key]["metadata"]["generation"], 2, "status goes onto the newest copy");
+        // A good generation 3 replaces both.
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 3, json!(["c.example"]))));
+        assert_eq!(hostnames(&w, "r"), ["c.example"]);
+        assert!(w.undecodable.is_empty());
+    }
+
+    #[test]
+    fn a_relist_forgets_what_the_api_server_no_longer_has() {
+        let mut w = World::new("me");
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("good", 1, json!(["g.example"]))));
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("gone", 1, json!(["x.example"]))));
+        // Never decoded, then deleted while the watch was down.
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
+        let bad = (Kind::HTTPRoute, ObjKey::new("ns", "bad"));
+        assert!(w.raw.contains_key(&bad) && w.undecodable.contains_key(&bad));
+        assert!(!w.inputs.http_routes.contains_key(&bad.1));
+        w.changes = Changes::default();
+        w.apply(Change::Relisted(
+            Kind::HTTPRoute,
+            vec![httproute("good", 1, json!(["g.example"]))],
+        ));
+        assert!(!w.raw.contains_key(&bad), "no status patch for a deleted object");
+        assert!(w.undecodable.is_empty());
+        assert_eq!(w.inputs.keys_of(Kind::HTTPRoute), [ObjKey::new("ns", "good")]);
+        assert_eq!(
+            w.raw.keys().cloned().collect::<Vec<_>>(),
+            [(Kind::HTTPRoute, ObjKey::new("ns", "good"))]
+        );
+        assert!(w.synced.contains(&Kind::HTTPRoute));
+        // A deletion event forgets an undecodable object too.
+        w.apply(Change::Applied(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
+        w.apply(Change::Deleted(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
+        assert!(!w.raw.contains_key(&bad) && w.undecodable.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_relist_changes_nothing() {
+        let mut w = World::new("me");
+        let objs = || vec![httproute("a", 1, json!(["a.example"])), httproute("b", 4, json!(["b.example"]))];
+        w.apply(Change::Relisted(Kind::HTTPRoute, objs()));
+        w.changes = Changes::default();
+        // The API server came back: the same objects are listed again.
+        w.apply(Change::Relisted(Kind::HTTPRoute, objs()));
+        assert!(w.changes.is_empty(), "nothing to translate or write");
+    }
+
+    #[test]
+    fn undecodable_objects_are_marked_in_their_status() {
+        use crate::status::{Condition, ObjectStatus, ParentRef, RouteParentStatus};
+        let key = ObjKey::new("ns", "r");
+        let mut set = StatusSet::default();
+        let parent = RouteParentStatus {
+            parent_ref: ParentRef {
+                group: crate::inputs::GATEWAY_GROUP.into(),
+                kind: "Gateway".into(),
+                namespace: None,
+                name: "gw".into(),
+                section_name: None,
+                port: None,
+            },
+            controller_name: "me".into(),
+            conditions: vec![
+                Condition::new("Accepted", true, "Accepted", "ok", 1),
+                Condition::new("ResolvedRefs", true, "ResolvedRefs", "ok", 1),
+            ],
+        };
+        set.objects.insert(
+            (Kind::HTTPRoute, key.clone()),
+            ObjectStatus::Route { parents: vec![parent] },
+        );
+        let mut bad = BTreeMap::new();
+        bad.insert(
+            (Kind::HTTPRoute, key.clone()),
+            Undecodable { generation: 2, error: "HTTPRoute ns/r: field `spec.hostnames[0]`: invalid type".into() },
+        );
+        // An undecodable object without a good version has no status: untouched.
+        bad.insert(
+            (Kind::HTTPRoute, ObjKey::new("ns", "never-good")),
+            Undecodable { generation: 1, error: "x".into() },
+        );
+        mark_undecodable(&mut set, &bad);
+        let ObjectStatus::Route { parents } = &set.objects[&(Kind::HTTPRoute, key)] else {
+            panic!("route status");
+        };
+        let acc = &parents[0].conditions[0];
+        assert_eq!((acc.type_.as_ref(), acc.status.as_ref(), acc.reason.as_ref()), ("Accepted", "False", "UnsupportedValue"));
+        assert_eq!(acc.observed_generation, 2);
+        assert!(acc.message.contains("spec.hostnames[0]") && acc.message.contains("generation 1"), "{}", acc.message);
+        assert_eq!(parents[0].conditions[1].observed_generation, 1, "other conditions untouched");
+        assert_eq!(set.objects.len(), 1);
     }
 
     #[test]

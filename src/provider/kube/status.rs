@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::inputs::{Kind, ObjKey};
 use crate::kinds::StatusWrite;
+use crate::provider::kube::lease::Leadership;
 use crate::status::{
     now_rfc3339, stamp_conditions, without_times, ObjectStatus, RouteParentStatus, StatusSet,
 };
@@ -277,6 +278,8 @@ pub struct KubeStatusWriter {
 /// starve everyone else. (A write skipped here is retried on the next loop
 /// turn, at least every second.)
 const WRITES_PER_SEC: f64 = 100.0;
+/// Bound on one status patch (besides the Lease's remaining time).
+const PATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const WRITE_BURST: f64 = 200.0;
 
 /// A token bucket: `take` succeeds while tokens remain; they refill at `rate`/s.
@@ -331,7 +334,16 @@ impl KubeStatusWriter {
     /// the number of patches sent and whether some are left to retry (rate
     /// limit, errors); a conflict needs no retry here (the watch brings the
     /// newer object, which triggers another pass).
-    pub async fn write(&self, set: &StatusSet, raw: &RawObjects) -> (usize, bool) {
+    ///
+    /// Every patch is sent only while `leadership` has time left, and is
+    /// abandoned when that time runs out: a replica that lost (or may have
+    /// lost) the Lease writes nothing more.
+    pub async fn write(
+        &self,
+        set: &StatusSet,
+        raw: &RawObjects,
+        leadership: &Leadership,
+    ) -> (usize, bool) {
         let now = now_rfc3339();
         let mut writes = 0;
         let mut retry = false;
@@ -379,10 +391,33 @@ impl KubeStatusWriter {
                 .cloned()
                 .unwrap_or(Value::Null);
             let patch = json!({ "metadata": { "resourceVersion": rv }, "status": status });
-            match api
-                .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
+            let Some(left) = leadership.remaining() else {
+                debug!("not leading any more: status writes stop");
+                crate::metrics::counter_add(
+                    "switchyard_status_writes_abandoned_total",
+                    "Status patches not sent or abandoned because the Lease's renew deadline passed.",
+                    &[],
+                    1,
+                );
+                return (writes, false);
+            };
+            let sent = tokio::time::timeout(
+                left.min(PATCH_TIMEOUT),
+                api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                warn!(kind = kind.as_str(), object = %key, "status write timed out");
+                crate::metrics::counter_add(
+                    "switchyard_status_write_errors_total",
+                    "Failed status patches.",
+                    &[("kind", kind.as_str())],
+                    1,
+                );
+                retry = true;
+                continue;
+            };
+            match sent {
                 Ok(_) => {
                     writes += 1;
                     debug!(kind = kind.as_str(), object = %key, "status written");
