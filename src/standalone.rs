@@ -15,7 +15,7 @@ use crate::engine::Engine;
 use crate::inputs::{Changes, Inputs};
 use crate::kinds::Retranslate;
 use crate::provider::addresses::AddressPool;
-use crate::provider::file::{DirLoader, LoadError};
+use crate::provider::file::{DirLoader, LastGoodStore, LoadError};
 use crate::status_file::FileStatusWriter;
 use crate::xds::cache::Cache;
 
@@ -137,17 +137,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         w
     };
 
-    let mut reloader = Reloader {
+    let reloader = Reloader {
         touched,
-        loader: DirLoader::new(&opts.config_dir),
+        loader: DirLoader::new(&opts.config_dir)
+            .with_last_good(LastGoodStore::new(opts.status_dir.join(LAST_GOOD_DIR))),
         pool: AddressPool::parse(&opts.address_pool)?,
         writer: FileStatusWriter::new(&opts.status_dir),
         engine: Engine::new(cache.clone()),
         last_errors: Vec::new(),
         translated: None,
         controller_name: opts.controller_name.clone(),
+        recheck_at: None,
     };
-    reloader.reload(&state);
+    // Reloads (reading, parsing, translating, writing status) run on their
+    // own thread: this loop never waits for one, so a signal is always seen
+    // at once. The first reload starts now.
+    let reload_tx = spawn_reloader(reloader, state.clone(), opts.debounce)?;
 
     let envoy_task = opts
         .envoy
@@ -173,13 +178,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = sleep_until_due(status_due) => {
                 status_due = None;
                 while xds_events.try_recv().is_ok() {}
-                reloader.write_status();
+                let _ = reload_tx.send(Cmd::WriteStatus);
             }
             Some(()) = rx.recv() => {
-                // Coalesce the burst of events an editor's save produces.
-                tokio::time::sleep(opts.debounce).await;
-                while rx.try_recv().is_ok() {}
-                reloader.reload(&state);
+                // The reload thread coalesces the burst (debounce).
+                let _ = reload_tx.send(Cmd::Reload);
             }
             _ = &mut shutdown => {
                 info!("shutting down");
@@ -235,10 +238,70 @@ struct Reloader {
     last_errors: Vec<LoadError>,
     translated: Option<Translated>,
     controller_name: String,
+    /// When objects kept for a vanished file are to be checked again.
+    recheck_at: Option<Instant>,
+}
+
+/// Where the last good version of each config file is kept, under `--status-dir`.
+pub const LAST_GOOD_DIR: &str = "last-good";
+
+/// Work for the reload thread.
+enum Cmd {
+    /// Files changed: reload (after the debounce).
+    Reload,
+    /// Envoy ACKed or NACKed: rewrite status.
+    WriteStatus,
+}
+
+/// Starts the reload thread: the first reload at once, then one per
+/// [`Cmd::Reload`] (a burst coalesced over `debounce`), a status write per
+/// [`Cmd::WriteStatus`], and a reload when vanished objects are due. It
+/// ends when the sender is dropped; a reload still running at shutdown is
+/// not waited for (a plain thread: the process exits without it).
+fn spawn_reloader(
+    mut r: Reloader,
+    state: Arc<State>,
+    debounce: Duration,
+) -> anyhow::Result<std::sync::mpsc::Sender<Cmd>> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::channel::<Cmd>();
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            r.reload(&state);
+            loop {
+                let cmd = match r.recheck_at {
+                    Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match cmd {
+                    Ok(Cmd::WriteStatus) => r.write_status(),
+                    Ok(Cmd::Reload) => {
+                        // Coalesce the burst of events an editor's save produces.
+                        std::thread::sleep(debounce);
+                        let status = rx.try_iter().any(|c| matches!(c, Cmd::WriteStatus));
+                        r.reload(&state);
+                        if status {
+                            r.write_status();
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => r.reload(&state),
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+        .context("starting the reload thread")?;
+    Ok(tx)
 }
 
 impl Reloader {
     fn reload(&mut self, state: &State) {
+        self.reload_inner(state);
+        // Saved after the push: off the critical path.
+        self.loader.persist();
+    }
+
+    fn reload_inner(&mut self, state: &State) {
         let t0 = Instant::now();
         let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()));
         let mut refresh = if touched.rescan || self.translated.is_none() {
@@ -247,6 +310,7 @@ impl Reloader {
             self.loader
                 .refresh_paths(&self.controller_name, &touched.paths)
         };
+        self.recheck_at = refresh.recheck_at;
         let before = self.loader.inputs().assigned_addresses.clone();
         self.pool.assign(self.loader.inputs_mut());
         if self.loader.inputs().assigned_addresses != before {

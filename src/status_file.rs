@@ -25,15 +25,51 @@ struct Written {
     typed: ObjectStatus,
 }
 
-fn path_for(dir: &Path, kind: Kind, key: &ObjKey) -> PathBuf {
+/// A name as one path component, or `None` when it could be anything else.
+/// Names are checked as the API server checks them when they are loaded
+/// (DNS-1123); this is the second line of defence: only `[A-Za-z0-9._-]`,
+/// not starting with a dot, at most 253 bytes — nothing that could name a
+/// parent, a subdirectory or a hidden file.
+fn component(name: &str) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    ok.then_some(name)
+}
+
+/// `<dir>/<kind>/<namespace or _cluster>/<name>.yaml`, or `None` when the
+/// namespace or name is not a safe path component.
+fn path_for(dir: &Path, kind: Kind, key: &ObjKey) -> Option<PathBuf> {
     let ns = if key.namespace.is_empty() {
         "_cluster"
     } else {
-        key.namespace.as_str()
+        component(&key.namespace)?
     };
-    dir.join(kind.as_str().to_ascii_lowercase())
-        .join(ns)
-        .join(format!("{}.yaml", key.name))
+    let name = component(&key.name)?;
+    Some(
+        dir.join(kind.as_str().to_ascii_lowercase())
+            .join(ns)
+            .join(format!("{name}.yaml")),
+    )
+}
+
+fn refused(kind: Kind, key: &ObjKey) {
+    let shown = |s: &str| crate::provider::file::names::shown(s);
+    tracing::error!(
+        kind = kind.as_str(),
+        namespace = %shown(&key.namespace),
+        name = %shown(&key.name),
+        "status not written: the name is not a safe file name"
+    );
+    crate::metrics::counter_add(
+        "switchyard_status_refused_total",
+        "Status files not written because the object's name is not a safe file name.",
+        &[("kind", kind.as_str())],
+        1,
+    );
 }
 
 use crate::status::{now_rfc3339, stamp_conditions, without_times};
@@ -66,7 +102,10 @@ impl FileStatusWriter {
             if self.written.get(&id).is_some_and(|w| &w.typed == st) {
                 continue;
             }
-            let path = path_for(&self.dir, *kind, key);
+            let Some(path) = path_for(&self.dir, *kind, key) else {
+                refused(*kind, key);
+                continue;
+            };
             let mut status = serde_json::to_value(st).unwrap_or(Value::Null);
             let prev: Option<Value> = self
                 .written
@@ -118,7 +157,9 @@ impl FileStatusWriter {
                 .collect();
             for k in gone {
                 if self.written.remove(&k).is_some() {
-                    let _ = std::fs::remove_file(path_for(&self.dir, k.0, &k.1));
+                    if let Some(p) = path_for(&self.dir, k.0, &k.1) {
+                        let _ = std::fs::remove_file(p);
+                    }
                 }
             }
         }
@@ -135,7 +176,9 @@ impl FileStatusWriter {
         }
         std::fs::create_dir_all(&self.dir)?;
         let v = serde_json::json!({ "errors": errors });
-        std::fs::write(path, crate::pipeline::to_yaml(&v))
+        let tmp = self.dir.join(".errors.yaml.tmp");
+        std::fs::write(&tmp, crate::pipeline::to_yaml(&v))?;
+        std::fs::rename(&tmp, path)
     }
 }
 
@@ -174,5 +217,58 @@ mod tests {
         assert!(!path.exists(), "status of a deleted object is removed");
         assert_eq!(now_rfc3339().len(), 20);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hostile_names_never_leave_the_directory() {
+        let base =
+            std::env::temp_dir().join(format!("switchyard-status-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("status");
+        let mut w = FileStatusWriter::new(&dir);
+        let long = "a".repeat(300);
+        let hostile = [
+            ObjKey::new("default", "../../x"),
+            ObjKey::new("default", "a/b"),
+            ObjKey::new("default", ".."),
+            ObjKey::new("default", "."),
+            ObjKey::new("default", ""),
+            ObjKey::new("default", "a\0b"),
+            ObjKey::new("default", long.as_str()),
+            ObjKey::new("default", "日本"),
+            ObjKey::new("default", ".hidden"),
+            ObjKey::new("..", "x"),
+            ObjKey::new("../..", "x"),
+            ObjKey::new("a/b", "x"),
+        ];
+        let mut set = StatusSet::default();
+        let st = ObjectStatus::Conditions {
+            conditions: vec![Condition::new("Accepted", true, "Accepted", "m", 1)],
+        };
+        for k in &hostile {
+            set.objects.insert((Kind::HTTPRoute, k.clone()), st.clone());
+        }
+        set.objects
+            .insert((Kind::HTTPRoute, ObjKey::new("default", "ok")), st.clone());
+        assert_eq!(
+            w.write(&set).expect("write"),
+            1,
+            "only the safe name is written"
+        );
+        let mut found = Vec::new();
+        let mut stack = vec![base.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("dir").flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    found.push(e.path());
+                }
+            }
+        }
+        assert_eq!(found, vec![dir.join("httproute/default/ok.yaml")]);
+        set.objects.clear();
+        w.write(&set).expect("write");
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

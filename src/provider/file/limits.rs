@@ -72,7 +72,10 @@ pub fn check_text(text: &str, limits: &Limits) -> Result<(), (Option<usize>, Str
         let lineno = i + 1;
         let content = line.trim_end_matches(['\n', '\r']);
         let marker = (content.starts_with("---") || content.starts_with("..."))
-            && content[3..].chars().next().is_none_or(|c| c == ' ' || c == '\t');
+            && content[3..]
+                .chars()
+                .next()
+                .is_none_or(|c| c == ' ' || c == '\t');
         if marker && quote.is_none() {
             if doc_bytes > limits.max_document_bytes {
                 break;
@@ -85,7 +88,11 @@ pub fn check_text(text: &str, limits: &Limits) -> Result<(), (Option<usize>, Str
             escape = false;
             prev_nonspace = None;
             let rest = content[3..].trim();
-            if rest.split_whitespace().last().is_some_and(block_scalar_header) {
+            if rest
+                .split_whitespace()
+                .last()
+                .is_some_and(block_scalar_header)
+            {
                 block_scalar = Some(-1);
             }
             continue;
@@ -206,7 +213,11 @@ pub fn check_text(text: &str, limits: &Limits) -> Result<(), (Option<usize>, Str
                 Some(p) => &rest[..p],
                 None => rest,
             };
-            if code.split_whitespace().last().is_some_and(block_scalar_header) {
+            if code
+                .split_whitespace()
+                .last()
+                .is_some_and(block_scalar_header)
+            {
                 // The scalar's lines are those indented past its owner.
                 let key_col = if code.trim_start().starts_with(['|', '>']) {
                     indent
@@ -256,11 +267,18 @@ mod tests {
 
     #[test]
     fn block_nesting_counts_indentation_and_compact_sequences() {
-        let deep: String = (0..20).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
-        assert!(check_text(&deep, &lim()).unwrap_err().1.contains("deeper than 8"));
+        let deep: String = (0..20)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert!(check_text(&deep, &lim())
+            .unwrap_err()
+            .1
+            .contains("deeper than 8"));
         let dashes = format!("{}x\n", "- ".repeat(20));
         assert!(check_text(&dashes, &lim()).is_err());
-        let shallow: String = (0..6).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        let shallow: String = (0..6)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
         assert!(check_text(&shallow, &lim()).is_ok());
     }
 
@@ -291,7 +309,12 @@ mod tests {
         for f in ["examples/quickstart"] {
             for e in std::fs::read_dir(f).expect("examples").flatten() {
                 let text = std::fs::read_to_string(e.path()).expect("read");
-                assert_eq!(check_text(&text, &Limits::default()), Ok(()), "{}", e.path().display());
+                assert_eq!(
+                    check_text(&text, &Limits::default()),
+                    Ok(()),
+                    "{}",
+                    e.path().display()
+                );
             }
         }
     }

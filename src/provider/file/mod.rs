@@ -341,9 +341,7 @@ impl DirLoader {
         );
         let now = Instant::now();
         let prev = self.files.get(path);
-        let due = prev
-            .and_then(|f| f.linger_until)
-            .is_some_and(|t| now >= t);
+        let due = prev.and_then(|f| f.linger_until).is_some_and(|t| now >= t);
         let unchanged = |f: &FileState| !due && !f.gone;
         if prev.is_some_and(|f| f.stamp == stamp && unchanged(f)) {
             return;
@@ -355,7 +353,16 @@ impl DirLoader {
         }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) => return self.fail(path, stamp, String::new(), None, format!("cannot read: {e}"), out),
+            Err(e) => {
+                return self.fail(
+                    path,
+                    stamp,
+                    String::new(),
+                    None,
+                    format!("cannot read: {e}"),
+                    out,
+                )
+            }
         };
         let hash = crate::xds::content_version(text.as_bytes());
         if let Some(f) = self.files.get_mut(path) {

@@ -27,9 +27,11 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
         return Err(format!("must be no more than {LABEL_MAX} characters"));
     }
     if !label_chars(s) {
-        return Err("a lowercase RFC 1123 label must consist of lower case alphanumeric \
+        return Err(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric \
                     characters or '-', and must start and end with an alphanumeric character"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -86,7 +88,12 @@ pub fn check_key(kind: Kind, key: &ObjKey) -> Result<(), (&'static str, String)>
 /// The message for a key that [`check_key`] refused.
 pub fn key_error(kind: Kind, key: &ObjKey, field: &str, why: &str) -> String {
     let who = if kind.namespaced() {
-        format!("{} {}/{}", kind.as_str(), shown(&key.namespace), shown(&key.name))
+        format!(
+            "{} {}/{}",
+            kind.as_str(),
+            shown(&key.namespace),
+            shown(&key.name)
+        )
     } else {
         format!("{} {}", kind.as_str(), shown(&key.name))
     };
@@ -101,8 +108,8 @@ mod tests {
     fn hostile_names_are_refused() {
         let long = "a".repeat(254);
         for bad in [
-            "../x", "a/b", "..", ".", "", "a\0b", "A", "é", "a_b", "-a", "a-", "a..b", ".a",
-            "a.", &long, "a\nb", "日本",
+            "../x", "a/b", "..", ".", "", "a\0b", "A", "é", "a_b", "-a", "a-", "a..b", ".a", "a.",
+            &long, "a\nb", "日本",
         ] {
             assert!(dns1123_subdomain(bad).is_err(), "{bad:?}");
             assert!(dns1123_label(bad).is_err(), "{bad:?}");
@@ -124,7 +131,10 @@ mod tests {
         let (field, why) = check_key(Kind::HTTPRoute, &k).unwrap_err();
         assert_eq!(field, "metadata.name");
         let msg = key_error(Kind::HTTPRoute, &k, field, &why);
-        assert!(msg.starts_with("HTTPRoute \"default\"/\"../x\": field `metadata.name`"), "{msg}");
+        assert!(
+            msg.starts_with("HTTPRoute \"default\"/\"../x\": field `metadata.name`"),
+            "{msg}"
+        );
         let (field, _) = check_key(Kind::HTTPRoute, &ObjKey::new("a/b", "x")).unwrap_err();
         assert_eq!(field, "metadata.namespace");
         assert!(check_key(Kind::GatewayClass, &ObjKey::cluster("gc.example")).is_ok());

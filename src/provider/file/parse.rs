@@ -179,7 +179,9 @@ impl BoundedParser {
         if running >= MAX_RUNAWAY {
             return Err((
                 None,
-                format!("not parsed: {running} earlier parses overran the time limit and still run"),
+                format!(
+                    "not parsed: {running} earlier parses overran the time limit and still run"
+                ),
             ));
         }
         if self.worker.is_none() {

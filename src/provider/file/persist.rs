@@ -51,9 +51,7 @@ impl LastGoodStore {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir)?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.tmp", Self::file_name(rel)));
+        let tmp = self.dir.join(format!(".{}.tmp", Self::file_name(rel)));
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &p)
     }
@@ -89,7 +87,11 @@ mod tests {
         let rel = Path::new("../../etc/passwd.yaml");
         s.store(rel, "a: 1\n").expect("store");
         let p = s.path_for(rel);
-        assert_eq!(p.parent(), Some(d.as_path()), "names never come from the input");
+        assert_eq!(
+            p.parent(),
+            Some(d.as_path()),
+            "names never come from the input"
+        );
         assert_eq!(s.load(rel, 100).as_deref(), Some("a: 1\n"));
         assert_eq!(s.load(rel, 2), None, "over the size limit");
         s.store(Path::new("b.yaml"), "b: 2\n").expect("store");

@@ -166,7 +166,11 @@ fn restart_with_a_broken_file_serves_the_saved_last_good_version() {
     assert_eq!(port_of(&l, "o"), Some(90));
     assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
     assert!(r.errors[0].using_last_good);
-    assert!(r.errors[0].message.contains("saved in"), "{}", r.errors[0].message);
+    assert!(
+        r.errors[0].message.contains("saved in"),
+        "{}",
+        r.errors[0].message
+    );
     assert!(r.errors[0].line.is_some());
     // Fixed: the new version is served and saved.
     rewrite(&f, &svc("a", 82));
@@ -180,7 +184,10 @@ fn restart_with_a_broken_file_serves_the_saved_last_good_version() {
     l.refresh("c");
     l.persist();
     assert_eq!(port_of(&l, "a"), None);
-    assert_eq!(LastGoodStore::new(&store_dir).load(Path::new("svc.yaml"), 1 << 20), None);
+    assert_eq!(
+        LastGoodStore::new(&store_dir).load(Path::new("svc.yaml"), 1 << 20),
+        None
+    );
     let _ = std::fs::remove_dir_all(&d);
     let _ = std::fs::remove_dir_all(&store_dir);
 }
@@ -245,20 +252,40 @@ fn an_object_defined_twice_is_reported_on_both_files_and_survives_either_deletio
         std::fs::write(&b, format!("{}---\n{}", svc("x", 82), svc("y", 1))).expect("write");
         let mut l = DirLoader::new(&d).with_limits(no_settle());
         let r = l.refresh("c");
-        assert_eq!(port_of(&l, "x"), Some(81), "the first file by path is served");
+        assert_eq!(
+            port_of(&l, "x"),
+            Some(81),
+            "the first file by path is served"
+        );
         assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
         for (e, f) in r.errors.iter().zip([&a, &b]) {
             assert_eq!(e.file, f.display().to_string());
-            assert!(e.message.contains("Service n/x is defined in 2 files"), "{}", e.message);
+            assert!(
+                e.message.contains("Service n/x is defined in 2 files"),
+                "{}",
+                e.message
+            );
             assert!(e.message.contains(&a.display().to_string()));
             assert!(e.message.contains(&b.display().to_string()));
         }
-        let (gone, stays, port) = if delete_first { (&a, &b, 82) } else { (&b, &a, 81) };
+        let (gone, stays, port) = if delete_first {
+            (&a, &b, 82)
+        } else {
+            (&b, &a, 81)
+        };
         std::fs::remove_file(gone).expect("rm");
         let r = l.refresh_paths("c", &BTreeSet::from([gone.clone()]));
-        assert_eq!(port_of(&l, "x"), Some(port), "survives; {} now served", stays.display());
+        assert_eq!(
+            port_of(&l, "x"),
+            Some(port),
+            "survives; {} now served",
+            stays.display()
+        );
         assert!(r.errors.is_empty(), "{:?}", r.errors);
-        let changed = r.changes.objects.contains(&(Kind::Service, ObjKey::new("n", "x")));
+        let changed = r
+            .changes
+            .objects
+            .contains(&(Kind::Service, ObjKey::new("n", "x")));
         assert_eq!(changed, delete_first, "changed only if its content did");
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -276,10 +303,19 @@ fn limits_fail_the_file_and_keep_its_last_good_version() {
     l.refresh("c");
     let paths = BTreeSet::from([f.clone()]);
     let cases = [
-        (format!("{}# {}\n", svc("a", 82), "x".repeat(1000)), "limit is 1000"),
+        (
+            format!("{}# {}\n", svc("a", 82), "x".repeat(1000)),
+            "limit is 1000",
+        ),
         (format!("a: {}\n", "[".repeat(500)), "nested deeper than 64"),
-        (svc("a", 82).replace("name: a", "name: ../../x"), "field `metadata.name`"),
-        (svc("a", 82).replace("namespace: n", "namespace: \"a/b\""), "metadata.namespace"),
+        (
+            svc("a", 82).replace("name: a", "name: ../../x"),
+            "field `metadata.name`",
+        ),
+        (
+            svc("a", 82).replace("namespace: n", "namespace: \"a/b\""),
+            "metadata.namespace",
+        ),
     ];
     for (text, want) in cases {
         rewrite(&f, &text);
@@ -287,7 +323,11 @@ fn limits_fail_the_file_and_keep_its_last_good_version() {
         let r = l.refresh_paths("c", &paths);
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(r.errors.len(), 1, "{want}");
-        assert!(r.errors[0].message.contains(want), "{}", r.errors[0].message);
+        assert!(
+            r.errors[0].message.contains(want),
+            "{}",
+            r.errors[0].message
+        );
         assert!(r.errors[0].using_last_good);
         assert_eq!(port_of(&l, "a"), Some(81));
     }
@@ -318,7 +358,13 @@ fn symlink_loops_and_too_many_files_are_reported_and_bounded() {
     l.refresh("c");
     std::fs::write(d.join("a.yaml"), svc("b", 1)).expect("write");
     let r = l.refresh_paths("c", &BTreeSet::from([d.join("a.yaml")]));
-    assert!(r.errors.iter().any(|e| e.message.contains("more than 1 YAML files")), "{:?}", r.errors);
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.message.contains("more than 1 YAML files")),
+        "{:?}",
+        r.errors
+    );
     assert_eq!(port_of(&l, "a"), Some(81), "kept: the scan was incomplete");
     let _ = std::fs::remove_dir_all(&d);
 }

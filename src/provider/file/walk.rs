@@ -44,7 +44,15 @@ pub fn walk(dir: &Path, limits: &Limits) -> Walk {
         seen.insert((m.dev(), m.ino()));
         ancestors.push(((m.dev(), m.ino()), dir.to_path_buf()));
     }
-    visit(dir, 0, limits, &mut w, &mut seen, &mut ancestors, &mut entries);
+    visit(
+        dir,
+        0,
+        limits,
+        &mut w,
+        &mut seen,
+        &mut ancestors,
+        &mut entries,
+    );
     w
 }
 
@@ -88,8 +96,10 @@ fn visit(
         let meta = match std::fs::metadata(&p) {
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(ELOOP) => {
-                w.errors
-                    .push((p, "symlink loop (too many levels of symbolic links); not read".into()));
+                w.errors.push((
+                    p,
+                    "symlink loop (too many levels of symbolic links); not read".into(),
+                ));
                 continue;
             }
             // Dangling symlinks, races with deletion: nothing to read.
@@ -100,7 +110,10 @@ fn visit(
             if let Some((_, a)) = ancestors.iter().find(|(i, _)| *i == id) {
                 w.errors.push((
                     p,
-                    format!("symlink loop: this is directory {}; not read again", a.display()),
+                    format!(
+                        "symlink loop: this is directory {}; not read again",
+                        a.display()
+                    ),
                 ));
                 continue;
             }
@@ -169,10 +182,20 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(w.files, vec![d.join("a/b/x.yaml")]);
         assert!(w.complete);
-        let msgs: Vec<String> = w.errors.iter().map(|(p, m)| format!("{}: {m}", p.display())).collect();
+        let msgs: Vec<String> = w
+            .errors
+            .iter()
+            .map(|(p, m)| format!("{}: {m}", p.display()))
+            .collect();
         assert_eq!(msgs.len(), 4, "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("up: symlink loop")), "{msgs:?}");
-        assert!(msgs.iter().any(|m| m.contains("self: symlink loop")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("up: symlink loop")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter().any(|m| m.contains("self: symlink loop")),
+            "{msgs:?}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -196,7 +219,10 @@ mod tests {
         let w = walk(&d, &lim(&|l| l.max_dir_depth = 3));
         assert_eq!(w.files.len(), 5);
         assert!(w.errors[0].1.contains("deeper than 3"), "{:?}", w.errors);
-        assert!(w.complete, "a skipped deep directory is known to be skipped");
+        assert!(
+            w.complete,
+            "a skipped deep directory is known to be skipped"
+        );
         let w = walk(&d, &lim(&|l| l.max_files = 3));
         assert_eq!(w.files.len(), 3);
         assert!(!w.complete);
