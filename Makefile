@@ -78,5 +78,20 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
 
+# The controller image the manifests name (deploy/); Dockerfile is multi-stage
+# (cargo builder → distroless/cc, UID 65532). Uses docker, else podman.
+IMAGE ?= ghcr.io/switchyard-dev/switchyard:0.1.0
+CONTAINER_TOOL ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+.PHONY: image
+image:
+	@if [ -z "$(CONTAINER_TOOL)" ]; then \
+	  echo "make image: neither docker nor podman is installed; install one (or set CONTAINER_TOOL=...) and run make image again" >&2; \
+	  exit 1; \
+	fi
+	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { \
+	  echo "make image: $(CONTAINER_TOOL) is installed but cannot build here (is its daemon running? try: $(CONTAINER_TOOL) info)" >&2; \
+	  exit 1; }
+	$(CONTAINER_TOOL) build -f Dockerfile -t $(IMAGE) .
+
 -include bench/bench.mk
 -include e2e/cluster/cluster.mk
