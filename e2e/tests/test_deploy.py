@@ -128,3 +128,221 @@ def test_helm_chart_renders_like_kustomize_and_the_api_server_accepts_it():
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
     init_env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["initContainers"][0]["env"]}
     assert init_env["ADS_API_TYPE"] == "DELTA_GRPC" and init_env["XDS_PORT"] == "18000", init_env
+
+
+# --- Hardening: RBAC, securityContext, probes, drain (rendered kustomize base, its non-root overlay, Helm) ---
+
+def _kubectl_kustomize(path):
+    import subprocess
+    kubectl = ROOT / "e2e" / "bin" / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("kubectl not built (make cluster-build)")
+    r = subprocess.run([str(kubectl), "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def _helm_template(*sets):
+    import subprocess
+    helm = ROOT / "e2e" / "bin" / "helm"
+    if not helm.exists():
+        pytest.skip("helm not built (make cluster-build)")
+    args = [str(helm), "template", "switchyard", str(ROOT / "deploy" / "helm" / "switchyard"),
+            "--namespace", "switchyard-system"]
+    for s in sets:
+        args += ["--set", s]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def _renderings():
+    """(name, documents, Envoy runs non-root?) for every way deploy/ installs Switchyard."""
+    return [
+        ("kustomize base", _kubectl_kustomize(ROOT / "deploy" / "kustomize" / "base"), False),
+        ("kustomize envoy-nonroot", _kubectl_kustomize(ROOT / "deploy" / "kustomize" / "envoy-nonroot"), True),
+        ("helm", _helm_template(), False),
+        ("helm privilegedPorts=false", _helm_template("envoy.privilegedPorts=false"), True),
+    ]
+
+
+def _assert_least_privilege(name, docs):
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        verbs = set(rule["verbs"])
+        assert "*" not in verbs and "*" not in rule["resources"], (name, rule)
+        status = [r for r in rule["resources"] if r.endswith("/status")]
+        if status:
+            assert status == rule["resources"] and verbs == {"patch"}, (name, "status: patch only", rule)
+        elif rule["resources"] == ["events"]:
+            assert verbs == {"create", "patch"} and rule["apiGroups"] == ["events.k8s.io"], (name, rule)
+        elif rule["resources"] == ["customresourcedefinitions"]:
+            assert verbs == {"get"} and rule.get("resourceNames"), (name, rule)
+        else:
+            assert verbs <= {"get", "list", "watch"}, (name, "reads only", rule)
+    lease_rules = [r for d in docs if d["kind"] == "Role" for r in d["rules"]]
+    for r in lease_rules:
+        assert r["resources"] == ["leases"], (name, r)
+        assert set(r["verbs"]) == {"create"} or r.get("resourceNames") == ["switchyard-controller"], (name, r)
+    # No other ClusterRole/Role and no binding to anything else.
+    assert sum(d["kind"] == "ClusterRole" for d in docs) == 1 and sum(d["kind"] == "Role" for d in docs) == 1, name
+
+
+def _assert_hardened(name, pod, container, non_root):
+    sc = dict(pod.get("securityContext") or {}, **(container.get("securityContext") or {}))
+    what = f"{name}: {container['name']}"
+    assert sc.get("allowPrivilegeEscalation") is False, what
+    assert sc.get("readOnlyRootFilesystem") is True, what
+    assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", what
+    caps = sc.get("capabilities") or {}
+    assert caps.get("drop") == ["ALL"], what
+    if non_root:
+        assert sc.get("runAsNonRoot") is True and sc.get("runAsUser", 1) != 0, what
+        assert not caps.get("add"), what
+    else:
+        # Root only to hold NET_BIND_SERVICE (ports < 1024 on the host network), nothing else.
+        assert caps.get("add") == ["NET_BIND_SERVICE"], what
+    assert not sc.get("privileged"), what
+
+
+def test_rbac_and_pods_are_hardened_in_every_rendering():
+    for name, docs, envoy_non_root in _renderings():
+        _assert_least_privilege(name, docs)
+        dep = next(d for d in docs if d["kind"] == "Deployment")
+        pod = dep["spec"]["template"]["spec"]
+        ctl = pod["containers"][0]
+        _assert_hardened(name, pod, ctl, non_root=True)
+        assert ctl["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert ctl["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert {"name": "tmp", "mountPath": "/tmp"} in ctl["volumeMounts"], name
+        ds = next(d for d in docs if d["kind"] == "DaemonSet")
+        pod = ds["spec"]["template"]["spec"]
+        assert pod.get("automountServiceAccountToken") is False, name
+        for init in pod["initContainers"]:
+            _assert_hardened(name, pod, init, non_root=True)
+        envoy = next(c for c in pod["containers"] if c["name"] == "envoy")
+        _assert_hardened(name, pod, envoy, non_root=envoy_non_root)
+        env = {e["name"]: e.get("value") for e in envoy.get("env") or []}
+        if not envoy_non_root:
+            assert envoy["securityContext"]["runAsUser"] == 0 and env.get("ENVOY_UID") == "0", name
+        assert envoy["readinessProbe"]["httpGet"]["path"] == "/ready", name
+        assert envoy["livenessProbe"]["httpGet"]["path"] == "/server_info", name
+        # Writable paths are emptyDirs; the bootstrap is mounted read-only.
+        mounts = {m["mountPath"]: m for m in envoy["volumeMounts"]}
+        assert mounts["/rendered"].get("readOnly") is True and "/tmp" in mounts, name
+        vols = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in vols["tmp"] and "emptyDir" in vols["rendered"], name
+        # Graceful drain: preStop drains through the admin API (bash, no curl/wget in the
+        # envoyproxy/envoy image), then sleeps past --drain-time-s; the grace period covers it.
+        args = envoy["args"]
+        drain = int(args[args.index("--drain-time-s") + 1])
+        cmd = envoy["lifecycle"]["preStop"]["exec"]["command"]
+        assert cmd[:2] == ["bash", "-c"], (name, cmd)
+        assert "drain_listeners?graceful" in cmd[2] and "curl" not in cmd[2] and "wget" not in cmd[2], name
+        sleep = int(re.search(r"sleep (\d+)\s*$", cmd[2]).group(1))
+        assert sleep > drain, (name, sleep, drain)
+        assert pod["terminationGracePeriodSeconds"] >= sleep + 10, name
+
+
+def test_envoy_prestop_hook_drains_a_real_envoy(tmp_path):
+    """Runs the DaemonSet's preStop command (its sleep shortened) against a real Envoy."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    envoy_bin = ROOT / ".venv" / "bin" / "envoy"
+    if not envoy_bin.exists():
+        pytest.skip("no Envoy in .venv (make envoy)")
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    admin, port = free_port(), free_port()
+    (tmp_path / "envoy.yaml").write_text(f"""
+admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
+static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: h
+          route_config:
+            virtual_hosts:
+            - {{name: a, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+""")
+    ds = next(d for d in yaml.safe_load_all((ROOT / "deploy" / "kustomize" / "base" / "envoy.yaml").read_text())
+              if d and d["kind"] == "DaemonSet")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    script = container["lifecycle"]["preStop"]["exec"]["command"][2]
+    script = script.replace("/dev/tcp/127.0.0.1/19000", f"/dev/tcp/127.0.0.1/{admin}")
+    script = re.sub(r"sleep \d+\s*$", "sleep 0", script)
+    proc = subprocess.Popen([str(envoy_bin), "-c", str(tmp_path / "envoy.yaml"), "--drain-time-s", "2",
+                             "--drain-strategy", "gradual", "--use-dynamic-base-id"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def get(url):
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status, r.read().decode()
+
+        deadline = time.time() + 20
+        while True:
+            try:
+                if get(f"http://127.0.0.1:{port}/")[0] == 200:
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and r.stdout.startswith("HTTP/1.1 200"), (r.stdout, r.stderr)
+        # Draining: still serving during --drain-time-s, then the listener stops.
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        deadline = time.time() + 10
+        while "listener_manager.listener_stopped: 1" not in get(f"http://127.0.0.1:{admin}/stats")[1]:
+            assert time.time() < deadline, "listener not stopped after the drain"
+            time.sleep(0.2)
+        with pytest.raises(OSError):
+            get(f"http://127.0.0.1:{port}/")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_helm_install_as_documented_on_a_fresh_namespace():
+    """`helm install ... -n <namespace> --create-namespace` against the local cluster (CRDs installed as the
+    README says first): every object is created; then uninstalled. The GatewayClass gets a test name so the
+    other tests' `switchyard` class is left alone. (Pods do not start here: the local kubelet has no mapping
+    for the controller and Envoy images.)"""
+    import subprocess
+    ks = _cluster()
+    ns = "switchyard-helm-e2e"
+    helm = [str(ks.BIN / "helm"), "--kubeconfig", str(ks.KUBECONFIG)]
+    subprocess.run(helm + ["uninstall", "sy-e2e", "-n", ns], capture_output=True, timeout=60)
+    ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=60s", timeout=70)
+    try:
+        r = subprocess.run(helm + ["install", "sy-e2e", str(ROOT / "deploy" / "helm" / "switchyard"), "-n", ns,
+                                   "--create-namespace", "--set", "gatewayClass.name=switchyard-helm-e2e"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        for kind, name in (("deployment", "switchyard-controller"), ("daemonset", "switchyard-envoy"),
+                           ("serviceaccount", "switchyard-controller"), ("role", "switchyard-leader-election"),
+                           ("configmap", "switchyard-envoy-bootstrap"), ("service", "switchyard-xds")):
+            assert ks.get(kind, name, ns), (kind, name)
+        assert ks.get("clusterrole", f"switchyard-controller-{ns}")
+        assert ks.get("gatewayclass", "switchyard-helm-e2e")
+        dep = ks.get("deployment", "switchyard-controller", ns)
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        # The Lease lives in the release namespace (POD_NAMESPACE), where the Role grants it.
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    finally:
+        subprocess.run(helm + ["uninstall", "sy-e2e", "-n", ns], capture_output=True, timeout=60)
+        ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
