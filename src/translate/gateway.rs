@@ -250,12 +250,19 @@ fn gateway_state(
     if gw.spec.tls.is_some() {
         unsupported_fields.push("spec.tls".into());
     }
-    let unsupported = (!unsupported_fields.is_empty()).then(|| {
+    // What the API server would have refused: inside a listener, that
+    // listener is not accepted; anywhere else, the Gateway is not.
+    let violations = super::validate::stored(inputs, Kind::Gateway, key);
+    let (listener_violations, gateway_violations) = super::validate::by_listener(violations);
+    let mut unsupported = (!unsupported_fields.is_empty()).then(|| {
         format!(
             "fields not supported by this Switchyard: {}",
             unsupported_fields.join(", ")
         )
     });
+    if !gateway_violations.is_empty() {
+        unsupported = Some(super::validate::summary(&gateway_violations));
+    }
 
     let address = gateway_address(inputs, key, gw);
     let mut secrets = BTreeMap::new();
@@ -271,7 +278,16 @@ fn gateway_state(
                 .filter(|p| p.starts_with(&field_prefix))
                 .cloned()
                 .collect();
-            validate_listener(inputs, key, l, None, &unknown_here, &mut secrets)
+            let mut st = validate_listener(inputs, key, l, None, &unknown_here, &mut secrets);
+            if let Some(v) = listener_violations.get(&i) {
+                st.accepted = Err((reasons::UNSUPPORTED_VALUE, super::validate::summary(v)));
+            } else if !gateway_violations.is_empty() {
+                st.accepted = Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    "the Gateway's spec is invalid (see the Gateway's Accepted condition)".into(),
+                ));
+            }
+            st
         })
         .collect();
     // ListenerSets, in merge precedence after the Gateway's own listeners.

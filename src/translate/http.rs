@@ -109,6 +109,10 @@ fn compile_rule(
             "sessionPersistence is not supported yet".into(),
         ));
     }
+    // Values the schema accepts but Envoy would refuse drop the rule.
+    let json = serde_json::to_value(rule).unwrap_or_default();
+    super::validate::rule::check_http(index, &json)
+        .map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
     let timeouts = compile_timeouts(rule)?;
     // Matches.
     let default_match = [HttpRouteRulesMatches::default()];
@@ -339,20 +343,9 @@ fn check_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Envoy evaluates RE2; the `regex` crate accepts the same syntax family
-/// (no look-around, no backreferences), so a pattern it rejects is one Envoy
-/// would reject too.
+/// RE2 as Envoy runs it (see validate::re2).
 fn check_regex(r: &str) -> Result<(), String> {
-    regex::Regex::new(r).map(|_| ()).map_err(|e| {
-        let first = e
-            .to_string()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        format!("invalid regular expression {r:?}: {first}")
-    })
+    super::validate::re2::check(r)
 }
 
 /// Copies a header modifier into the IR. The generated API types have one

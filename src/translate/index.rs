@@ -150,6 +150,14 @@ impl<'a> RouteInput<'a> {
     }
 
     fn compile(&self, inputs: &Inputs, backends: &mut backend::Backends) -> RouteCompile {
+        // What the API server would have refused never gets further.
+        let violations = super::validate::stored(inputs, self.kind, self.key);
+        if !violations.is_empty() {
+            return RouteCompile::rejected((
+                reasons::UNSUPPORTED_VALUE,
+                super::validate::summary(&violations),
+            ));
+        }
         match &self.body {
             InputBody::Http { route, error } => http::compile_route(
                 inputs,

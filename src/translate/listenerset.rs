@@ -112,6 +112,14 @@ pub fn listeners(
     secrets: &mut BTreeMap<String, ir::TlsCertificate>,
 ) -> Vec<ListenerState> {
     let unknown = inputs.unknown(Kind::ListenerSet, c.key);
+    let (listener_violations, set_violations) =
+        super::validate::by_listener(super::validate::stored(inputs, Kind::ListenerSet, c.key));
+    let violation = |i: usize| {
+        listener_violations
+            .get(&i)
+            .or((!set_violations.is_empty()).then_some(&set_violations))
+            .map(|v| super::validate::summary(v))
+    };
     c.set
         .spec
         .listeners
@@ -129,7 +137,12 @@ pub fn listeners(
                 serde_json::to_value(l).and_then(serde_json::from_value);
             match as_gateway {
                 Ok(gl) => {
-                    validate_listener(inputs, gw_key, &gl, Some(c.key), &unknown_here, secrets)
+                    let mut st =
+                        validate_listener(inputs, gw_key, &gl, Some(c.key), &unknown_here, secrets);
+                    if let Some(msg) = violation(i) {
+                        st.accepted = Err((reasons::UNSUPPORTED_VALUE, msg));
+                    }
+                    st
                 }
                 Err(e) => {
                     let gl = GatewayListeners {

@@ -22,6 +22,7 @@ mod listener;
 mod listenerset;
 mod refgrant;
 mod tables;
+pub mod validate;
 
 pub use backend::endpoints;
 pub use gatewayclass::supported_features;

@@ -20,7 +20,7 @@ pub fn permits(inputs: &Inputs, from: &Ref<'_>, to: &Ref<'_>, to_name: &str) -> 
         .reference_grants
         .range(crate::inputs::ObjKey::new(to.namespace, "")..)
         .take_while(|(k, _)| k.namespace == to.namespace)
-        .any(|(_, grant)| {
+        .any(|(key, grant)| {
             let from_ok = grant.spec.from.iter().any(|f| {
                 norm(&f.group) == norm(from.group)
                     && f.kind == from.kind
@@ -33,7 +33,11 @@ pub fn permits(inputs: &Inputs, from: &Ref<'_>, to: &Ref<'_>, to_name: &str) -> 
                         .as_deref()
                         .is_none_or(|n| n.is_empty() || n == to_name)
             });
-            from_ok && to_ok
+            // A grant the API server would have refused grants nothing.
+            from_ok
+                && to_ok
+                && super::validate::stored(inputs, crate::inputs::Kind::ReferenceGrant, key)
+                    .is_empty()
         })
 }
 

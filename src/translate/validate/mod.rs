@@ -1,0 +1,137 @@
+//! The one validation layer: everything the API server would refuse (the
+//! v1.6.1 CRD schemas, [`schema`], and their CEL rules, [`cel`]) and
+//! everything Envoy would refuse in what we generate ([`envoy`], [`re2`],
+//! [`rule`]). See docs/validation.md.
+//!
+//! Who reports what:
+//! - Routes: a schema or CEL violation rejects the route (`Accepted=False`,
+//!   `UnsupportedValue`, the message names the field), as the API server
+//!   would have refused the whole object. A value only Envoy would refuse
+//!   (a regex RE2 rejects, `host` in a header modifier, ...) drops its rule
+//!   (`PartiallyInvalid`, "Dropped Rule"); with no rule left the route is
+//!   not accepted.
+//! - Gateways and ListenerSets: a violation inside `spec.listeners[i]`
+//!   makes that listener not accepted (`UnsupportedValue`); any other one
+//!   makes the Gateway (ListenerSet) not accepted.
+//! - ReferenceGrants and BackendTLSPolicies that violate their schema are
+//!   ignored (no grant, no policy), with the reason logged by their users.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::inputs::{Inputs, Kind, ObjKey};
+
+pub mod cel;
+pub mod envoy;
+pub mod re2;
+pub mod rule;
+pub mod schema;
+
+/// Kinds whose CRD rules are applied.
+pub const VALIDATED_KINDS: [Kind; 10] = [
+    Kind::GatewayClass,
+    Kind::Gateway,
+    Kind::HTTPRoute,
+    Kind::GRPCRoute,
+    Kind::TLSRoute,
+    Kind::TCPRoute,
+    Kind::UDPRoute,
+    Kind::ReferenceGrant,
+    Kind::BackendTLSPolicy,
+    Kind::ListenerSet,
+];
+
+/// One refused value: the field path and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(path: &str, message: String) -> Self {
+        Violation {
+            path: path.to_string(),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Checks the `spec` of an object of `kind` against its CRD schema and CEL rules.
+pub fn spec(kind: Kind, spec: &Value) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if let Some(s) = schema::spec_schema(kind) {
+        schema::check(spec, s, "spec", &mut out);
+    }
+    cel::check(kind, spec, &mut out);
+    out
+}
+
+/// [`spec`] of a typed object (serialized as the API server would see it).
+pub fn object<T: Serialize>(kind: Kind, obj: &T) -> Vec<Violation> {
+    match serde_json::to_value(obj) {
+        Ok(v) => spec(kind, v.get("spec").unwrap_or(&Value::Null)),
+        Err(e) => vec![Violation::new("spec", e.to_string())],
+    }
+}
+
+/// [`object`] of the stored object `kind`/`key` (empty if there is none).
+pub fn stored(inputs: &Inputs, kind: Kind, key: &ObjKey) -> Vec<Violation> {
+    fn of<T: Serialize>(kind: Kind, o: Option<&T>) -> Vec<Violation> {
+        o.map(|o| object(kind, o)).unwrap_or_default()
+    }
+    match kind {
+        Kind::GatewayClass => of(kind, inputs.gateway_classes.get(&key.name)),
+        Kind::Gateway => of(kind, inputs.gateways.get(key)),
+        Kind::HTTPRoute => of(kind, inputs.http_routes.get(key)),
+        Kind::GRPCRoute => of(kind, inputs.grpc_routes.get(key)),
+        Kind::TLSRoute => of(kind, inputs.tls_routes.get(key)),
+        Kind::TCPRoute => of(kind, inputs.tcp_routes.get(key)),
+        Kind::UDPRoute => of(kind, inputs.udp_routes.get(key)),
+        Kind::ReferenceGrant => of(kind, inputs.reference_grants.get(key)),
+        Kind::BackendTLSPolicy => of(kind, inputs.backend_tls_policies.get(key)),
+        Kind::ListenerSet => of(kind, inputs.listener_sets.get(key)),
+        _ => Vec::new(),
+    }
+}
+
+/// Splits violations into those inside `spec.listeners[i]` (by `i`) and the others.
+pub fn by_listener(
+    v: Vec<Violation>,
+) -> (std::collections::BTreeMap<usize, Vec<Violation>>, Vec<Violation>) {
+    let mut listeners: std::collections::BTreeMap<usize, Vec<Violation>> = Default::default();
+    let mut rest = Vec::new();
+    for x in v {
+        let index = x
+            .path
+            .strip_prefix("spec.listeners[")
+            .and_then(|r| r.split_once(']'))
+            .and_then(|(i, _)| i.parse::<usize>().ok());
+        match index {
+            Some(i) => listeners.entry(i).or_default().push(x),
+            None => rest.push(x),
+        }
+    }
+    (listeners, rest)
+}
+
+/// One message for a status condition: the first few violations.
+pub fn summary(v: &[Violation]) -> String {
+    const SHOWN: usize = 3;
+    let mut parts: Vec<String> = v.iter().take(SHOWN).map(ToString::to_string).collect();
+    if v.len() > SHOWN {
+        parts.push(format!("and {} more", v.len() - SHOWN));
+    }
+    format!("invalid value: {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests;
