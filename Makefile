@@ -68,6 +68,13 @@ e2e: build envoy
 golden:
 	UPDATE_GOLDEN=1 $(CARGO) test --release --test golden
 
+# The validation property test with many more cases than `cargo test` runs
+# (hostile routes never reach Envoy; the valid neighbour is always served).
+FUZZ_CASES ?= 20000
+.PHONY: fuzz
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test validation_props
+
 fmt:
 	$(CARGO) fmt --all
 

@@ -60,12 +60,26 @@ pub fn check_resources(doc: &Value) -> Vec<String> {
     out
 }
 
+fn snake(k: &str) -> String {
+    let mut s = String::with_capacity(k.len() + 4);
+    for c in k.chars() {
+        if c.is_ascii_uppercase() {
+            s.push('_');
+            s.push(c.to_ascii_lowercase());
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
 fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m {
                 let p = format!("{path}.{k}");
-                match (k.as_str(), child) {
+                // Resources render in proto JSON (camelCase) or proto field names.
+                match (snake(k).as_str(), child) {
                     // RegexMatcher { regex }.
                     ("regex", Value::String(r)) => {
                         if let Err(e) = re2::check(r) {
@@ -168,7 +182,7 @@ mod tests {
     fn resources_are_checked_where_envoy_checks_them() {
         let doc = serde_json::json!({"routes": [{"virtual_hosts": [{"domains": ["a.*.com"], "routes": [{
             "match": {"safe_regex": {"regex": "a{1001}"}, "headers": [{"name": ""}]},
-            "request_headers_to_add": [{"header": {"key": "host", "value": "x"}}],
+            "requestHeadersToAdd": [{"header": {"key": "host", "value": "x"}}],
             "request_headers_to_remove": [":path"],
             "route": {"weighted_clusters": {"clusters": [{"weight": 4294967295u64}, {"weight": 1}]}},
         }]}]}]});
