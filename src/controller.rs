@@ -700,18 +700,38 @@ mod tests {
     fn an_undecodable_version_keeps_the_last_good_one() {
         let mut w = World::new("me");
         let key = (Kind::HTTPRoute, ObjKey::new("ns", "r"));
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 1, json!(["a.example"]))));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("r", 1, json!(["a.example"])),
+        ));
         assert_eq!(hostnames(&w, "r"), ["a.example"]);
         // Generation 2 does not decode (a number where strings belong).
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 2, json!([5]))));
-        assert_eq!(hostnames(&w, "r"), ["a.example"], "the last good version stays");
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("r", 2, json!([5])),
+        ));
+        assert_eq!(
+            hostnames(&w, "r"),
+            ["a.example"],
+            "the last good version stays"
+        );
         let bad = &w.undecodable[&key];
         assert_eq!(bad.generation, 2);
-        assert!(bad.error.contains("ns/r") && bad.error.contains("hostnames"), "{}", bad.error);
+        assert!(
+            bad.error.contains("ns/r") && bad.error.contains("hostnames"),
+            "{}",
+            bad.error
+        );
         assert_eq!(w.invalid.len(), 1, "one Warning Event");
-        assert_eq!(w.raw[&key]["metadata"]["generation"], 2, "status goes onto the newest copy");
+        assert_eq!(
+            w.raw[&key]["metadata"]["generation"], 2,
+            "status goes onto the newest copy"
+        );
         // A good generation 3 replaces both.
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("r", 3, json!(["c.example"]))));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("r", 3, json!(["c.example"])),
+        ));
         assert_eq!(hostnames(&w, "r"), ["c.example"]);
         assert!(w.undecodable.is_empty());
     }
@@ -719,10 +739,19 @@ mod tests {
     #[test]
     fn a_relist_forgets_what_the_api_server_no_longer_has() {
         let mut w = World::new("me");
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("good", 1, json!(["g.example"]))));
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("gone", 1, json!(["x.example"]))));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("good", 1, json!(["g.example"])),
+        ));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("gone", 1, json!(["x.example"])),
+        ));
         // Never decoded, then deleted while the watch was down.
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("bad", 1, json!([7])),
+        ));
         let bad = (Kind::HTTPRoute, ObjKey::new("ns", "bad"));
         assert!(w.raw.contains_key(&bad) && w.undecodable.contains_key(&bad));
         assert!(!w.inputs.http_routes.contains_key(&bad.1));
@@ -731,24 +760,41 @@ mod tests {
             Kind::HTTPRoute,
             vec![httproute("good", 1, json!(["g.example"]))],
         ));
-        assert!(!w.raw.contains_key(&bad), "no status patch for a deleted object");
+        assert!(
+            !w.raw.contains_key(&bad),
+            "no status patch for a deleted object"
+        );
         assert!(w.undecodable.is_empty());
-        assert_eq!(w.inputs.keys_of(Kind::HTTPRoute), [ObjKey::new("ns", "good")]);
+        assert_eq!(
+            w.inputs.keys_of(Kind::HTTPRoute),
+            [ObjKey::new("ns", "good")]
+        );
         assert_eq!(
             w.raw.keys().cloned().collect::<Vec<_>>(),
             [(Kind::HTTPRoute, ObjKey::new("ns", "good"))]
         );
         assert!(w.synced.contains(&Kind::HTTPRoute));
         // A deletion event forgets an undecodable object too.
-        w.apply(Change::Applied(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
-        w.apply(Change::Deleted(Kind::HTTPRoute, httproute("bad", 1, json!([7]))));
+        w.apply(Change::Applied(
+            Kind::HTTPRoute,
+            httproute("bad", 1, json!([7])),
+        ));
+        w.apply(Change::Deleted(
+            Kind::HTTPRoute,
+            httproute("bad", 1, json!([7])),
+        ));
         assert!(!w.raw.contains_key(&bad) && w.undecodable.is_empty());
     }
 
     #[test]
     fn an_unchanged_relist_changes_nothing() {
         let mut w = World::new("me");
-        let objs = || vec![httproute("a", 1, json!(["a.example"])), httproute("b", 4, json!(["b.example"]))];
+        let objs = || {
+            vec![
+                httproute("a", 1, json!(["a.example"])),
+                httproute("b", 4, json!(["b.example"])),
+            ]
+        };
         w.apply(Change::Relisted(Kind::HTTPRoute, objs()));
         w.changes = Changes::default();
         // The API server came back: the same objects are listed again.
@@ -778,27 +824,45 @@ mod tests {
         };
         set.objects.insert(
             (Kind::HTTPRoute, key.clone()),
-            ObjectStatus::Route { parents: vec![parent] },
+            ObjectStatus::Route {
+                parents: vec![parent],
+            },
         );
         let mut bad = BTreeMap::new();
         bad.insert(
             (Kind::HTTPRoute, key.clone()),
-            Undecodable { generation: 2, error: "HTTPRoute ns/r: field `spec.hostnames[0]`: invalid type".into() },
+            Undecodable {
+                generation: 2,
+                error: "HTTPRoute ns/r: field `spec.hostnames[0]`: invalid type".into(),
+            },
         );
         // An undecodable object without a good version has no status: untouched.
         bad.insert(
             (Kind::HTTPRoute, ObjKey::new("ns", "never-good")),
-            Undecodable { generation: 1, error: "x".into() },
+            Undecodable {
+                generation: 1,
+                error: "x".into(),
+            },
         );
         mark_undecodable(&mut set, &bad);
         let ObjectStatus::Route { parents } = &set.objects[&(Kind::HTTPRoute, key)] else {
             panic!("route status");
         };
         let acc = &parents[0].conditions[0];
-        assert_eq!((acc.type_.as_ref(), acc.status.as_ref(), acc.reason.as_ref()), ("Accepted", "False", "UnsupportedValue"));
+        assert_eq!(
+            (acc.type_.as_ref(), acc.status.as_ref(), acc.reason.as_ref()),
+            ("Accepted", "False", "UnsupportedValue")
+        );
         assert_eq!(acc.observed_generation, 2);
-        assert!(acc.message.contains("spec.hostnames[0]") && acc.message.contains("generation 1"), "{}", acc.message);
-        assert_eq!(parents[0].conditions[1].observed_generation, 1, "other conditions untouched");
+        assert!(
+            acc.message.contains("spec.hostnames[0]") && acc.message.contains("generation 1"),
+            "{}",
+            acc.message
+        );
+        assert_eq!(
+            parents[0].conditions[1].observed_generation, 1,
+            "other conditions untouched"
+        );
         assert_eq!(set.objects.len(), 1);
     }
 

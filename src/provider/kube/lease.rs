@@ -189,9 +189,7 @@ fn record_of(lease: &Lease, default: Duration) -> Record {
         version: format!(
             "{}/{}",
             lease.metadata.resource_version.as_deref().unwrap_or(""),
-            spec.renew_time
-                .map(|t| t.0.to_string())
-                .unwrap_or_default()
+            spec.renew_time.map(|t| t.0.to_string()).unwrap_or_default()
         ),
         duration: spec
             .lease_duration_seconds
@@ -203,7 +201,12 @@ fn record_of(lease: &Lease, default: Duration) -> Record {
 
 /// Runs until `tx` has no receivers, keeping `leadership` and `tx` (whether
 /// this replica leads) up to date.
-pub async fn run(client: Client, cfg: LeaseConfig, leadership: Leadership, tx: watch::Sender<bool>) {
+pub async fn run(
+    client: Client,
+    cfg: LeaseConfig,
+    leadership: Leadership,
+    tx: watch::Sender<bool>,
+) {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let t = cfg.timing;
     let mut observed: Option<Observed> = None;
@@ -314,7 +317,13 @@ async fn attempt(
 /// Gives the lease up on a clean shutdown, so that a standby replica takes
 /// over at its next attempt instead of after the lease duration. Bounded
 /// by `timeout`; does nothing unless this replica is the recorded holder.
-pub async fn release(client: Client, namespace: &str, name: &str, identity: &str, timeout: Duration) {
+pub async fn release(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    timeout: Duration,
+) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let work = async {
         let Ok(Some(mut lease)) = api.get_opt(name).await else {
@@ -355,7 +364,11 @@ mod tests {
         for secs in [1, 3, 4, 5, 10, 15, 30, 60, 137] {
             let t = Timing::for_lease(Duration::from_secs(secs));
             assert!(t.lease >= MIN_LEASE, "{t:?}");
-            assert_eq!(t.lease.subsec_nanos(), 0, "whole seconds go to the API server");
+            assert_eq!(
+                t.lease.subsec_nanos(),
+                0,
+                "whole seconds go to the API server"
+            );
             // The holder stops writing strictly before anyone may take over,
             // with a margin longer than one bounded request.
             assert!(t.renew_deadline < t.lease, "{t:?}");
@@ -364,12 +377,19 @@ mod tests {
             // A failed or timed-out attempt still leaves time for another
             // before the deadline: one slow request never loses the lease.
             assert!(t.retry + t.attempt_timeout < t.renew_deadline, "{t:?}");
-            assert!(2 * (t.retry + t.attempt_timeout) <= t.renew_deadline + t.retry, "{t:?}");
+            assert!(
+                2 * (t.retry + t.attempt_timeout) <= t.renew_deadline + t.retry,
+                "{t:?}"
+            );
         }
         let t = Timing::for_lease(Duration::from_secs(15));
         assert_eq!(
             (t.renew_deadline, t.retry, t.attempt_timeout),
-            (Duration::from_secs(10), Duration::from_secs(3), Duration::from_secs(3))
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(3),
+                Duration::from_secs(3)
+            )
         );
     }
 
@@ -381,7 +401,9 @@ mod tests {
         let sent = Instant::now();
         l.renewed(sent, &t);
         assert!(l.remaining_at(sent).is_some_and(|d| d == t.renew_deadline));
-        assert!(l.remaining_at(sent + t.renew_deadline - Duration::from_millis(1)).is_some());
+        assert!(l
+            .remaining_at(sent + t.renew_deadline - Duration::from_millis(1))
+            .is_some());
         // A replica resumed after a pause (SIGSTOP) past the deadline: no
         // leadership left, whether or not its lease task ran since.
         assert_eq!(l.remaining_at(sent + t.renew_deadline), None);
@@ -405,17 +427,38 @@ mod tests {
         let s = Duration::from_secs;
         // No Lease: create it. Free or ours: take/renew at once.
         assert_eq!(decide(None, "b", &mut seen, t0), Decision::Create);
-        assert_eq!(decide(Some(&rec("", "1")), "b", &mut seen, t0), Decision::Acquire);
-        assert_eq!(decide(Some(&rec("b", "1")), "b", &mut seen, t0), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&rec("", "1")), "b", &mut seen, t0),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&rec("b", "1")), "b", &mut seen, t0),
+            Decision::Acquire
+        );
         // Held by a: wait a full duration after first seeing this record,
         // however old its renewTime claims to be (skewed clocks).
-        assert_eq!(decide(Some(&rec("a", "1")), "b", &mut seen, t0), Decision::Wait);
-        assert_eq!(decide(Some(&rec("a", "1")), "b", &mut seen, t0 + s(14)), Decision::Wait);
+        assert_eq!(
+            decide(Some(&rec("a", "1")), "b", &mut seen, t0),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&rec("a", "1")), "b", &mut seen, t0 + s(14)),
+            Decision::Wait
+        );
         // a renews: the wait starts over from this observation.
-        assert_eq!(decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(14)), Decision::Wait);
-        assert_eq!(decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(28)), Decision::Wait);
+        assert_eq!(
+            decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(14)),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(28)),
+            Decision::Wait
+        );
         // Unchanged for the lease duration: expired.
-        assert_eq!(decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(29)), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&rec("a", "2")), "b", &mut seen, t0 + s(29)),
+            Decision::Acquire
+        );
         // The holder's declared duration counts, not ours.
         let mut seen = None;
         let long = Record {
@@ -423,8 +466,14 @@ mod tests {
             ..rec("a", "9")
         };
         assert_eq!(decide(Some(&long), "b", &mut seen, t0), Decision::Wait);
-        assert_eq!(decide(Some(&long), "b", &mut seen, t0 + s(59)), Decision::Wait);
-        assert_eq!(decide(Some(&long), "b", &mut seen, t0 + s(60)), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&long), "b", &mut seen, t0 + s(59)),
+            Decision::Wait
+        );
+        assert_eq!(
+            decide(Some(&long), "b", &mut seen, t0 + s(60)),
+            Decision::Acquire
+        );
     }
 
     /// The holder's last possible write comes before any takeover, by the
@@ -452,7 +501,10 @@ mod tests {
                     take += Duration::from_millis(50);
                 }
                 let last_write = t0 + l.remaining_at(t0).expect("leads");
-                assert!(last_write + t.safety_margin() <= take, "lease {secs}s latency {latency:?}");
+                assert!(
+                    last_write + t.safety_margin() <= take,
+                    "lease {secs}s latency {latency:?}"
+                );
                 assert_eq!(l.remaining_at(take), None);
             }
         }

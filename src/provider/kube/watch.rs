@@ -21,6 +21,56 @@ use tracing::{debug, info, warn};
 
 use crate::kinds::{self, Kind, KindInfo};
 
+/// Retry delays of a failed watch: 250 ms doubling to at most 4 s, with
+/// up to 25% jitter so replicas do not retry in step. (kube's default grows
+/// to 30 s: after an API server outage the controller would see changes up
+/// to 30 s late.) A watch that works again starts over from 250 ms.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+    seed: u64,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    pub const MAX: Duration = Duration::from_secs(4);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        WatchBackoff {
+            next: Self::FIRST,
+            seed,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // xorshift: cheap jitter, no dependency.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let jitter = base.mul_f64((self.seed % 1000) as f64 / 4000.0);
+        Some(base - jitter)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// One change from the API server.
 #[derive(Debug)]
 pub enum Change {
@@ -69,11 +119,15 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
     let mut last_missing: Option<Vec<String>> = None;
     let mut last_bundle: Option<Option<String>> = None;
     loop {
-        match Discovery::new(client.clone())
-            .filter(&kinds::groups())
-            .run()
-            .await
-        {
+        let discovery = tokio::time::timeout(
+            Duration::from_secs(30),
+            Discovery::new(client.clone())
+                .filter(&kinds::groups())
+                .run(),
+        )
+        .await
+        .unwrap_or_else(|_| Err(kube::Error::Service("API discovery timed out".into())));
+        match discovery {
             Ok(discovery) => {
                 let mut missing = Vec::new();
                 for info in kinds::all() {
@@ -99,10 +153,18 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
                 // The bundle version before the missing kinds: the latter ends
                 // discovery, and a first translation without the version would
                 // write a GatewayClass status that is rewritten a moment later.
-                let bundle = bundle_version(&client).await;
-                if last_bundle.as_ref() != Some(&bundle) {
-                    let _ = tx.send(Change::BundleVersion(bundle.clone())).await;
-                    last_bundle = Some(bundle);
+                // A failed read (API server gone between discovery and
+                // here) keeps what we know: reporting "no version" would
+                // rewrite the GatewayClass status twice for nothing.
+                match bundle_version(&client).await {
+                    Ok(bundle) if last_bundle.as_ref() != Some(&bundle) => {
+                        let _ = tx.send(Change::BundleVersion(bundle.clone())).await;
+                        last_bundle = Some(bundle);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!("reading the Gateway CRD's bundle version failed (will retry): {e}")
+                    }
                 }
                 if last_missing.as_ref() != Some(&missing) {
                     if !missing.is_empty() {
@@ -127,20 +189,24 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
     }
 }
 
-/// `gateway.networking.k8s.io/bundle-version` of the Gateway CRD.
-async fn bundle_version(client: &Client) -> Option<String> {
+/// `gateway.networking.k8s.io/bundle-version` of the Gateway CRD (`None`:
+/// no CRD or no annotation); an error when the API server did not answer.
+async fn bundle_version(client: &Client) -> Result<Option<String>, kube::Error> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let gw = Kind::Gateway.info();
-    let crd = api
-        .get_opt(&format!("{}.{}", gw.plural, gw.group))
-        .await
-        .ok()
-        .flatten()?;
-    crd.metadata
-        .annotations?
-        .get("gateway.networking.k8s.io/bundle-version")
-        .cloned()
+    let crd = tokio::time::timeout(
+        Duration::from_secs(10),
+        api.get_opt(&format!("{}.{}", gw.plural, gw.group)),
+    )
+    .await
+    .map_err(|_| kube::Error::Service("timed out".into()))??;
+    Ok(crd.and_then(|crd| {
+        crd.metadata
+            .annotations?
+            .get("gateway.networking.k8s.io/bundle-version")
+            .cloned()
+    }))
 }
 
 async fn watch_kind(
@@ -155,7 +221,9 @@ async fn watch_kind(
     if let Some(fs) = field_selector {
         cfg = cfg.fields(fs);
     }
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, cfg)
+        .backoff(WatchBackoff::default())
+        .boxed();
     let mut relist: Option<Vec<serde_json::Value>> = None;
     while let Some(ev) = stream.next().await {
         let change = match ev {
@@ -192,5 +260,24 @@ async fn watch_kind(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn watch_retries_back_off_to_four_seconds_and_start_over_after_a_reset() {
+        let mut b = WatchBackoff::default();
+        let delays: Vec<Duration> = b.by_ref().take(12).collect();
+        assert!(delays[0] <= Duration::from_millis(250) && delays[0] >= Duration::from_millis(187));
+        assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX), "{delays:?}");
+        assert!(delays[11] >= WatchBackoff::MAX.mul_f64(0.75), "{delays:?}");
+        // The sum of the first few stays small: an outage is noticed over quickly.
+        assert!(delays[..5].iter().sum::<Duration>() < Duration::from_secs(8));
+        b.reset();
+        assert!(b.next().is_some_and(|d| d <= Duration::from_millis(250)));
     }
 }
