@@ -9,6 +9,11 @@ the controller says about itself.
   controller recovers without a restart (same process, re-takes its Lease,
   serves a new route), and rewrites nothing it need not (no status patch,
   no resourceVersion change, no listener or cluster churn in Envoy).
+- API server frozen (SIGSTOP for SWITCHYARD_APISERVER_FREEZE_SECS, default
+  15): requests hang instead of failing. The leader's renewals are bounded by
+  their own timeout, so it steps down at its renew deadline (not after the
+  client's ~295 s), Envoy keeps serving, and after SIGCONT the leader takes
+  its Lease back and rewrites nothing.
 - Leader paused (SIGSTOP) past its Lease: the standby takes over and writes
   its own status; after SIGCONT the old leader writes nothing (resourceVersion
   of the Gateway and the route unchanged, its write counter unchanged) until
@@ -35,6 +40,7 @@ POOL_A = "127.0.3.0/24"
 POOL_B = "127.0.4.0/24"
 LEASE_SECS = 4
 DOWN_SECS = float(os.environ.get("SWITCHYARD_APISERVER_DOWN_SECS", "60"))
+FREEZE_SECS = float(os.environ.get("SWITCHYARD_APISERVER_FREEZE_SECS", "15"))
 HOST = "faults.example.com"
 
 pytestmark = pytest.mark.skipif(ks.available() is not None, reason=str(ks.available()))
@@ -283,6 +289,41 @@ def test_apiserver_stopped_envoy_serves_controller_recovers_rewrites_nothing(sta
     print(f"\nAPI server down {down:.0f} s (restart took {back:.1f} s); leader not leading "
           f"{stepped_down:.1f} s after the API server was gone (it stops during the API server's own shutdown); "
           f"{sum(counts.values())} requests, all 200; no status write, no Envoy churn")
+
+
+def test_apiserver_frozen_leader_steps_down_on_time(stack):
+    a = stack.controller("freeze-a", lease_secs=LEASE_SECS)
+    stack.envoy(a)
+    ks.wait(a.is_leader, 15, "freeze-a to lead")
+    gw = ks.wait(lambda: (lambda g: g if is_true(g, "Programmed") and address(g) else None)(gateway()), 40,
+                 "Gateway Programmed")
+    addr = address(gw)
+    ks.wait(lambda: get(addr, HOST) == 200, 15, f"{HOST} served")
+    before_rv, before_writes = settle([a])
+    pid = _apiserver_pid()
+    assert os.readlink(f"/proc/{pid}/exe") == str(ks.BIN / "kube-apiserver")
+    import harness
+    finish = harness.load(addr, 80, HOST, 2)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        t0 = time.time()
+        try:
+            # Renewals hang: only their own timeout ends them. Renew deadline 2/3 of the lease.
+            ks.wait(lambda: not a.is_leader(), 2 * LEASE_SECS, "freeze-a to step down while renewals hang")
+            stepped_down = time.time() - t0
+            time.sleep(max(0.0, FREEZE_SECS - (time.time() - t0)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        ks.wait(a.is_leader, 30, "freeze-a to re-take its Lease after the API server thawed")
+        time.sleep(2)
+    finally:
+        counts = finish()
+    assert set(counts) == {200}, f"non-200 responses while the API server was frozen: {dict(counts)}"
+    after_rv, after_writes = settle([a])
+    assert after_writes == before_writes and after_rv == before_rv, "status rewritten after the freeze"
+    assert stepped_down < LEASE_SECS, f"stepped down only {stepped_down:.1f} s into the freeze (lease {LEASE_SECS} s)"
+    print(f"\nAPI server frozen {FREEZE_SECS:.0f} s: leader stepped down after {stepped_down:.1f} s "
+          f"(renew deadline {LEASE_SECS * 2 / 3:.1f} s); {sum(counts.values())} requests, all 200; nothing rewritten")
 
 
 def test_paused_leader_writes_nothing_until_it_reacquires(stack):
