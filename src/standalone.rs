@@ -271,7 +271,11 @@ fn spawn_reloader(
             r.reload(&state);
             loop {
                 let cmd = match r.recheck_at {
-                    Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+                    // Never a busy loop, even if a recheck stays due.
+                    Some(t) => rx.recv_timeout(
+                        t.saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(10)),
+                    ),
                     None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 match cmd {

@@ -201,19 +201,25 @@ impl DirLoader {
             })
             .collect();
         let present: BTreeSet<PathBuf> = w.files.into_iter().collect();
-        if w.complete {
-            // Files not seen are gone (a scan stopped by a limit proves nothing).
-            let gone: Vec<PathBuf> = self
-                .files
-                .keys()
-                .filter(|p| !present.contains(*p))
-                .cloned()
-                .collect();
-            for p in gone {
+        // Files not seen are gone; a scan stopped by a limit proves nothing,
+        // so then only those with vanished objects due are looked at.
+        let now = Instant::now();
+        let unseen: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(p, f)| {
+                !present.contains(*p) && (w.complete || f.linger_until.is_some_and(|t| now >= t))
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in unseen {
+            if w.complete {
                 self.file_gone(&p, &mut out);
+            } else {
+                self.load_file(&p, &mut out);
             }
-            self.retain_due = true;
         }
+        self.retain_due |= w.complete;
         for path in &present {
             self.load_file(path, &mut out);
         }
