@@ -32,6 +32,9 @@ pub struct Options {
     pub identity: String,
     pub lease_duration: Duration,
     pub debounce: Duration,
+    /// mTLS certificate directory of the xDS server; `None` only with
+    /// `--xds-insecure`.
+    pub xds_tls_dir: Option<std::path::PathBuf>,
 }
 
 struct DebugState {
@@ -470,9 +473,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
+    let xds_tls = match &opts.xds_tls_dir {
+        Some(dir) => Some(
+            crate::xds::tls::ServerTls::watch(dir.clone())
+                .with_context(|| format!("xDS mTLS certificates (--xds-tls-dir {})", dir.display()))?,
+        ),
+        None => None,
+    };
     tokio::spawn(crate::xds::server::serve(
         cache.clone(),
         xds_listener,
+        xds_tls,
         wait(shutdown_rx.clone()),
     ));
     tokio::spawn(crate::admin::serve(

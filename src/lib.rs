@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certgen;
 pub mod controller;
 pub mod engine;
 pub mod inputs;

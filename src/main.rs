@@ -74,6 +74,40 @@ enum Command {
         /// Coalescing window for API events, in milliseconds.
         #[arg(long, default_value_t = 10)]
         debounce_ms: u64,
+        /// mTLS certificates of the xDS server (`ca.crt`, `tls.crt`,
+        /// `tls.key`, e.g. a mounted Secret); re-read when they change.
+        #[arg(long, env = "SWITCHYARD_XDS_TLS_DIR", default_value = "/etc/switchyard/xds-tls")]
+        xds_tls_dir: PathBuf,
+        /// Serve xDS without TLS: any client reaching the port can read
+        /// every Gateway's configuration and private keys. Tests only.
+        #[arg(long, env = "SWITCHYARD_XDS_INSECURE")]
+        xds_insecure: bool,
+    },
+    /// Issue the xDS mTLS certificates: a CA (reused if present), the xDS
+    /// server's, and one per Envoy client with its identity.
+    Certgen {
+        /// Output directory (ca/, server/, one directory per client).
+        #[arg(long, required_unless_present = "kubernetes_namespace")]
+        out: Option<PathBuf>,
+        /// Instead of files, keep the CA and the leaves in Secrets of this
+        /// namespace (switchyard-xds-ca, -server, -envoy from the first
+        /// --client); existing ones are kept unless --rotate.
+        #[arg(long, conflicts_with = "out")]
+        kubernetes_namespace: Option<String>,
+        /// With --kubernetes-namespace: re-issue the server and Envoy
+        /// certificates (same CA).
+        #[arg(long, requires = "kubernetes_namespace")]
+        rotate: bool,
+        /// DNS name or IP address Envoy dials for xDS (repeatable).
+        #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        server_names: Vec<String>,
+        /// NAME=IDENTITY[,IDENTITY...], identity being `fleet` (all
+        /// Gateways), `namespace:<ns>` or `gateway:<ns>/<name>` (repeatable).
+        #[arg(long = "client", default_values_t = ["envoy=fleet".to_string()])]
+        clients: Vec<String>,
+        /// Validity of the server and client certificates, in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
     },
     /// Serve a directory of manifests to Envoy, with no Kubernetes.
     Standalone {
@@ -98,8 +132,29 @@ enum Command {
         /// Envoy's admin address (loopback).
         #[arg(long, default_value = "127.0.0.1:19000")]
         envoy_admin: SocketAddr,
-        #[arg(long, default_value = "envoy-bootstrap/bootstrap.yaml")]
-        bootstrap: PathBuf,
+        /// Bootstrap template for the supervised Envoy (default: the one
+        /// built into this binary, envoy-bootstrap/bootstrap.yaml).
+        #[arg(long)]
+        bootstrap: Option<PathBuf>,
+        /// Serve xDS over mTLS with these server certificates (`ca.crt`,
+        /// `tls.crt`, `tls.key`); nodes then receive only what their
+        /// certificate entitles them to.
+        #[arg(long)]
+        xds_tls_dir: Option<PathBuf>,
+        /// Client certificate directory of the supervised Envoy (with --xds-tls-dir).
+        #[arg(long)]
+        envoy_xds_tls_dir: Option<PathBuf>,
+        /// The name the supervised Envoy expects in the xDS server's certificate.
+        #[arg(long, default_value = "localhost")]
+        xds_server_name: String,
+        /// Leave the supervised Envoy running on exit; the next
+        /// `switchyard standalone` with the same --envoy-admin adopts it,
+        /// so a control-plane restart drops no connection.
+        #[arg(long)]
+        keep_envoy_on_exit: bool,
+        /// Exit non-zero after this many consecutive Envoy runs shorter than 10 s.
+        #[arg(long, default_value_t = 5)]
+        envoy_max_failed_starts: u32,
         /// Use the delta (incremental) ADS protocol for the supervised Envoy.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         delta: bool,
@@ -188,6 +243,8 @@ fn main() -> anyhow::Result<()> {
             identity,
             lease_duration_secs,
             debounce_ms,
+            xds_tls_dir,
+            xds_insecure,
         } => {
             let identity = if identity.is_empty() {
                 format!(
@@ -213,8 +270,39 @@ fn main() -> anyhow::Result<()> {
                     identity,
                     lease_duration: Duration::from_secs(lease_duration_secs.max(3)),
                     debounce: Duration::from_millis(debounce_ms),
+                    xds_tls_dir: (!xds_insecure).then_some(xds_tls_dir),
                 },
             ))
+        }
+        Command::Certgen {
+            out,
+            kubernetes_namespace,
+            rotate,
+            server_names,
+            clients,
+            days,
+        } => {
+            let clients = clients
+                .iter()
+                .map(|c| switchyard::certgen::Client::parse(c).map_err(|e| anyhow::anyhow!("--client {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let opts = switchyard::certgen::Options {
+                out: out.unwrap_or_default(),
+                server_names,
+                clients,
+                days,
+            };
+            let report = match kubernetes_namespace {
+                Some(ns) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(switchyard::certgen::run_kubernetes(&opts, &ns, rotate))?,
+                None => switchyard::certgen::run(&opts)?,
+            };
+            for line in report {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Standalone {
             config_dir,
@@ -230,11 +318,20 @@ fn main() -> anyhow::Result<()> {
             envoy_work_dir,
             debounce_ms,
             envoy_extra_args,
+            xds_tls_dir,
+            envoy_xds_tls_dir,
+            xds_server_name,
+            keep_envoy_on_exit,
+            envoy_max_failed_starts,
         } => {
             anyhow::ensure!(
                 config_dir.is_dir(),
                 "--config-dir {} is not a directory",
                 config_dir.display()
+            );
+            anyhow::ensure!(
+                envoy.is_none() || xds_tls_dir.is_some() == envoy_xds_tls_dir.is_some(),
+                "--xds-tls-dir and --envoy-xds-tls-dir go together with --envoy (the server's and the supervised Envoy's certificates)"
             );
             let envoy = envoy.map(|binary| {
                 let work_dir = if envoy_work_dir.is_empty() {
@@ -245,6 +342,12 @@ fn main() -> anyhow::Result<()> {
                 switchyard::supervisor::EnvoyConfig {
                     binary,
                     bootstrap_template: bootstrap.clone(),
+                    xds_tls: envoy_xds_tls_dir.map(|cert_dir| switchyard::supervisor::EnvoyXdsTls {
+                        cert_dir,
+                        server_name: xds_server_name.clone(),
+                    }),
+                    keep_on_exit: keep_envoy_on_exit,
+                    max_failed_starts: envoy_max_failed_starts,
                     work_dir,
                     node_id: format!("switchyard-standalone-{}", envoy_admin.port()),
                     node_cluster: "switchyard".into(),
@@ -268,6 +371,7 @@ fn main() -> anyhow::Result<()> {
                     admin_listen,
                     address_pool,
                     envoy,
+                    xds_tls_dir,
                     debounce: Duration::from_millis(debounce_ms),
                 },
             ))

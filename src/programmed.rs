@@ -27,7 +27,7 @@ pub enum Verdict {
 pub fn verdict(gateway: &str, snap: &Snapshot, nodes: &[NodeState], version: u64) -> Verdict {
     let serving: Vec<&NodeState> = nodes
         .iter()
-        .filter(|n| n.gateways.is_empty() || n.gateways.iter().any(|g| g == gateway))
+        .filter(|n| n.selection.serves(gateway))
         .collect();
     if serving.is_empty() {
         return Verdict::Pending("no Envoy serving this Gateway is connected".into());
@@ -162,7 +162,10 @@ mod tests {
             node_id: "envoy-1".into(),
             cluster: "c".into(),
             protocol: crate::xds::cache::Protocol::Delta,
-            gateways: gateways.iter().map(|s| s.to_string()).collect(),
+            selection: crate::xds::cache::Selection {
+                requested: gateways.iter().map(|s| s.to_string()).collect(),
+                entitled: None,
+            },
             connected_at_unix_ms: 0,
             types,
         }

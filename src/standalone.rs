@@ -27,6 +27,9 @@ pub struct Options {
     pub admin_listen: SocketAddr,
     pub address_pool: String,
     pub envoy: Option<crate::supervisor::EnvoyConfig>,
+    /// mTLS certificate directory of the xDS server (`ca.crt`, `tls.crt`,
+    /// `tls.key`); `None` serves plaintext (loopback only).
+    pub xds_tls_dir: Option<PathBuf>,
     /// Debounce for file events.
     pub debounce: Duration,
 }
@@ -35,6 +38,8 @@ pub struct Options {
 struct State {
     cache: Arc<Cache>,
     last: Mutex<LastRun>,
+    /// Whether the supervised Envoy runs (`None` without `--envoy`).
+    envoy_up: Option<crate::supervisor::Health>,
 }
 
 #[derive(Default)]
@@ -60,7 +65,11 @@ impl crate::admin::DebugSource for State {
         serde_json::to_value(self.cache.node_states()).unwrap_or_default()
     }
     fn ready(&self) -> bool {
-        self.last.lock().map(|l| l.ready).unwrap_or(false)
+        let envoy_up = self
+            .envoy_up
+            .as_ref()
+            .is_none_or(|h| h.load(std::sync::atomic::Ordering::Relaxed));
+        envoy_up && self.last.lock().map(|l| l.ready).unwrap_or(false)
     }
 }
 
@@ -88,6 +97,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state = Arc::new(State {
         cache: cache.clone(),
         last: Mutex::new(LastRun::default()),
+        envoy_up: opts.envoy.as_ref().map(|_| crate::supervisor::Health::default()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -102,9 +112,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    let xds_tls = match &opts.xds_tls_dir {
+        Some(dir) => Some(
+            crate::xds::tls::ServerTls::watch(dir.clone())
+                .with_context(|| format!("--xds-tls-dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let xds_task = tokio::spawn(crate::xds::server::serve(
         cache.clone(),
         xds_listener,
+        xds_tls,
         wait(shutdown_rx.clone()),
     ));
     let admin_task = tokio::spawn(crate::admin::serve(
@@ -154,9 +172,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // at once. The first reload starts now.
     let reload_tx = spawn_reloader(reloader, state.clone(), opts.debounce)?;
 
-    let envoy_task = opts
-        .envoy
-        .map(|cfg| tokio::spawn(crate::supervisor::supervise(cfg, shutdown_rx.clone())));
+    let mut envoy_task = opts.envoy.map(|cfg| {
+        tokio::spawn(crate::supervisor::supervise(
+            cfg,
+            shutdown_rx.clone(),
+            state.envoy_up.clone().unwrap_or_default(),
+        ))
+    });
+    let mut failure: Option<anyhow::Error> = None;
 
     let mut xds_events = cache.subscribe_events();
     // One signal listener for the whole loop: a SIGTERM that arrives while a
@@ -188,6 +211,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 info!("shutting down");
                 break;
             }
+            // Supervision gave up (Envoy cannot start or keeps crashing):
+            // fail loudly rather than run without a data plane.
+            r = async { envoy_task.as_mut().expect("guarded").await }, if envoy_task.is_some() => {
+                envoy_task = None;
+                let err = match r {
+                    Ok(Ok(())) => anyhow::anyhow!("the supervised Envoy stopped"),
+                    Ok(Err(e)) => e,
+                    Err(e) => anyhow::anyhow!("Envoy supervision task failed: {e}"),
+                };
+                failure = Some(err.context("--envoy"));
+                break;
+            }
         }
     }
     let _ = shutdown_tx.send(true);
@@ -196,7 +231,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), xds_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// What the reload loop keeps between runs.

@@ -13,10 +13,20 @@ use tokio::process::Command;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+/// The bootstrap template shipped with this binary (envoy-bootstrap/), so
+/// `switchyard standalone --envoy` works from any directory.
+pub const BOOTSTRAP_TEMPLATE: &str = include_str!("../envoy-bootstrap/bootstrap.yaml");
+const SDS_CLIENT_CERT: &str = include_str!("../envoy-bootstrap/xds-client-cert.sds.yaml");
+const SDS_CA: &str = include_str!("../envoy-bootstrap/xds-ca.sds.yaml");
+
+/// A run shorter than this counts as a failed start.
+const MIN_HEALTHY_RUN: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct EnvoyConfig {
     pub binary: PathBuf,
-    pub bootstrap_template: PathBuf,
+    /// Overrides [`BOOTSTRAP_TEMPLATE`].
+    pub bootstrap_template: Option<PathBuf>,
     pub work_dir: PathBuf,
     pub node_id: String,
     pub node_cluster: String,
@@ -27,16 +37,41 @@ pub struct EnvoyConfig {
     /// Delta (incremental) xDS instead of state of the world.
     pub delta: bool,
     pub extra_args: Vec<String>,
+    /// mTLS to the xDS server; `None` = plaintext.
+    pub xds_tls: Option<EnvoyXdsTls>,
+    /// Leave Envoy running when Switchyard stops, for the next Switchyard
+    /// to adopt (no dropped connection across a control-plane restart).
+    pub keep_on_exit: bool,
+    /// Give up (and fail) after this many consecutive failed starts.
+    pub max_failed_starts: u32,
 }
 
-/// Fills the `${...}` placeholders of the bootstrap template.
-pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> String {
+/// The supervised Envoy's side of the xDS mTLS.
+#[derive(Clone, Debug)]
+pub struct EnvoyXdsTls {
+    /// Client certificate directory (`ca.crt`, `tls.crt`, `tls.key`).
+    pub cert_dir: PathBuf,
+    /// Name in the server's certificate (SNI, and the SAN Envoy checks).
+    pub server_name: String,
+}
+
+/// Fills the `${...}` placeholders of the bootstrap template; without
+/// `cfg.xds_tls` the control-plane connection is plaintext (the template's
+/// transport socket is removed).
+pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> anyhow::Result<String> {
     let xds_host = if cfg.xds_addr.ip().is_unspecified() {
         "127.0.0.1".to_string()
     } else {
         cfg.xds_addr.ip().to_string()
     };
-    template
+    let (sds_dir, server_name) = match &cfg.xds_tls {
+        Some(t) => (
+            cfg.work_dir.display().to_string(),
+            t.server_name.clone(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let text = template
         .replace("${NODE_ID}", &cfg.node_id)
         .replace("${NODE_CLUSTER}", &cfg.node_cluster)
         .replace("${GATEWAYS}", &cfg.gateways.join(","))
@@ -46,61 +81,205 @@ pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> String {
         )
         .replace("${XDS_HOST}", &xds_host)
         .replace("${XDS_PORT}", &cfg.xds_addr.port().to_string())
+        .replace("${XDS_SERVER_NAME}", &server_name)
+        .replace("${XDS_TLS_SDS_DIR}", &sds_dir)
         .replace("${ADMIN_ADDRESS}", &cfg.admin_addr.ip().to_string())
-        .replace("${ADMIN_PORT}", &cfg.admin_addr.port().to_string())
+        .replace("${ADMIN_PORT}", &cfg.admin_addr.port().to_string());
+    if cfg.xds_tls.is_some() {
+        return Ok(text);
+    }
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).context("the bootstrap template is not YAML")?;
+    let clusters = doc
+        .get_mut("static_resources")
+        .and_then(|r| r.get_mut("clusters"))
+        .and_then(|c| c.as_sequence_mut())
+        .context("the bootstrap template has no static_resources.clusters")?;
+    for c in clusters.iter_mut() {
+        if c.get("name").and_then(|n| n.as_str()) == Some("xds_cluster") {
+            if let Some(m) = c.as_mapping_mut() {
+                m.remove("transport_socket");
+            }
+        }
+    }
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Writes the file-based SDS configs the bootstrap points at (mTLS only).
+fn write_sds_files(cfg: &EnvoyConfig) -> anyhow::Result<()> {
+    let Some(tls) = &cfg.xds_tls else {
+        return Ok(());
+    };
+    let dir = std::fs::canonicalize(&tls.cert_dir)
+        .with_context(|| format!("the xDS client certificate directory {}", tls.cert_dir.display()))?;
+    for (name, template) in [
+        ("xds-client-cert.sds.yaml", SDS_CLIENT_CERT),
+        ("xds-ca.sds.yaml", SDS_CA),
+    ] {
+        let path = cfg.work_dir.join(name);
+        std::fs::write(&path, template.replace("${XDS_TLS_DIR}", &dir.display().to_string()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether the supervised Envoy is up (for `/readyz`).
+pub type Health = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+fn set_up(health: &Health, up: bool) {
+    health.store(up, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::gauge_set(
+        "switchyard_envoy_up",
+        "1 while the supervised Envoy is running.",
+        &[],
+        if up { 1.0 } else { 0.0 },
+    );
 }
 
 /// Runs Envoy until `shutdown` becomes true: renders the bootstrap into
 /// `work_dir`, restarts Envoy with capped exponential backoff (250 ms … 10 s,
-/// reset after 30 s of uptime) whenever it exits, and stops it on shutdown.
-/// The child is killed if this future is dropped (`kill_on_drop`).
-/// A setup failure (unreadable template, unwritable work dir, binary that
-/// cannot be started) ends supervision; it is logged here and returned.
-pub async fn supervise(cfg: EnvoyConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let res = run(cfg, shutdown).await;
+/// reset after a healthy run) whenever it exits, and stops it on shutdown
+/// (unless `keep_on_exit`). An Envoy with our node id already answering on
+/// the admin address (left by a previous Switchyard) is adopted, not
+/// replaced. Envoy runs in its own process group, so a terminal's Ctrl-C or
+/// a kill of Switchyard does not reach it.
+///
+/// Fails (logged here and returned, so the caller can exit non-zero) when
+/// Envoy cannot be set up or started, or after `max_failed_starts`
+/// consecutive runs shorter than 10 s; `health` is false while Envoy is down.
+pub async fn supervise(
+    cfg: EnvoyConfig,
+    shutdown: watch::Receiver<bool>,
+    health: Health,
+) -> anyhow::Result<()> {
+    set_up(&health, false);
+    let res = run(cfg, shutdown, &health).await;
+    set_up(&health, false);
     if let Err(e) = &res {
         error!("Envoy supervision stopped: {e:#}");
     }
     res
 }
 
-async fn run(cfg: EnvoyConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let template = std::fs::read_to_string(&cfg.bootstrap_template).with_context(|| {
-        format!(
-            "reading the Envoy bootstrap template {}",
-            cfg.bootstrap_template.display()
-        )
-    })?;
+/// Whether an Envoy of ours (same node id) answers on the admin address.
+async fn ours_running(cfg: &EnvoyConfig) -> bool {
+    let Some(resp) = admin_request(cfg.admin_addr, "GET", "/server_info", Duration::from_secs(1)).await
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&resp);
+    let want = format!("\"id\": \"{}\"", cfg.node_id);
+    text.starts_with("HTTP/1.1 200") && text.replace("\":\"", "\": \"").contains(&want)
+}
+
+/// Stops the Envoy on the admin address: `/quitquitquit` (flushes logs,
+/// frees the shared memory of --base-id).
+async fn quit(cfg: &EnvoyConfig) -> bool {
+    admin_request(cfg.admin_addr, "POST", "/quitquitquit", Duration::from_millis(500))
+        .await
+        .is_some()
+}
+
+async fn run(
+    cfg: EnvoyConfig,
+    mut shutdown: watch::Receiver<bool>,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let template = match &cfg.bootstrap_template {
+        Some(p) => std::fs::read_to_string(p).with_context(|| {
+            format!("reading the Envoy bootstrap template {}", p.display())
+        })?,
+        None => BOOTSTRAP_TEMPLATE.to_string(),
+    };
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("creating {}", cfg.work_dir.display()))?;
+    write_sds_files(&cfg)?;
     let bootstrap = cfg.work_dir.join("bootstrap.yaml");
-    std::fs::write(&bootstrap, render_bootstrap(&template, &cfg))
+    std::fs::write(&bootstrap, render_bootstrap(&template, &cfg)?)
         .with_context(|| format!("writing {}", bootstrap.display()))?;
+    let log_path = cfg.work_dir.join("envoy.log");
     let mut backoff = Duration::from_millis(250);
+    let mut failed_starts = 0u32;
     loop {
+        if ours_running(&cfg).await {
+            info!(admin = %cfg.admin_addr, node = %cfg.node_id, "adopting the Envoy already running with this node id");
+            set_up(health, true);
+            let _tail = AbortOnDrop(tokio::spawn(tail_log(log_path.clone(), true, Default::default())));
+            let mut misses = 0;
+            loop {
+                let stop = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                    _ = shutdown.wait_for(|v| *v) => true,
+                };
+                if stop {
+                    if !cfg.keep_on_exit {
+                        info!("stopping the adopted Envoy");
+                        quit(&cfg).await;
+                    }
+                    return Ok(());
+                }
+                if ours_running(&cfg).await {
+                    misses = 0;
+                } else {
+                    misses += 1;
+                    if misses >= 3 {
+                        warn!("the adopted Envoy stopped answering; starting a new one");
+                        set_up(health, false);
+                        break;
+                    }
+                }
+            }
+        }
         let started = Instant::now();
-        let mut cmd = Command::new(&cfg.binary);
-        cmd.arg("-c")
-            .arg(&bootstrap)
-            // A distinct base id per admin port lets several Envoys share a host.
-            .args(["--base-id", &cfg.admin_addr.port().to_string()])
-            .args([
-                "--log-level",
-                "info",
-                "--drain-time-s",
-                "5",
-                "--parent-shutdown-time-s",
-                "10",
-            ])
-            .args(&cfg.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut args: Vec<std::ffi::OsString> = vec!["-c".into(), bootstrap.clone().into()];
+        // A distinct base id per admin port lets several Envoys share a host.
+        args.extend(
+            [
+                "--base-id".to_string(),
+                cfg.admin_addr.port().to_string(),
+                "--log-level".into(),
+                "info".into(),
+                "--drain-time-s".into(),
+                "5".into(),
+                "--parent-shutdown-time-s".into(),
+                "10".into(),
+            ]
+            .map(Into::into),
+        );
+        args.extend(cfg.extra_args.iter().map(Into::into));
+        let mut cmd = if cfg.keep_on_exit {
+            // Envoy outlives us. Two things would stop it: the parent-death
+            // signal Envoy asks for (SIGTERM when its parent exits), and
+            // SIGPIPE on a log pipe we held. So its parent is a shell that
+            // waits for it (and outlives us), and it logs to a file, which
+            // we (and the next Switchyard) follow.
+            let _ = std::fs::write(&log_path, b"");
+            args.extend(["--log-path".into(), log_path.clone().into()]);
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c")
+                .arg("\"$0\" \"$@\"; exit $?")
+                .arg(&cfg.binary)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        } else {
+            let mut c = Command::new(&cfg.binary);
+            c.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+            c
+        };
+        cmd.stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(!cfg.keep_on_exit);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting Envoy {}", cfg.binary.display()))?;
         info!(pid = child.id(), admin = %cfg.admin_addr, "Envoy started");
+        set_up(health, true);
+        let last_errors = LastErrors::default();
+        let _tail = cfg
+            .keep_on_exit
+            .then(|| AbortOnDrop(tokio::spawn(tail_log(log_path.clone(), false, last_errors.clone()))));
         for pipe in [
             child
                 .stdout
@@ -114,10 +293,13 @@ async fn run(cfg: EnvoyConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::R
         .into_iter()
         .flatten()
         {
+            let last_errors = last_errors.clone();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    forward_log_line(&line);
+                    if forward_log_line(&line) {
+                        remember_error(&last_errors, line);
+                    }
                 }
             });
         }
@@ -126,19 +308,14 @@ async fn run(cfg: EnvoyConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::R
             _ = shutdown.wait_for(|v| *v) => None,
         };
         match exited {
+            None if cfg.keep_on_exit => {
+                info!(pid = child.id(), "leaving Envoy running for the next Switchyard (--keep-envoy-on-exit)");
+                return Ok(());
+            }
             None => {
                 info!("stopping Envoy");
-                // Clean exit through the admin API first (flushes logs, frees
-                // the shared memory of --base-id); SIGKILL if that fails.
-                let asked = admin_request(
-                    cfg.admin_addr,
-                    "POST",
-                    "/quitquitquit",
-                    Duration::from_millis(500),
-                )
-                .await
-                .is_some();
-                let exited = asked
+                // Clean exit through the admin API first; SIGKILL if that fails.
+                let exited = quit(&cfg).await
                     && tokio::time::timeout(Duration::from_secs(3), child.wait())
                         .await
                         .is_ok();
@@ -149,22 +326,92 @@ async fn run(cfg: EnvoyConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::R
                 return Ok(());
             }
             Some(status) => {
+                set_up(health, false);
                 let status = status.context("waiting for Envoy")?;
-                warn!(%status, "Envoy exited; restarting");
                 crate::metrics::counter_add(
                     "switchyard_envoy_restarts_total",
                     "Restarts of the supervised Envoy.",
                     &[],
                     1,
                 );
-                if started.elapsed() > Duration::from_secs(30) {
+                if started.elapsed() >= MIN_HEALTHY_RUN {
                     backoff = Duration::from_millis(250);
+                    failed_starts = 0;
+                } else {
+                    failed_starts += 1;
                 }
+                let errors = last_errors
+                    .lock()
+                    .map(|l| l.join(" | "))
+                    .unwrap_or_default();
+                if failed_starts >= cfg.max_failed_starts.max(1) {
+                    anyhow::bail!(
+                        "Envoy exited {failed_starts} times in a row within {}s of starting (last: {status}); giving up. Its last errors: {}",
+                        MIN_HEALTHY_RUN.as_secs(),
+                        if errors.is_empty() { "none logged" } else { &errors }
+                    );
+                }
+                warn!(%status, failed_starts, last_errors = %errors, "Envoy exited; restarting in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.wait_for(|v| *v) => return Ok(()),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Envoy's latest error lines, for the crash report.
+type LastErrors = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn remember_error(last: &LastErrors, line: String) {
+    let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+    l.push(line);
+    let n = l.len();
+    if n > 3 {
+        l.drain(..n - 3);
+    }
+}
+
+/// Aborts a helper task when the scope that needs it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follows Envoy's log file (`--log-path`), forwarding each line like the
+/// piped output; `from_end` skips what an adopted Envoy wrote before.
+async fn tail_log(path: PathBuf, from_end: bool, last_errors: LastErrors) {
+    use tokio::io::AsyncSeekExt;
+    let mut file = loop {
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => break f,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    if from_end {
+        let _ = file.seek(std::io::SeekFrom::End(0)).await;
+    }
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        match reader.read_line(&mut line).await {
+            // At the end, possibly mid-line: wait for the rest.
+            Ok(_) if !line.ends_with('\n') => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => {
+                let l = line.trim_end();
+                if forward_log_line(l) {
+                    remember_error(&last_errors, l.to_string());
+                }
+                line.clear();
+            }
+            Err(_) => {
+                line.clear();
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
@@ -245,10 +492,11 @@ fn parse_envoy_line(line: &str) -> Option<EnvoyLine<'_>> {
 
 /// Forwards one Envoy log line to tracing (target "envoy") at its own level.
 /// The indented extension inventory Envoy prints at start goes to debug.
-fn forward_log_line(line: &str) {
+/// Returns whether the line was an error (kept for the crash report).
+fn forward_log_line(line: &str) -> bool {
     let Some(l) = parse_envoy_line(line) else {
         info!(target: "envoy", "{line}");
-        return;
+        return false;
     };
     let inventory = l.logger == "main" && l.message.starts_with("  ");
     match l.level {
@@ -261,6 +509,7 @@ fn forward_log_line(line: &str) {
         }
         _ => debug!(target: "envoy", logger = l.logger, src = l.source, "{}", l.message),
     }
+    matches!(l.level, "critical" | "error")
 }
 
 #[cfg(test)]
@@ -270,10 +519,7 @@ mod tests {
     fn cfg(dir: &std::path::Path, binary: PathBuf) -> EnvoyConfig {
         EnvoyConfig {
             binary,
-            bootstrap_template: PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/envoy-bootstrap/bootstrap.yaml"
-            )),
+            bootstrap_template: None,
             work_dir: dir.to_path_buf(),
             node_id: "node-1".into(),
             node_cluster: "switchyard".into(),
@@ -282,14 +528,17 @@ mod tests {
             gateways: vec!["default/a".into(), "infra/b".into()],
             delta: false,
             extra_args: vec![],
+            xds_tls: None,
+            keep_on_exit: false,
+            max_failed_starts: 5,
         }
     }
 
     #[test]
     fn renders_every_placeholder_of_the_shipped_bootstrap() {
         let c = cfg(std::path::Path::new("/nonexistent"), PathBuf::from("envoy"));
-        let template = std::fs::read_to_string(&c.bootstrap_template).unwrap();
-        let out = render_bootstrap(&template, &c);
+        let template = BOOTSTRAP_TEMPLATE;
+        let out = render_bootstrap(template, &c).unwrap();
         let left = regex::Regex::new(r"\$\{[A-Z_]+\}").unwrap();
         assert!(!left.is_match(&out), "{out}");
         let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
@@ -309,8 +558,30 @@ mod tests {
             doc["admin"]["address"]["socket_address"]["port_value"].as_u64(),
             Some(19000)
         );
-        let delta = render_bootstrap(&template, &EnvoyConfig { delta: true, ..c });
+        assert!(
+            doc["static_resources"]["clusters"][0]["transport_socket"].is_null(),
+            "plaintext: no TLS transport socket"
+        );
+        let delta = render_bootstrap(template, &EnvoyConfig { delta: true, ..c.clone() }).unwrap();
         assert!(delta.contains("api_type: DELTA_GRPC"));
+        let tls = EnvoyConfig {
+            xds_tls: Some(EnvoyXdsTls {
+                cert_dir: "/certs".into(),
+                server_name: "switchyard-xds.example".into(),
+            }),
+            ..c
+        };
+        let out = render_bootstrap(template, &tls).unwrap();
+        assert!(!left.is_match(&out), "{out}");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let ctx = &doc["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(ctx["sni"].as_str(), Some("switchyard-xds.example"));
+        assert_eq!(
+            ctx["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["sds_config"]
+                ["path_config_source"]["path"]
+                .as_str(),
+            Some("/nonexistent/xds-client-cert.sds.yaml")
+        );
     }
 
     #[test]
@@ -354,7 +625,9 @@ mod tests {
         // Admin port 9 (discard): nothing answers /quitquitquit.
         let mut c = cfg(&dir, fake);
         c.admin_addr = "127.0.0.1:9".parse().unwrap();
-        let task = tokio::spawn(supervise(c, rx));
+        c.max_failed_starts = 100;
+        let health = Health::default();
+        let task = tokio::spawn(supervise(c, rx, health));
         // Backoff 250 ms, then 500 ms: at least two runs within ~1 s.
         let deadline = Instant::now() + Duration::from_secs(5);
         let runs = || {
@@ -370,6 +643,32 @@ mod tests {
         tx.send(true).unwrap();
         let res = tokio::time::timeout(Duration::from_secs(2), task).await;
         assert!(matches!(res, Ok(Ok(Ok(())))), "{res:?}");
+
+        // A crash loop is bounded: supervision fails with Envoy's own errors.
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho '[2026-11-29 10:00:00.000][1][critical][main] [source/server/server.cc:1] cannot bind 0.0.0.0:80' >&2\nexit 1\n",
+        )
+        .unwrap();
+        let (_tx, rx) = watch::channel(false);
+        let mut c = cfg(&dir, fake.clone());
+        c.admin_addr = "127.0.0.1:9".parse().unwrap();
+        c.max_failed_starts = 2;
+        let health = Health::default();
+        let res = tokio::time::timeout(Duration::from_secs(5), supervise(c, rx, health.clone()))
+            .await
+            .expect("gives up within the bound");
+        let err = format!("{:#}", res.unwrap_err());
+        assert!(err.contains("2 times in a row") && err.contains("cannot bind"), "{err}");
+        assert!(!health.load(std::sync::atomic::Ordering::Relaxed));
+
+        // A binary that cannot start fails at once.
+        let (_tx, rx) = watch::channel(false);
+        let c = cfg(&dir, dir.join("no-such-envoy"));
+        let res = tokio::time::timeout(Duration::from_secs(5), supervise(c, rx, Health::default()))
+            .await
+            .expect("fails at once");
+        assert!(format!("{:#}", res.unwrap_err()).contains("starting Envoy"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -211,7 +211,7 @@ async fn start() -> Harness {
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(cache.clone(), listener, async {
+    let task = tokio::spawn(server::serve(cache.clone(), listener, None, async {
         let _ = rx.await;
     }));
     Harness {

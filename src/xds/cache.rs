@@ -23,6 +23,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
+use super::authz::Entitlement;
 use super::{type_url, Resource, Snapshot};
 
 /// Resources of one type, by name.
@@ -123,14 +124,35 @@ fn union<'a>(views: &[(&'a str, &'a View)], warn_conflicts: bool) -> View {
     out
 }
 
-/// Which Gateways a node serves: empty means all of them.
-pub(crate) type Selection = Vec<String>;
+/// Which Gateways a node receives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    /// What the node asked for in `node.metadata.gateways` (`ns/name`);
+    /// empty = all it may receive.
+    pub requested: Vec<String>,
+    /// What its client certificate entitles it to (mTLS port); `None` on a
+    /// plaintext port, where the metadata alone decides.
+    pub entitled: Option<Arc<Entitlement>>,
+}
+
+impl Selection {
+    /// Whether the node receives Gateway `gw` (`ns/name`).
+    pub fn serves(&self, gw: &str) -> bool {
+        (self.requested.is_empty() || self.requested.iter().any(|r| r == gw))
+            && self.entitled.as_ref().is_none_or(|e| e.allows(gw))
+    }
+
+    /// Every Gateway, whatever the snapshot holds.
+    fn everything(&self) -> bool {
+        self.requested.is_empty() && self.entitled.as_ref().is_none_or(|e| e.fleet)
+    }
+}
 
 /// Reads the `gateways` field of an Envoy node's metadata: either a string
 /// `"ns/a,ns/b"` or a list of strings. Absent or empty selects every Gateway.
-pub(crate) fn selection_from_metadata(
+pub(crate) fn requested_from_metadata(
     md: Option<&envoy_types::pb::google::protobuf::Struct>,
-) -> Selection {
+) -> Vec<String> {
     use envoy_types::pb::google::protobuf::value::Kind;
     let mut out: Vec<String> = Vec::new();
     let mut push = |s: &str| {
@@ -170,16 +192,14 @@ pub(crate) struct State {
 impl State {
     /// What a node with this selection sees.
     pub(crate) fn view(&self, sel: &Selection) -> View {
-        if sel.is_empty() {
+        if sel.everything() {
             return self.all.clone();
         }
-        let views: Vec<(&str, &View)> = sel
+        let views: Vec<(&str, &View)> = self
+            .gateways
             .iter()
-            .filter_map(|gw| {
-                self.gateways
-                    .get_key_value(gw)
-                    .map(|(k, v)| (k.as_str(), v))
-            })
+            .filter(|(gw, _)| sel.serves(gw))
+            .map(|(k, v)| (k.as_str(), v))
             .collect();
         match views.as_slice() {
             [] => View::default(),
@@ -232,8 +252,9 @@ pub struct NodeState {
     pub node_id: String,
     pub cluster: String,
     pub protocol: Protocol,
-    /// Selected Gateways (`ns/name`); empty = all.
-    pub gateways: Vec<String>,
+    /// Which Gateways it receives.
+    #[serde(flatten)]
+    pub selection: Selection,
     pub connected_at_unix_ms: u64,
     /// By type URL; present once the node has subscribed to the type.
     pub types: BTreeMap<String, TypeAckState>,
@@ -464,7 +485,7 @@ impl Cache {
         node_id: &str,
         cluster: &str,
         protocol: Protocol,
-        gateways: &Selection,
+        selection: &Selection,
     ) -> NodeHandle {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let mut nodes = lock(&self.nodes);
@@ -475,7 +496,7 @@ impl Cache {
                 node_id: node_id.to_string(),
                 cluster: cluster.to_string(),
                 protocol,
-                gateways: gateways.clone(),
+                selection: selection.clone(),
                 connected_at_unix_ms: now_unix_ms(),
                 types: BTreeMap::new(),
             },
@@ -657,7 +678,7 @@ mod tests {
         );
         assert!(!st.all.get(type_url::ENDPOINT).contains_key("unknown"));
         assert_eq!(
-            st.view(&vec!["ns/b".into()]).get(type_url::ENDPOINT)["c1"].version,
+            st.view(&sel(&["ns/b"])).get(type_url::ENDPOINT)["c1"].version,
             cla("c1", 150).version
         );
         assert!(eds.has_changed().unwrap_or(false));
@@ -683,21 +704,52 @@ mod tests {
             ),
         ]));
         let st = cache.current();
-        let all = st.view(&Vec::new());
+        let all = st.view(&Selection::default());
         assert_eq!(
             all.get(type_url::CLUSTER)["c1"].version,
             cluster("c1", 100).version
         );
         assert_eq!(all.get(type_url::CLUSTER).len(), 2);
-        let b = st.view(&vec!["ns/b".into()]);
+        let b = st.view(&sel(&["ns/b"]));
         assert_eq!(
             b.get(type_url::CLUSTER)["c1"].version,
             cluster("c1", 200).version
         );
         assert!(st
-            .view(&vec!["ns/missing".into()])
+            .view(&sel(&["ns/missing"]))
             .get(type_url::CLUSTER)
             .is_empty());
+    }
+
+    #[test]
+    fn sel(gws: &[&str]) -> Selection {
+        Selection {
+            requested: gws.iter().map(|g| g.to_string()).collect(),
+            entitled: None,
+        }
+    }
+
+    #[test]
+    fn entitlement_bounds_what_metadata_asks_for() {
+        let mut st = State::default();
+        for gw in ["ns/a", "ns/b", "other/c"] {
+            st.gateways.insert(gw.to_string(), View::default());
+        }
+        let mut e = Entitlement::default();
+        e.gateways.insert("ns/a".into());
+        e.namespaces.insert("other".into());
+        let only = |requested: &[&str]| Selection {
+            requested: requested.iter().map(|g| g.to_string()).collect(),
+            entitled: Some(Arc::new(e.clone())),
+        };
+        let served = |s: &Selection| -> Vec<&str> {
+            st.gateways.keys().map(|k| k.as_str()).filter(|g| s.serves(g)).collect()
+        };
+        assert_eq!(served(&only(&[])), ["ns/a", "other/c"]);
+        assert_eq!(served(&only(&["ns/b", "ns/a"])), ["ns/a"], "asking cannot widen");
+        assert!(served(&only(&["ns/b"])).is_empty());
+        assert!(!only(&[]).everything());
+        assert_eq!(served(&sel(&[])), ["ns/a", "ns/b", "other/c"], "plaintext: metadata decides");
     }
 
     #[test]
@@ -708,7 +760,7 @@ mod tests {
                 .collect(),
         };
         assert_eq!(
-            selection_from_metadata(Some(&s(Kind::StringValue(" ns/a, ns/b ,,".into())))),
+            requested_from_metadata(Some(&s(Kind::StringValue(" ns/a, ns/b ,,".into())))),
             vec!["ns/a".to_string(), "ns/b".to_string()]
         );
         let list = ListValue {
@@ -722,18 +774,18 @@ mod tests {
             ],
         };
         assert_eq!(
-            selection_from_metadata(Some(&s(Kind::ListValue(list)))),
+            requested_from_metadata(Some(&s(Kind::ListValue(list)))),
             vec!["ns/b".to_string()]
         );
-        assert!(selection_from_metadata(None).is_empty());
-        assert!(selection_from_metadata(Some(&s(Kind::StringValue(String::new())))).is_empty());
+        assert!(requested_from_metadata(None).is_empty());
+        assert!(requested_from_metadata(Some(&s(Kind::StringValue(String::new())))).is_empty());
     }
 
     #[test]
     fn acked_everywhere_tracks_registered_nodes() {
         let cache = Cache::new();
         assert!(cache.acked_everywhere(5));
-        let h = cache.register("n1", "c", Protocol::Sotw, &Vec::new());
+        let h = cache.register("n1", "c", Protocol::Sotw, &Selection::default());
         assert!(
             !cache.acked_everywhere(1),
             "a node with no subscription is not done"

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub mod build;
+pub mod authz;
 pub mod cache;
 pub mod render;
 pub mod server;
+pub mod tls;
 
 /// Type URLs of the resources Switchyard serves.
 pub mod type_url {

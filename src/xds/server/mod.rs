@@ -41,12 +41,13 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::cache::{self, Cache, Nack, NodeHandle, Protocol, Selection, TypeMap};
+use super::tls::{PeerInfo, ServerTls};
 use super::{type_url, Resource};
 
 /// The ADS service. Build it with [`service`], or run it with [`serve`].
@@ -67,26 +68,32 @@ pub fn service(cache: Arc<Cache>) -> AggregatedDiscoveryServiceServer<Ads> {
 /// Serves ADS on `listener` until `shutdown` completes; then every stream
 /// ends with `UNAVAILABLE` (so Envoy reconnects elsewhere) and the server
 /// returns.
+///
+/// With `tls`, clients must present a certificate from its CA, and each
+/// receives only what the identity in its certificate entitles it to
+/// ([`super::authz`]). Without, the port trusts what nodes say about
+/// themselves: keep it on loopback.
 pub async fn serve(
     cache: Arc<Cache>,
     listener: tokio::net::TcpListener,
+    tls: Option<ServerTls>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().ok();
     let (stop_tx, stop) = watch::channel(false);
     let svc = AggregatedDiscoveryServiceServer::new(Ads { cache, stop });
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(c) = &conn {
-            let _ = c.set_nodelay(true);
-        }
-        conn
-    });
+    let secure = tls.is_some();
+    let incoming = super::tls::incoming(listener, tls);
     let signal = async move {
         shutdown.await;
         info!("xDS server shutting down");
         let _ = stop_tx.send(true);
     };
-    info!(addr = ?addr, "xDS server listening");
+    if secure {
+        info!(addr = ?addr, "xDS server listening (mTLS; per-node authorization from client certificates)");
+    } else {
+        warn!(addr = ?addr, "xDS server listening WITHOUT TLS: any client that reaches this port can read every Gateway's configuration and private keys; keep it on loopback or pass the mTLS certificate directory");
+    }
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -107,7 +114,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let (peer, entitled) = authorize(&request)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_stream::<Sotw>(
             self.cache.clone(),
@@ -115,6 +122,7 @@ impl AggregatedDiscoveryService for Ads {
             request.into_inner(),
             tx,
             peer,
+            entitled,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -123,7 +131,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let (peer, entitled) = authorize(&request)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_stream::<Delta>(
             self.cache.clone(),
@@ -131,8 +139,27 @@ impl AggregatedDiscoveryService for Ads {
             request.into_inner(),
             tx,
             peer,
+            entitled,
         ));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The peer's address and, on the mTLS port, its entitlement; refuses a
+/// stream whose certificate names no Switchyard identity.
+fn authorize<T>(
+    request: &Request<T>,
+) -> Result<(Option<SocketAddr>, Option<Arc<super::authz::Entitlement>>), Status> {
+    let Some(info) = request.extensions().get::<PeerInfo>() else {
+        // Embedded through `service()` in someone else's server: plaintext.
+        return Ok((request.remote_addr(), None));
+    };
+    match &info.identity {
+        None => Ok((info.addr, None)),
+        Some(Ok(e)) => Ok((info.addr, Some(e.clone()))),
+        Some(Err(why)) => Err(Status::permission_denied(format!(
+            "xDS client not authorized: {why}"
+        ))),
     }
 }
 
@@ -186,6 +213,7 @@ async fn run_stream<W: Wire>(
     mut input: Streaming<W::Req>,
     tx: Outbox<W::Resp>,
     peer: Option<SocketAddr>,
+    entitled: Option<Arc<super::authz::Entitlement>>,
 ) {
     let first = tokio::select! {
         m = input.next() => m,
@@ -208,10 +236,14 @@ async fn run_stream<W: Wire>(
             .await;
         return;
     };
-    let selection = cache::selection_from_metadata(node.metadata.as_ref());
+    let selection = Selection {
+        requested: cache::requested_from_metadata(node.metadata.as_ref()),
+        entitled,
+    };
     let handle = cache.register(&node.id, &node.cluster, W::PROTOCOL, &selection);
     info!(
-        node = %node.id, cluster = %node.cluster, protocol = ?W::PROTOCOL, ?peer, gateways = ?selection,
+        node = %node.id, cluster = %node.cluster, protocol = ?W::PROTOCOL, ?peer,
+        gateways = ?selection.requested, entitled = ?selection.entitled,
         "xDS stream connected"
     );
     let mut s = Session {
@@ -221,6 +253,8 @@ async fn run_stream<W: Wire>(
         handle,
         types: BTreeMap::new(),
         nonce: 0,
+        retry_at: None,
+        retry_backoff: RETRY_FIRST,
     };
     let mut full = cache.watch_full();
     full.borrow_and_update();
@@ -246,6 +280,9 @@ async fn run_stream<W: Wire>(
             },
             r = full.changed() => if r.is_err() { break "cache dropped".into() },
             r = eds.changed(), if watch_eds => if r.is_err() { break "cache dropped".into() },
+            _ = tokio::time::sleep_until(s.retry_at.unwrap_or_else(tokio::time::Instant::now)), if s.retry_at.is_some() => {
+                s.retry_rejected();
+            }
             _ = &mut stop => {
                 let _ = tx.send(Err(Status::unavailable("control plane shutting down"))).await;
                 break "server shutting down".into();
@@ -306,6 +343,9 @@ struct TypeState {
     sent_names: Vec<String>,
     /// Resources whose latest delivery was rejected (NACKed).
     rejected: BTreeSet<String>,
+    /// Deliver `rejected` again (a rejection may be transient: a port
+    /// briefly in use, a file not there yet).
+    retry: bool,
     /// SotW `version_info` bookkeeping: (global version, suffix).
     last_vi: (u64, u32),
 }
@@ -318,6 +358,7 @@ impl TypeState {
     /// Records a response just built.
     fn sent(&mut self, nonce: String, version: u64, names: Vec<String>) {
         self.force = false;
+        self.retry = false;
         self.phase = Phase::Pending;
         self.nonce = nonce;
         self.sent_at = version;
@@ -376,7 +417,14 @@ struct Session {
     handle: NodeHandle,
     types: BTreeMap<String, TypeState>,
     nonce: u64,
+    /// When rejected resources go out again (see [`Session::retry_rejected`]).
+    retry_at: Option<tokio::time::Instant>,
+    retry_backoff: Duration,
 }
+
+/// First and longest wait before re-sending rejected resources.
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 impl Session {
     /// Handles the client's answer to our latest response for `t`.
@@ -391,6 +439,10 @@ impl Session {
             Some(e) => {
                 st.phase = Phase::Nacked;
                 st.rejected.extend(st.sent_names.iter().cloned());
+                if self.retry_at.is_none() {
+                    self.retry_at = Some(tokio::time::Instant::now() + self.retry_backoff);
+                    self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
+                }
                 warn!(
                     node = %self.node, cluster = %self.cluster, type_url = t, version = st.sent_at,
                     nonce = %st.nonce, resources = ?st.sent_names, error = %e.message,
@@ -412,7 +464,29 @@ impl Session {
                 st.acked_at = st.acked_at.max(st.current_at);
                 debug!(node = %self.node, type_url = t, version = st.acked_at, nonce = %st.nonce, "ACK");
                 self.handle.acked(t, st.acked_at, &st.nonce);
+                if self.types.values().all(|s| s.rejected.is_empty()) {
+                    self.retry_backoff = RETRY_FIRST;
+                }
             }
+        }
+    }
+
+    /// Marks every rejected resource for delivery again. Envoy rejects a
+    /// whole response for one listener whose port is briefly taken; sending
+    /// it again later (backoff 2 s doubling to 60 s) heals that without a
+    /// config change, and a resource that is really invalid is only
+    /// reported again.
+    fn retry_rejected(&mut self) {
+        self.retry_at = None;
+        for (t, st) in self.types.iter_mut().filter(|(_, s)| !s.rejected.is_empty()) {
+            st.retry = true;
+            info!(node = %self.node, type_url = %t, resources = ?st.rejected, "re-sending resources Envoy rejected");
+            crate::metrics::counter_add(
+                "switchyard_xds_nack_retries_total",
+                "Re-deliveries of resources an Envoy had rejected.",
+                &[("type", cache::type_label(t))],
+                1,
+            );
         }
     }
 
@@ -564,281 +638,5 @@ impl Session {
     }
 }
 
-struct Sotw;
-
-impl Wire for Sotw {
-    type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
-    const PROTOCOL: Protocol = Protocol::Sotw;
-
-    fn node(req: &DiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-
-    fn on_request(s: &mut Session, req: DiscoveryRequest) {
-        let t = req.type_url;
-        if t.is_empty() {
-            warn!(node = %s.node, "request without type_url ignored");
-            return;
-        }
-        if !req.response_nonce.is_empty() {
-            let latest = s.types.get(&t).map(|st| st.nonce.as_str()).unwrap_or("");
-            if req.response_nonce != latest {
-                debug!(node = %s.node, type_url = %t, nonce = %req.response_nonce, latest, "stale nonce; request ignored");
-                return;
-            }
-            s.on_reply(&t, req.error_detail);
-        }
-        let force = req.response_nonce.is_empty();
-        let (st, first) = s.subscribe(&t);
-        st.force |= force;
-        let mut names: BTreeSet<String> = req.resource_names.into_iter().collect();
-        if names.is_empty() {
-            // Legacy wildcard on the first request; afterwards an empty list
-            // keeps wildcard, or unsubscribes from everything.
-            if first {
-                st.wildcard = true;
-            }
-        } else {
-            st.wildcard = names.remove("*");
-        }
-        st.names = names;
-    }
-
-    fn build(st: &mut TypeState, step: Step<'_>) -> Outcome<DiscoveryResponse> {
-        let Step {
-            t,
-            version,
-            w,
-            gate,
-            hold,
-            nonce,
-        } = step;
-        let full = st.wildcard || t == type_url::LISTENER || t == type_url::CLUSTER;
-        let mut desired: TypeMap = if full {
-            w.clone()
-        } else {
-            st.names
-                .iter()
-                .filter_map(|n| w.get_key_value(n))
-                .map(|(n, r)| (n.clone(), Arc::clone(r)))
-                .collect()
-        };
-        // Keep what left the view until the gate opens.
-        let mut stale = std::mem::take(&mut st.stale);
-        for (name, held) in &st.have {
-            if w.contains_key(name) || !(full || st.names.contains(name)) {
-                continue;
-            }
-            let since = *stale.entry(name.clone()).or_insert(version);
-            if !gates(t).is_empty() && since > gate {
-                if let Some(r) = &held.res {
-                    desired.insert(name.clone(), Arc::clone(r));
-                }
-            }
-        }
-        stale.retain(|n, _| desired.contains_key(n) && !w.contains_key(n));
-        st.stale = stale;
-
-        let same = desired.len() == st.have.len()
-            && desired
-                .iter()
-                .zip(st.have.iter())
-                .all(|((a, ra), (b, hb))| a == b && ra.version == hb.version);
-        if same && !st.force {
-            return Outcome::Unchanged;
-        }
-        if hold {
-            return Outcome::Held;
-        }
-        let resp = DiscoveryResponse {
-            version_info: st.version_info(version),
-            resources: desired.values().map(|r| any(r)).collect(),
-            type_url: t.to_string(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
-        let names: Vec<String> = desired.keys().cloned().collect();
-        st.have = desired
-            .into_iter()
-            .map(|(n, r)| {
-                (
-                    n,
-                    Held {
-                        version: r.version.clone(),
-                        res: Some(r),
-                    },
-                )
-            })
-            .collect();
-        st.sent(nonce, version, names);
-        Outcome::Send(resp)
-    }
-
-    fn describe(r: &DiscoveryResponse) -> (&str, &str, usize, usize) {
-        (&r.version_info, &r.nonce, r.resources.len(), 0)
-    }
-}
-
-struct Delta;
-
-impl Wire for Delta {
-    type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
-    const PROTOCOL: Protocol = Protocol::Delta;
-
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-
-    fn on_request(s: &mut Session, req: DeltaDiscoveryRequest) {
-        let t = req.type_url;
-        if t.is_empty() {
-            warn!(node = %s.node, "request without type_url ignored");
-            return;
-        }
-        if !req.response_nonce.is_empty() {
-            let latest = s.types.get(&t).map(|st| st.nonce.as_str()).unwrap_or("");
-            if req.response_nonce == latest {
-                s.on_reply(&t, req.error_detail);
-            } else {
-                // Not an answer to our latest response; its subscription
-                // changes still apply (delta requests are incremental).
-                debug!(node = %s.node, type_url = %t, nonce = %req.response_nonce, latest, "stale nonce; not an ACK/NACK");
-            }
-        }
-        let (st, first) = s.subscribe(&t);
-        if first {
-            st.force = true;
-            for (name, version) in req.initial_resource_versions {
-                st.have.insert(name, Held { version, res: None });
-            }
-            if req.resource_names_subscribe.is_empty()
-                && (t == type_url::LISTENER || t == type_url::CLUSTER)
-            {
-                st.wildcard = true;
-            }
-        }
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                st.wildcard = true;
-            } else {
-                st.names.insert(name);
-            }
-        }
-        for name in req.resource_names_unsubscribe {
-            if name == "*" {
-                st.wildcard = false;
-                continue;
-            }
-            st.names.remove(&name);
-            st.absent_told.remove(&name);
-            if !st.wildcard {
-                st.have.remove(&name);
-                st.stale.remove(&name);
-            }
-        }
-    }
-
-    fn build(st: &mut TypeState, step: Step<'_>) -> Outcome<DeltaDiscoveryResponse> {
-        let Step {
-            t,
-            version,
-            w,
-            gate,
-            hold,
-            nonce,
-        } = step;
-        let updates: Vec<(&String, &Arc<Resource>)> = w
-            .iter()
-            .filter(|(n, r)| {
-                st.wants(n)
-                    && st.have.get(*n).map(|h| h.version.as_str()) != Some(r.version.as_str())
-            })
-            .collect();
-        let mut removed: Vec<String> = Vec::new();
-        let mut forget: Vec<String> = Vec::new();
-        let mut stale = std::mem::take(&mut st.stale);
-        for name in st.have.keys() {
-            if !st.wants(name) {
-                forget.push(name.clone()); // unsubscribed: the client drops it itself
-            } else if !w.contains_key(name) {
-                let since = *stale.entry(name.clone()).or_insert(version);
-                if gates(t).is_empty() || since <= gate {
-                    removed.push(name.clone());
-                }
-            }
-        }
-        // Subscribed names that do not exist: say so once, so the client
-        // does not wait for them.
-        for name in &st.names {
-            if !w.contains_key(name)
-                && !st.have.contains_key(name)
-                && !st.absent_told.contains(name)
-            {
-                removed.push(name.clone());
-            }
-        }
-        for name in &forget {
-            st.have.remove(name);
-        }
-        st.absent_told
-            .retain(|n| !w.contains_key(n) && st.names.contains(n));
-        if (updates.is_empty() && removed.is_empty() && !st.force) || hold {
-            stale.retain(|n, _| st.have.contains_key(n) && !w.contains_key(n));
-            st.stale = stale;
-            let nothing = updates.is_empty() && removed.is_empty() && !st.force;
-            return if nothing {
-                Outcome::Unchanged
-            } else {
-                Outcome::Held
-            };
-        }
-        let resources: Vec<WireResource> = updates
-            .iter()
-            .map(|(n, r)| WireResource {
-                name: (*n).clone(),
-                version: r.version.clone(),
-                resource: Some(any(r)),
-                ..Default::default()
-            })
-            .collect();
-        let names: Vec<String> = updates.iter().map(|(n, _)| (*n).clone()).collect();
-        for (n, r) in &updates {
-            st.have.insert(
-                (*n).clone(),
-                Held {
-                    version: r.version.clone(),
-                    res: None,
-                },
-            );
-        }
-        for name in &removed {
-            st.have.remove(name);
-            if st.names.contains(name) {
-                st.absent_told.insert(name.clone());
-            }
-        }
-        stale.retain(|n, _| st.have.contains_key(n) && !w.contains_key(n));
-        st.stale = stale;
-        let resp = DeltaDiscoveryResponse {
-            system_version_info: version.to_string(),
-            resources,
-            type_url: t.to_string(),
-            removed_resources: removed,
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
-        st.sent(nonce, version, names);
-        Outcome::Send(resp)
-    }
-
-    fn describe(r: &DeltaDiscoveryResponse) -> (&str, &str, usize, usize) {
-        (
-            &r.system_version_info,
-            &r.nonce,
-            r.resources.len(),
-            r.removed_resources.len(),
-        )
-    }
-}
+mod wire;
+use wire::{Delta, Sotw};
