@@ -17,15 +17,78 @@ use switchyard::translate::validate::envoy::check_resources;
 
 /// Fragments that broke (or could break) Envoy or our checks.
 const FRAGMENTS: &[&str] = &[
-    "", "a", "/", "/ok", "x-h", "Host", "host", ":path", ":status", ":authority", "\r\n", "\n",
-    "\0", " ", "\t", "é", "*", "*.", ".", "..", "//", "/..", "/./", "%2F", "%", "#", "?", "a{1001}",
-    "(a|b){60}", "(?<=a)", "(a)\\1", "\\u0041", "a**", "[a&&b]", "[a[b]]", "\\pL", "\\p{Letter}",
-    "(?x)", ".*", "[^/]+", "\\d+", "(", ")", "[", "\\", "$1", "\\1", "a.*.example.com",
-    "example.com", "EXAMPLE.com", "10.0.0.1", "-a", "a-", "xn--", "\u{202e}", "\u{fffd}",
+    "",
+    "a",
+    "/",
+    "/ok",
+    "x-h",
+    "Host",
+    "host",
+    ":path",
+    ":status",
+    ":authority",
+    "\r\n",
+    "\n",
+    "\0",
+    " ",
+    "\t",
+    "é",
+    "*",
+    "*.",
+    ".",
+    "..",
+    "//",
+    "/..",
+    "/./",
+    "%2F",
+    "%",
+    "#",
+    "?",
+    "a{1001}",
+    "(a|b){60}",
+    "(?<=a)",
+    "(a)\\1",
+    "\\u0041",
+    "a**",
+    "[a&&b]",
+    "[a[b]]",
+    "\\pL",
+    "\\p{Letter}",
+    "(?x)",
+    ".*",
+    "[^/]+",
+    "\\d+",
+    "(",
+    ")",
+    "[",
+    "\\",
+    "$1",
+    "\\1",
+    "a.*.example.com",
+    "example.com",
+    "EXAMPLE.com",
+    "10.0.0.1",
+    "-a",
+    "a-",
+    "xn--",
+    "\u{202e}",
+    "\u{fffd}",
 ];
 
 const NUMBERS: &[i64] = &[
-    -2147483648, -1, 0, 1, 80, 301, 399, 65535, 65536, 70000, 1000000, 1000001, 2147483647,
+    -2147483648,
+    -1,
+    0,
+    1,
+    80,
+    301,
+    399,
+    65535,
+    65536,
+    70000,
+    1000000,
+    1000001,
+    2147483647,
 ];
 
 fn hostile_string() -> impl Strategy<Value = String> {
@@ -55,7 +118,10 @@ fn num(valid: i64) -> impl Strategy<Value = i64> {
 }
 
 fn hostile_number() -> impl Strategy<Value = i64> {
-    prop_oneof![prop::sample::select(NUMBERS), any::<i32>().prop_map(i64::from)]
+    prop_oneof![
+        prop::sample::select(NUMBERS),
+        any::<i32>().prop_map(i64::from)
+    ]
 }
 
 fn one_of(v: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
@@ -99,17 +165,25 @@ fn http_rule() -> impl Strategy<Value = Value> {
 }
 
 fn http_route() -> impl Strategy<Value = Value> {
-    (prop::collection::vec(http_rule(), 1..4), prop::collection::vec(field("a.example.com"), 0..3)).prop_map(
-        |(rules, hostnames)| {
+    (
+        prop::collection::vec(http_rule(), 1..4),
+        prop::collection::vec(field("a.example.com"), 0..3),
+    )
+        .prop_map(|(rules, hostnames)| {
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
                 "metadata": {"name": "hostile", "namespace": "default"},
                 "spec": {"parentRefs": [{"name": "gw"}], "hostnames": hostnames, "rules": rules}})
-        },
-    )
+        })
 }
 
 fn grpc_route() -> impl Strategy<Value = Value> {
-    (field("pkg.Svc"), field("Method"), one_of(&["Exact", "RegularExpression"]), field("x-h"), field("v"))
+    (
+        field("pkg.Svc"),
+        field("Method"),
+        one_of(&["Exact", "RegularExpression"]),
+        field("x-h"),
+        field("v"),
+    )
         .prop_map(|(svc, method, t, hn, hv)| {
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
                 "metadata": {"name": "hostile-grpc", "namespace": "default"},
@@ -121,7 +195,12 @@ fn grpc_route() -> impl Strategy<Value = Value> {
 }
 
 fn l4_route() -> impl Strategy<Value = Value> {
-    (one_of(&["TCPRoute", "UDPRoute", "TLSRoute"]), num(80), num(1), prop::collection::vec(field("a.example.com"), 1..3))
+    (
+        one_of(&["TCPRoute", "UDPRoute", "TLSRoute"]),
+        num(80),
+        num(1),
+        prop::collection::vec(field("a.example.com"), 1..3),
+    )
         .prop_map(|(kind, port, weight, hostnames)| {
             let mut spec = json!({"parentRefs": [{"name": "gw", "sectionName": "l4"}],
                 "rules": [{"backendRefs": [{"name": "s", "port": port, "weight": weight}]}]});
@@ -158,18 +237,26 @@ fn run(hostile: Vec<Value>) -> Result<(), TestCaseError> {
         // An object that does not decode is refused at load (file error).
         let _ = inputs.insert_value(d);
     }
-    AddressPool::parse("127.0.0.0/24").expect("pool").assign(&mut inputs);
+    AddressPool::parse("127.0.0.0/24")
+        .expect("pool")
+        .assign(&mut inputs);
     let (_, snap) = pipeline::run(&inputs);
     let doc = pipeline::xds_document(&snap).expect("render xds");
     let problems = check_resources(&doc);
     prop_assert!(problems.is_empty(), "Envoy would refuse: {problems:#?}");
     let text = doc.to_string();
-    prop_assert!(text.contains("HTTPRoute/default/good/rule/0/match/0"), "the valid route is not served");
+    prop_assert!(
+        text.contains("HTTPRoute/default/good/rule/0/match/0"),
+        "the valid route is not served"
+    );
     Ok(())
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
 }
 
 proptest! {

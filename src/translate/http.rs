@@ -111,8 +111,7 @@ fn compile_rule(
     }
     // Values the schema accepts but Envoy would refuse drop the rule.
     let json = serde_json::to_value(rule).unwrap_or_default();
-    super::validate::rule::check_http(index, &json)
-        .map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
+    super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
     let timeouts = compile_timeouts(rule)?;
     // Matches.
     let default_match = [HttpRouteRulesMatches::default()];

@@ -102,8 +102,13 @@ fn parent_refs(spec: &Value, o: &mut Out<'_>) {
 
 /// `(size(self.group) == 0 && self.kind == 'Service') ? has(self.port) : true`
 fn backend_port(b: &Value, path: &str, o: &mut Out<'_>) {
-    let service = st(b, "group").is_empty() && b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
-    o.check(!service || has(b, "port"), path, "Must have port for Service reference");
+    let service = st(b, "group").is_empty()
+        && b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
+    o.check(
+        !service || has(b, "port"),
+        path,
+        "Must have port for Service reference",
+    );
 }
 
 fn l4_backends(spec: &Value, o: &mut Out<'_>) {
@@ -120,18 +125,23 @@ fn rules_common(spec: &Value, o: &mut Out<'_>) {
     o.check(total <= 128, "spec.rules", "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128");
     for (i, r) in rules.iter().enumerate() {
         if has(r, "name") && rules[..i].iter().any(|x| x.get("name") == r.get("name")) {
-            o.fail(&format!("spec.rules[{i}].name"), "Rule name must be unique within the route");
+            o.fail(
+                &format!("spec.rules[{i}].name"),
+                "Rule name must be unique within the route",
+            );
         }
         if let Some(sp) = r.get("sessionPersistence").filter(|s| !s.is_null()) {
             let path = format!("spec.rules[{i}].sessionPersistence");
             let cookie = sp.get("cookieConfig").filter(|c| !c.is_null());
             o.check(
-                cookie.is_none_or(|c| st(c, "lifetimeType") != "Permanent") || has(sp, "absoluteTimeout"),
+                cookie.is_none_or(|c| st(c, "lifetimeType") != "Permanent")
+                    || has(sp, "absoluteTimeout"),
                 &path,
                 "AbsoluteTimeout must be specified when cookie lifetimeType is Permanent",
             );
             o.check(
-                cookie.is_none() || sp.get("type").and_then(Value::as_str).unwrap_or("Cookie") == "Cookie",
+                cookie.is_none()
+                    || sp.get("type").and_then(Value::as_str).unwrap_or("Cookie") == "Cookie",
                 &path,
                 "cookieConfig can only be set with type Cookie",
             );
@@ -153,7 +163,13 @@ const FILTER_FIELDS: [(&str, &str); 8] = [
 
 /// The rules on a list of filters (route rule or backendRef level).
 fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
-    for t in ["CORS", "RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"] {
+    for t in [
+        "CORS",
+        "RequestHeaderModifier",
+        "ResponseHeaderModifier",
+        "RequestRedirect",
+        "URLRewrite",
+    ] {
         let n = list.iter().filter(|f| st(f, "type") == t).count();
         o.check(n <= 1, path, &format!("{t} filter cannot be repeated"));
     }
@@ -167,48 +183,106 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         let ty = st(f, "type");
         for (t, field) in FILTER_FIELDS {
             if has(f, field) && ty != t {
-                o.fail(&fp, &format!("filter.{field} must be nil if the filter.type is not {t}"));
+                o.fail(
+                    &fp,
+                    &format!("filter.{field} must be nil if the filter.type is not {t}"),
+                );
             }
             if !has(f, field) && ty == t {
-                o.fail(&fp, &format!("filter.{field} must be specified for {t} filter.type"));
+                o.fail(
+                    &fp,
+                    &format!("filter.{field} must be specified for {t} filter.type"),
+                );
             }
         }
         if let Some(m) = f.get("requestMirror").filter(|m| !m.is_null()) {
             let mp = format!("{fp}.requestMirror");
-            o.check(!(has(m, "percent") && has(m, "fraction")), &mp, "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter");
+            o.check(
+                !(has(m, "percent") && has(m, "fraction")),
+                &mp,
+                "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter",
+            );
             if let Some(fr) = m.get("fraction").filter(|x| !x.is_null()) {
                 let den = fr.get("denominator").and_then(Value::as_i64).unwrap_or(100);
-                o.check(int(fr, "numerator") <= den, &format!("{mp}.fraction"), "numerator must be less than or equal to denominator");
+                o.check(
+                    int(fr, "numerator") <= den,
+                    &format!("{mp}.fraction"),
+                    "numerator must be less than or equal to denominator",
+                );
             }
             if let Some(b) = m.get("backendRef") {
                 backend_port(b, &format!("{mp}.backendRef"), o);
             }
         }
         for field in ["requestRedirect", "urlRewrite"] {
-            if let Some(p) = f.get(field).and_then(|x| x.get("path")).filter(|x| !x.is_null()) {
+            if let Some(p) = f
+                .get(field)
+                .and_then(|x| x.get("path"))
+                .filter(|x| !x.is_null())
+            {
                 let pp = format!("{fp}.{field}.path");
                 let t = st(p, "type");
-                o.check(t != "ReplaceFullPath" || has(p, "replaceFullPath"), &pp, "replaceFullPath must be specified when type is set to 'ReplaceFullPath'");
-                o.check(!has(p, "replaceFullPath") || t == "ReplaceFullPath", &pp, "type must be 'ReplaceFullPath' when replaceFullPath is set");
-                o.check(t != "ReplacePrefixMatch" || has(p, "replacePrefixMatch"), &pp, "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'");
-                o.check(!has(p, "replacePrefixMatch") || t == "ReplacePrefixMatch", &pp, "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set");
+                o.check(
+                    t != "ReplaceFullPath" || has(p, "replaceFullPath"),
+                    &pp,
+                    "replaceFullPath must be specified when type is set to 'ReplaceFullPath'",
+                );
+                o.check(
+                    !has(p, "replaceFullPath") || t == "ReplaceFullPath",
+                    &pp,
+                    "type must be 'ReplaceFullPath' when replaceFullPath is set",
+                );
+                o.check(
+                    t != "ReplacePrefixMatch" || has(p, "replacePrefixMatch"),
+                    &pp,
+                    "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'",
+                );
+                o.check(
+                    !has(p, "replacePrefixMatch") || t == "ReplacePrefixMatch",
+                    &pp,
+                    "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set",
+                );
             }
         }
         if let Some(c) = f.get("cors").filter(|x| !x.is_null()) {
-            for (field, what) in [("allowHeaders", "methods"), ("allowMethods", "methods"), ("allowOrigins", "origins")] {
+            for (field, what) in [
+                ("allowHeaders", "methods"),
+                ("allowMethods", "methods"),
+                ("allowOrigins", "origins"),
+            ] {
                 let l = arr(c, field);
                 let star = l.iter().any(|x| x.as_str() == Some("*"));
                 let cap = format!("{}{}", field[..1].to_ascii_uppercase(), &field[1..]);
-                o.check(!(star && l.len() > 1), &format!("{fp}.cors.{field}"), &format!("{cap} cannot contain '*' alongside other {what}"));
+                o.check(
+                    !(star && l.len() > 1),
+                    &format!("{fp}.cors.{field}"),
+                    &format!("{cap} cannot contain '*' alongside other {what}"),
+                );
             }
         }
         if let Some(a) = f.get("externalAuth").filter(|x| !x.is_null()) {
             let ap = format!("{fp}.externalAuth");
             let proto = st(a, "protocol");
-            o.check(proto != "GRPC" || has(a, "grpc"), &ap, "grpc must be specified when protocol is set to 'GRPC'");
-            o.check(!has(a, "grpc") || proto == "GRPC", &ap, "protocol must be 'GRPC' when grpc is set");
-            o.check(proto != "HTTP" || has(a, "http"), &ap, "http must be specified when protocol is set to 'HTTP'");
-            o.check(!has(a, "http") || proto == "HTTP", &ap, "protocol must be 'HTTP' when http is set");
+            o.check(
+                proto != "GRPC" || has(a, "grpc"),
+                &ap,
+                "grpc must be specified when protocol is set to 'GRPC'",
+            );
+            o.check(
+                !has(a, "grpc") || proto == "GRPC",
+                &ap,
+                "protocol must be 'GRPC' when grpc is set",
+            );
+            o.check(
+                proto != "HTTP" || has(a, "http"),
+                &ap,
+                "http must be specified when protocol is set to 'HTTP'",
+            );
+            o.check(
+                !has(a, "http") || proto == "HTTP",
+                &ap,
+                "protocol must be 'HTTP' when http is set",
+            );
             if let Some(b) = a.get("backendRef") {
                 backend_port(b, &format!("{ap}.backendRef"), o);
             }
@@ -219,9 +293,9 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
 fn uses_prefix_replace(list: &[Value]) -> bool {
     list.iter().any(|f| {
         ["requestRedirect", "urlRewrite"].iter().any(|field| {
-            f.get(field)
-                .and_then(|x| x.get("path"))
-                .is_some_and(|p| st(p, "type") == "ReplacePrefixMatch" && has(p, "replacePrefixMatch"))
+            f.get(field).and_then(|x| x.get("path")).is_some_and(|p| {
+                st(p, "type") == "ReplacePrefixMatch" && has(p, "replacePrefixMatch")
+            })
         })
     })
 }
@@ -245,12 +319,17 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
             Some(m) => {
                 m.len() == 1
                     && m[0].get("path").is_none_or(|p| {
-                        p.get("type").and_then(Value::as_str).unwrap_or("PathPrefix") == "PathPrefix"
+                        p.get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("PathPrefix")
+                            == "PathPrefix"
                     })
             }
         };
         if (uses_prefix_replace(rule_filters)
-            || backends.iter().any(|b| uses_prefix_replace(arr(b, "filters"))))
+            || backends
+                .iter()
+                .any(|b| uses_prefix_replace(arr(b, "filters"))))
             && !one_prefix
         {
             o.fail(&rp, "When using URLRewrite or RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified");
@@ -274,26 +353,49 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
                     .map(|d| d.as_nanos())
             };
             if let (Some(req), Some(back)) = (d("request"), d("backendRequest")) {
-                o.check(req == 0 || back <= req, &format!("{rp}.timeouts"), "backendRequest timeout cannot be longer than request timeout");
+                o.check(
+                    req == 0 || back <= req,
+                    &format!("{rp}.timeouts"),
+                    "backendRequest timeout cannot be longer than request timeout",
+                );
             }
         }
     }
 }
 
 fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
-    let t = p.get("type").and_then(Value::as_str).unwrap_or("PathPrefix");
+    let t = p
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("PathPrefix");
     let v = p.get("value").and_then(Value::as_str).unwrap_or("/");
     if !matches!(t, "Exact" | "PathPrefix") {
-        o.check(t == "RegularExpression", path, "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']");
+        o.check(
+            t == "RegularExpression",
+            path,
+            "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']",
+        );
         return;
     }
     let which = "when type one of ['Exact', 'PathPrefix']";
-    o.check(v.starts_with('/'), path, &format!("value must be an absolute path and start with '/' {which}"));
+    o.check(
+        v.starts_with('/'),
+        path,
+        &format!("value must be an absolute path and start with '/' {which}"),
+    );
     for bad in ["//", "/./", "/../", "%2f", "%2F", "#"] {
-        o.check(!v.contains(bad), path, &format!("must not contain '{bad}' {which}"));
+        o.check(
+            !v.contains(bad),
+            path,
+            &format!("must not contain '{bad}' {which}"),
+        );
     }
     for bad in ["/..", "/."] {
-        o.check(!v.ends_with(bad), path, &format!("must not end with '{bad}' {which}"));
+        o.check(
+            !v.ends_with(bad),
+            path,
+            &format!("must not end with '{bad}' {which}"),
+        );
     }
     let valid = {
         let b = v.as_bytes();
@@ -302,7 +404,8 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         while ok && i < b.len() {
             let c = b[i];
             if c == b'%' {
-                ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                ok = b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
                 i += 3;
             } else {
                 ok = c.is_ascii_alphanumeric() || b"-/._~!$&'()*+,;=:@".contains(&c);
@@ -331,8 +434,17 @@ fn grpc_route(spec: &Value, o: &mut Out<'_>) {
             };
             let mp = format!("{rp}.matches[{j}].method");
             // `type` defaults to Exact, so has(self.type) always holds.
-            o.check(has(method, "service") || has(method, "method"), &mp, "One or both of 'service' or 'method' must be specified");
-            if method.get("type").and_then(Value::as_str).unwrap_or("Exact") == "Exact" {
+            o.check(
+                has(method, "service") || has(method, "method"),
+                &mp,
+                "One or both of 'service' or 'method' must be specified",
+            );
+            if method
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("Exact")
+                == "Exact"
+            {
                 if let Some(s) = method.get("service").and_then(Value::as_str) {
                     o.check(grpc_service_ok(s), &mp, "service must only contain valid characters (matching ^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)");
                 }
@@ -346,7 +458,8 @@ fn grpc_route(spec: &Value, o: &mut Out<'_>) {
 
 fn ident(s: &str) -> bool {
     let mut b = s.bytes();
-    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
@@ -359,7 +472,11 @@ fn tls_hostnames(spec: &Value, o: &mut Out<'_>) {
     for (i, h) in arr(spec, "hostnames").iter().enumerate() {
         let h = h.as_str().unwrap_or("");
         let path = format!("spec.hostnames[{i}]");
-        o.check(h.parse::<std::net::IpAddr>().is_err(), &path, "Hostnames cannot contain an IP");
+        o.check(
+            h.parse::<std::net::IpAddr>().is_err(),
+            &path,
+            "Hostnames cannot contain an IP",
+        );
         if h.contains('*') {
             o.check(
                 h.strip_prefix("*.").is_some_and(rfc1123),
@@ -367,7 +484,11 @@ fn tls_hostnames(spec: &Value, o: &mut Out<'_>) {
                 "Wildcards on hostnames must be the first label, and the rest of hostname must be valid based on RFC-1123",
             );
         } else {
-            o.check(rfc1123(h), &path, "Hostnames must be valid based on RFC-1123");
+            o.check(
+                rfc1123(h),
+                &path,
+                "Hostnames must be valid based on RFC-1123",
+            );
         }
     }
 }
@@ -376,7 +497,8 @@ fn tls_hostnames(spec: &Value, o: &mut Out<'_>) {
 fn rfc1123(h: &str) -> bool {
     h.split('.').all(|l| {
         !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     })
@@ -390,9 +512,17 @@ fn label_key(k: &str) -> bool {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(|p| rfc1123(p) && p.len() < 253)
 }
 
@@ -403,7 +533,8 @@ fn gateway(spec: &Value, o: &mut Out<'_>) {
         let path = format!("spec.addresses[{i}]");
         if matches!(t, "IPAddress" | "Hostname") && has(a, "value") {
             let dup = addrs[..i].iter().any(|b| {
-                b.get("type").and_then(Value::as_str).unwrap_or("IPAddress") == t && b.get("value") == a.get("value")
+                b.get("type").and_then(Value::as_str).unwrap_or("IPAddress") == t
+                    && b.get("value") == a.get("value")
             });
             o.check(!dup, &path, &format!("{t} values must be unique"));
         }
@@ -418,16 +549,27 @@ fn gateway(spec: &Value, o: &mut Out<'_>) {
     }
     if let Some(infra) = spec.get("infrastructure").filter(|x| !x.is_null()) {
         for (field, what) in [("labels", "Label"), ("annotations", "Annotation")] {
-            for k in infra.get(field).and_then(Value::as_object).into_iter().flat_map(|m| m.keys()) {
+            for k in infra
+                .get(field)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|m| m.keys())
+            {
                 o.check(label_key(k), &format!("spec.infrastructure.{field}[{k:?}]"), &format!("{what} keys must be in the form of an optional DNS subdomain prefix followed by a required name segment of up to 63 characters."));
             }
         }
     }
     listeners(spec, "spec.listeners", false, o);
-    if let Some(per_port) = spec.pointer("/tls/frontend/perPort").and_then(Value::as_array) {
+    if let Some(per_port) = spec
+        .pointer("/tls/frontend/perPort")
+        .and_then(Value::as_array)
+    {
         for (i, p) in per_port.iter().enumerate() {
             if per_port[..i].iter().any(|q| q.get("port") == p.get("port")) {
-                o.fail(&format!("spec.tls.frontend.perPort[{i}]"), "Port for TLS configuration must be unique within the Gateway");
+                o.fail(
+                    &format!("spec.tls.frontend.perPort[{i}]"),
+                    "Port for TLS configuration must be unique within the Gateway",
+                );
             }
         }
     }
@@ -443,35 +585,69 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
         let tls = l.get("tls").filter(|t| !t.is_null());
         let mode = tls.map(|t| t.get("mode").and_then(Value::as_str).unwrap_or("Terminate"));
         if matches!(proto, "HTTP" | "TCP" | "UDP") {
-            o.check(tls.is_none(), &lp, "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']");
+            o.check(
+                tls.is_none(),
+                &lp,
+                "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']",
+            );
         }
         if proto == "HTTPS" {
-            o.check(mode.is_none_or(|m| m == "Terminate"), &lp, "tls mode must be Terminate for protocol HTTPS");
+            o.check(
+                mode.is_none_or(|m| m == "Terminate"),
+                &lp,
+                "tls mode must be Terminate for protocol HTTPS",
+            );
         }
         if proto == "TLS" {
             o.check(mode.is_some(), &lp, "tls mode must be set for protocol TLS");
         }
         if matches!(proto, "TCP" | "UDP") {
-            o.check(st(l, "hostname").is_empty(), &lp, "hostname must not be specified for protocols ['TCP', 'UDP']");
+            o.check(
+                st(l, "hostname").is_empty(),
+                &lp,
+                "hostname must not be specified for protocols ['TCP', 'UDP']",
+            );
         }
         if let (Some(t), Some("Terminate")) = (tls, mode) {
             let certs = arr(t, "certificateRefs").len();
-            let opts = t.get("options").and_then(Value::as_object).map_or(0, |m| m.len());
-            o.check(certs > 0 || opts > 0, &format!("{lp}.tls"), "certificateRefs or options must be specified when mode is Terminate");
+            let opts = t
+                .get("options")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
+            o.check(
+                certs > 0 || opts > 0,
+                &format!("{lp}.tls"),
+                "certificateRefs or options must be specified when mode is Terminate",
+            );
         }
         if ls[..i].iter().any(|m| m.get("name") == l.get("name")) {
             o.fail(&lp, "Listener name must be unique within the Gateway");
         }
-        let combo = |m: &Value| (m.get("port").cloned(), st(m, "protocol").to_string(), m.get("hostname").cloned().filter(|h| !h.is_null()));
+        let combo = |m: &Value| {
+            (
+                m.get("port").cloned(),
+                st(m, "protocol").to_string(),
+                m.get("hostname").cloned().filter(|h| !h.is_null()),
+            )
+        };
         if !(optional_port && !has(l, "port")) && ls[..i].iter().any(|m| combo(m) == combo(l)) {
-            o.fail(&lp, "Combination of port, protocol and hostname must be unique for each listener");
+            o.fail(
+                &lp,
+                "Combination of port, protocol and hostname must be unique for each listener",
+            );
         }
     }
 }
 
 fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
     let refs = arr(spec, "targetRefs");
-    let target = |p: &Value| (st(p, "group").to_string(), st(p, "kind").to_string(), st(p, "name").to_string());
+    let target = |p: &Value| {
+        (
+            st(p, "group").to_string(),
+            st(p, "kind").to_string(),
+            st(p, "name").to_string(),
+        )
+    };
     for (i, p1) in refs.iter().enumerate() {
         for p2 in &refs[..i] {
             if target(p1) != target(p2) {
@@ -489,14 +665,29 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
     if let Some(v) = spec.get("validation").filter(|x| !x.is_null()) {
         let cas = !arr(v, "caCertificateRefs").is_empty();
         let wk = !st(v, "wellKnownCACertificates").is_empty();
-        o.check(!(cas && wk), "spec.validation", "must not contain both CACertificateRefs and WellKnownCACertificates");
-        o.check(cas || wk, "spec.validation", "must specify either CACertificateRefs or WellKnownCACertificates");
+        o.check(
+            !(cas && wk),
+            "spec.validation",
+            "must not contain both CACertificateRefs and WellKnownCACertificates",
+        );
+        o.check(
+            cas || wk,
+            "spec.validation",
+            "must specify either CACertificateRefs or WellKnownCACertificates",
+        );
         for (i, s) in arr(v, "subjectAltNames").iter().enumerate() {
             let p = format!("spec.validation.subjectAltNames[{i}]");
             let t = st(s, "type");
-            for (want, field, name) in [("Hostname", "hostname", "Hostname"), ("URI", "uri", "URI")] {
+            for (want, field, name) in [("Hostname", "hostname", "Hostname"), ("URI", "uri", "URI")]
+            {
                 let set = !st(s, field).is_empty();
-                o.check(!(t == want && !set), &p, &format!("SubjectAltName element must contain {name}, if Type is set to {name}"));
+                o.check(
+                    !(t == want && !set),
+                    &p,
+                    &format!(
+                        "SubjectAltName element must contain {name}, if Type is set to {name}"
+                    ),
+                );
                 o.check(!(t != want && set), &p, &format!("SubjectAltName element must not contain {name}, if Type is not set to {name}"));
             }
         }

@@ -20,7 +20,9 @@ pub fn header_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(*c)))
     {
-        return Err(format!("header name {name:?} contains {c:?}, which is not allowed in a header name"));
+        return Err(format!(
+            "header name {name:?} contains {c:?}, which is not allowed in a header name"
+        ));
     }
     Ok(())
 }
@@ -42,7 +44,10 @@ pub fn modifiable_header(name: &str) -> Result<(), String> {
 /// targets): no NUL, CR or LF, at most 16384 bytes.
 pub fn header_value(v: &str) -> Result<(), String> {
     if let Some(c) = v.chars().find(|c| matches!(c, '\0' | '\r' | '\n')) {
-        return Err(format!("value {} contains {c:?}", super::schema::shown(&Value::String(v.into()))));
+        return Err(format!(
+            "value {} contains {c:?}",
+            super::schema::shown(&Value::String(v.into()))
+        ));
     }
     if v.len() > MAX_HEADER_VALUE {
         return Err(format!("value is longer than {MAX_HEADER_VALUE} bytes"));
@@ -91,20 +96,30 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                             let h = o.get("header").unwrap_or(&Value::Null);
                             let key = h.get("key").and_then(Value::as_str).unwrap_or("");
                             let val = h.get("value").and_then(Value::as_str).unwrap_or("");
-                            if let Err(e) = modifiable_header(key).and_then(|()| header_value(val)) {
+                            if let Err(e) = modifiable_header(key).and_then(|()| header_value(val))
+                            {
                                 out.push(format!("{p}[{i}]: {e}"));
                             }
                         }
                     }
-                    ("request_headers_to_remove" | "response_headers_to_remove", Value::Array(names)) => {
+                    (
+                        "request_headers_to_remove" | "response_headers_to_remove",
+                        Value::Array(names),
+                    ) => {
                         for (i, n) in names.iter().enumerate() {
                             if let Err(e) = modifiable_header(n.as_str().unwrap_or("")) {
                                 out.push(format!("{p}[{i}]: {e}"));
                             }
                         }
                     }
-                    ("host_redirect" | "path_redirect" | "host_rewrite_literal" | "substitution"
-                    | "prefix_rewrite", Value::String(s)) => {
+                    (
+                        "host_redirect"
+                        | "path_redirect"
+                        | "host_rewrite_literal"
+                        | "substitution"
+                        | "prefix_rewrite",
+                        Value::String(s),
+                    ) => {
                         if let Err(e) = header_value(s) {
                             out.push(format!("{p}: {e}"));
                         }
@@ -123,12 +138,16 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                             .filter_map(|c| c.get("weight").and_then(Value::as_u64))
                             .sum();
                         if total == 0 || total > u64::from(u32::MAX) {
-                            out.push(format!("{p}: total weight {total} is not in 1..=4294967295"));
+                            out.push(format!(
+                                "{p}: total weight {total} is not in 1..=4294967295"
+                            ));
                         }
                     }
                     ("headers", Value::Array(hs)) if path.ends_with(".match") => {
                         for (i, h) in hs.iter().enumerate() {
-                            if let Err(e) = header_name(h.get("name").and_then(Value::as_str).unwrap_or("")) {
+                            if let Err(e) =
+                                header_name(h.get("name").and_then(Value::as_str).unwrap_or(""))
+                            {
                                 out.push(format!("{p}[{i}]: {e}"));
                             }
                         }

@@ -106,7 +106,10 @@ pub fn stored(inputs: &Inputs, kind: Kind, key: &ObjKey) -> Vec<Violation> {
 /// Splits violations into those inside `spec.listeners[i]` (by `i`) and the others.
 pub fn by_listener(
     v: Vec<Violation>,
-) -> (std::collections::BTreeMap<usize, Vec<Violation>>, Vec<Violation>) {
+) -> (
+    std::collections::BTreeMap<usize, Vec<Violation>>,
+    Vec<Violation>,
+) {
     let mut listeners: std::collections::BTreeMap<usize, Vec<Violation>> = Default::default();
     let mut rest = Vec::new();
     for x in v {

@@ -32,10 +32,57 @@ const MAX_REPEAT: u32 = 1000;
 /// two letters) and the most common scripts. RE2 knows more scripts; the
 /// `regex` crate knows many names RE2 does not (`Letter`, `Emoji`, ...).
 const UNICODE_NAMES: &[&str] = &[
-    "L", "Lu", "Ll", "Lt", "Lm", "Lo", "M", "Mn", "Mc", "Me", "N", "Nd", "Nl", "No", "P", "Pc",
-    "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "S", "Sm", "Sc", "Sk", "So", "Z", "Zs", "Zl", "Zp", "C",
-    "Cc", "Cf", "Co", "Cs", "Latin", "Greek", "Cyrillic", "Han", "Arabic", "Hebrew", "Hiragana",
-    "Katakana", "Hangul", "Thai", "Devanagari", "Armenian", "Georgian", "Common", "Inherited",
+    "L",
+    "Lu",
+    "Ll",
+    "Lt",
+    "Lm",
+    "Lo",
+    "M",
+    "Mn",
+    "Mc",
+    "Me",
+    "N",
+    "Nd",
+    "Nl",
+    "No",
+    "P",
+    "Pc",
+    "Pd",
+    "Ps",
+    "Pe",
+    "Pi",
+    "Pf",
+    "Po",
+    "S",
+    "Sm",
+    "Sc",
+    "Sk",
+    "So",
+    "Z",
+    "Zs",
+    "Zl",
+    "Zp",
+    "C",
+    "Cc",
+    "Cf",
+    "Co",
+    "Cs",
+    "Latin",
+    "Greek",
+    "Cyrillic",
+    "Han",
+    "Arabic",
+    "Hebrew",
+    "Hiragana",
+    "Katakana",
+    "Hangul",
+    "Thai",
+    "Devanagari",
+    "Armenian",
+    "Georgian",
+    "Common",
+    "Inherited",
 ];
 
 /// Checks that RE2 (as Envoy configures it) accepts `pattern`.
@@ -118,7 +165,11 @@ impl Walker<'_> {
             Ast::Assertion(x) => {
                 use ast::AssertionKind as K;
                 match x.kind {
-                    K::StartLine | K::EndLine | K::StartText | K::EndText | K::WordBoundary
+                    K::StartLine
+                    | K::EndLine
+                    | K::StartText
+                    | K::EndText
+                    | K::WordBoundary
                     | K::NotWordBoundary => Ok(()),
                     _ => Err(format!("{} is not RE2 syntax", self.text(&x.span))),
                 }
@@ -135,9 +186,7 @@ impl Walker<'_> {
                 let (min, max) = match r.op.kind {
                     ast::RepetitionKind::Range(ast::RepetitionRange::Exactly(n)) => (n, Some(n)),
                     ast::RepetitionKind::Range(ast::RepetitionRange::AtLeast(n)) => (n, None),
-                    ast::RepetitionKind::Range(ast::RepetitionRange::Bounded(m, n)) => {
-                        (m, Some(n))
-                    }
+                    ast::RepetitionKind::Range(ast::RepetitionRange::Bounded(m, n)) => (m, Some(n)),
                     _ => (0, Some(0)),
                 };
                 if min > MAX_REPEAT || max.is_some_and(|m| m > MAX_REPEAT) {
@@ -339,10 +388,12 @@ fn flags(f: &ast::Flags) -> Result<(), String> {
 
 fn literal(l: &ast::Literal) -> Result<(), String> {
     match &l.kind {
-        ast::LiteralKind::HexFixed(ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong)
-        | ast::LiteralKind::HexBrace(ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong) => {
-            Err("\\u and \\U escapes are not RE2 syntax (use \\x{...})".into())
-        }
+        ast::LiteralKind::HexFixed(
+            ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
+        )
+        | ast::LiteralKind::HexBrace(
+            ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
+        ) => Err("\\u and \\U escapes are not RE2 syntax (use \\x{...})".into()),
         ast::LiteralKind::Octal => Err("octal escapes are not RE2 syntax".into()),
         ast::LiteralKind::Superfluous if !l.c.is_ascii_punctuation() || l.c == '_' => {
             Err(format!("escape \\{} is not RE2 syntax", l.c))
@@ -440,9 +491,24 @@ mod tests {
     #[test]
     fn rejects_what_re2_rejects() {
         for bad in [
-            "a{1001}", "(a{100}){100}", "\\u0041", "\\U00000041", "a\\<", "\\b{start}x",
-            "[a-z&&[^aeiou]]", "[a[b]]", "(?x)a b", "(?u)a", "a**", "(?<=a)b", "(a)\\1",
-            "\\p{Letter}", "\\p{Emoji}", "\\p{sc=Greek}", "(", "[z-a]",
+            "a{1001}",
+            "(a{100}){100}",
+            "\\u0041",
+            "\\U00000041",
+            "a\\<",
+            "\\b{start}x",
+            "[a-z&&[^aeiou]]",
+            "[a[b]]",
+            "(?x)a b",
+            "(?u)a",
+            "a**",
+            "(?<=a)b",
+            "(a)\\1",
+            "\\p{Letter}",
+            "\\p{Emoji}",
+            "\\p{sc=Greek}",
+            "(",
+            "[z-a]",
         ] {
             assert!(check(bad).is_err(), "{bad} should be rejected");
         }
@@ -451,9 +517,19 @@ mod tests {
     #[test]
     fn accepts_common_patterns() {
         for good in [
-            "/foo/[0-9]+", "^/api/v\\d+/.*$", "[\\w.-]+", "(?i)/Foo/.*", ".*", "/(?:[^/]+)/(?:[^/]+)",
-            "/[^/]+/Method", "a{10}", "(?P<name>a)", "[[:alpha:]]+", "\\.",
-            "a|b|c", "",
+            "/foo/[0-9]+",
+            "^/api/v\\d+/.*$",
+            "[\\w.-]+",
+            "(?i)/Foo/.*",
+            ".*",
+            "/(?:[^/]+)/(?:[^/]+)",
+            "/[^/]+/Method",
+            "a{10}",
+            "(?P<name>a)",
+            "[[:alpha:]]+",
+            "\\.",
+            "a|b|c",
+            "",
         ] {
             assert!(check(good).is_ok(), "{good}: {:?}", check(good));
         }
@@ -465,7 +541,9 @@ mod tests {
             let e = check(p).expect_err(p);
             assert!(e.contains("too large"), "{e}");
         }
-        assert!(check("\\p{Letter}").expect_err("long name").contains("not accepted"));
+        assert!(check("\\p{Letter}")
+            .expect_err("long name")
+            .contains("not accepted"));
     }
 
     #[test]
@@ -477,10 +555,26 @@ mod tests {
         // A literal costs one instruction per byte.
         assert_eq!(program_size("abc"), Some(8));
         for (p, envoy) in [
-            ("a", 5), (".", 6), (".*", 6), ("[^/]+", 7), ("\\pL", 11), ("(?i)[a-z]+", 6),
-            ("\\d+", 6), ("\\w+", 8), ("[\\w.-]+", 9), ("(a)", 7), ("a|b|c", 5), ("a?", 6),
-            ("a{3}", 7), ("a{2,5}", 12), ("a{2,}", 7), ("/(?:[^/]+)/(?:[^/]+)", 12), ("\\S+", 9),
-            ("[^a]", 6), ("é", 6), ("(?i)é", 6),
+            ("a", 5),
+            (".", 6),
+            (".*", 6),
+            ("[^/]+", 7),
+            ("\\pL", 11),
+            ("(?i)[a-z]+", 6),
+            ("\\d+", 6),
+            ("\\w+", 8),
+            ("[\\w.-]+", 9),
+            ("(a)", 7),
+            ("a|b|c", 5),
+            ("a?", 6),
+            ("a{3}", 7),
+            ("a{2,5}", 12),
+            ("a{2,}", 7),
+            ("/(?:[^/]+)/(?:[^/]+)", 12),
+            ("\\S+", 9),
+            ("[^a]", 6),
+            ("é", 6),
+            ("(?i)é", 6),
         ] {
             let ours = program_size(p).expect(p);
             eprintln!("{p:24} envoy {envoy:3} ours {ours:4}");

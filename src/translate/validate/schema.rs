@@ -278,7 +278,10 @@ mod tests {
             let mut pats = Vec::new();
             walk(s, &mut pats);
             for p in pats {
-                assert!(pattern(&p).is_some(), "{kind:?}: pattern {p} does not compile");
+                assert!(
+                    pattern(&p).is_some(),
+                    "{kind:?}: pattern {p} does not compile"
+                );
             }
         }
     }

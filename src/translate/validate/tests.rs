@@ -16,7 +16,8 @@ fn http(s: &str) -> Vec<Violation> {
 
 fn refused(v: &[Violation], path: &str, words: &str) {
     assert!(
-        v.iter().any(|x| x.path == path && x.message.contains(words)),
+        v.iter()
+            .any(|x| x.path == path && x.message.contains(words)),
         "expected {path}: …{words}… in {v:#?}"
     );
 }
@@ -34,16 +35,37 @@ fn schema_patterns_lengths_bounds_and_enums() {
     refused(&v, "spec.hostnames[0]", "must match the pattern");
     refused(&v, "spec.hostnames[1]", "must match the pattern");
     refused(&v, "spec.parentRefs[0].port", "less than or equal to 65535");
-    refused(&v, "spec.rules[0].backendRefs[0].port", "greater than or equal to 1");
-    refused(&v, "spec.rules[0].backendRefs[0].weight", "greater than or equal to 0");
-    let v = http("rules: [{matches: [{headers: [{name: 'x', value: \"a\\r\\nb\"}], method: FETCH}]}]");
-    refused(&v, "spec.rules[0].matches[0].headers[0].value", "must match the pattern");
+    refused(
+        &v,
+        "spec.rules[0].backendRefs[0].port",
+        "greater than or equal to 1",
+    );
+    refused(
+        &v,
+        "spec.rules[0].backendRefs[0].weight",
+        "greater than or equal to 0",
+    );
+    let v =
+        http("rules: [{matches: [{headers: [{name: 'x', value: \"a\\r\\nb\"}], method: FETCH}]}]");
+    refused(
+        &v,
+        "spec.rules[0].matches[0].headers[0].value",
+        "must match the pattern",
+    );
     refused(&v, "spec.rules[0].matches[0].method", "Unsupported value");
     let v = http("rules: [{filters: [{type: RequestRedirect, requestRedirect: {port: 70000, statusCode: 399}}]}]");
     refused(&v, "spec.rules[0].filters[0].requestRedirect.port", "65535");
-    refused(&v, "spec.rules[0].filters[0].requestRedirect.statusCode", "Unsupported value");
+    refused(
+        &v,
+        "spec.rules[0].filters[0].requestRedirect.statusCode",
+        "Unsupported value",
+    );
     let v = http("rules: [{timeouts: {request: '10x'}}]");
-    refused(&v, "spec.rules[0].timeouts.request", "must match the pattern");
+    refused(
+        &v,
+        "spec.rules[0].timeouts.request",
+        "must match the pattern",
+    );
 }
 
 #[test]
@@ -52,7 +74,11 @@ fn list_sizes_and_uniqueness() {
     let v = http(&format!("rules: [{}]", many.join(",")));
     refused(&v, "spec.rules", "at most 16 items");
     let v = http("rules: [{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: b}, {name: a, value: c}]}}]}]");
-    refused(&v, "spec.rules[0].filters[0].requestHeaderModifier.set[1]", "Duplicate value");
+    refused(
+        &v,
+        "spec.rules[0].filters[0].requestHeaderModifier.set[1]",
+        "Duplicate value",
+    );
     let rules: Vec<String> = (0..3)
         .map(|_| format!("{{matches: [{}]}}", vec!["{}"; 50].join(",")))
         .collect();
@@ -69,25 +95,59 @@ fn http_route_cel_rules() {
     let v = http("rules: [{name: a}, {name: a}]");
     refused(&v, "spec.rules[1].name", "Rule name must be unique");
     let v = http("rules: [{backendRefs: [{name: svc}]}]");
-    refused(&v, "spec.rules[0].backendRefs[0]", "Must have port for Service reference");
+    refused(
+        &v,
+        "spec.rules[0].backendRefs[0]",
+        "Must have port for Service reference",
+    );
     let v = http("rules: [{matches: [{path: {type: PathPrefix, value: '/a//b'}}, {path: {type: Exact, value: 'x'}}, {path: {type: Exact, value: '/a b'}}]}]");
     refused(&v, "spec.rules[0].matches[0].path", "must not contain '//'");
     refused(&v, "spec.rules[0].matches[1].path", "start with '/'");
     refused(&v, "spec.rules[0].matches[2].path", "valid characters");
     let v = http("rules: [{filters: [{type: RequestHeaderModifier}, {type: URLRewrite, requestRedirect: {}}]}]");
-    refused(&v, "spec.rules[0].filters[0]", "filter.requestHeaderModifier must be specified");
-    refused(&v, "spec.rules[0].filters[1]", "filter.requestRedirect must be nil");
+    refused(
+        &v,
+        "spec.rules[0].filters[0]",
+        "filter.requestHeaderModifier must be specified",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[1]",
+        "filter.requestRedirect must be nil",
+    );
     let v = http("rules: [{backendRefs: [{name: s, port: 80}], filters: [{type: RequestRedirect, requestRedirect: {}}]}]");
-    refused(&v, "spec.rules[0]", "must not be used together with backendRefs");
+    refused(
+        &v,
+        "spec.rules[0]",
+        "must not be used together with backendRefs",
+    );
     let v = http("rules: [{matches: [{path: {type: Exact, value: /a}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]}]");
     refused(&v, "spec.rules[0]", "exactly one PathPrefix match");
-    let v = http("rules: [{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}]");
-    refused(&v, "spec.rules[0].filters[0].urlRewrite.path", "replaceFullPath must be specified");
+    let v = http(
+        "rules: [{filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath}}}]}]",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[0].urlRewrite.path",
+        "replaceFullPath must be specified",
+    );
     let v = http("rules: [{timeouts: {request: 1s, backendRequest: 2s}}]");
-    refused(&v, "spec.rules[0].timeouts", "backendRequest timeout cannot be longer");
+    refused(
+        &v,
+        "spec.rules[0].timeouts",
+        "backendRequest timeout cannot be longer",
+    );
     let v = http("rules: [{filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}, percent: 5, fraction: {numerator: 5, denominator: 2}}}]}]");
-    refused(&v, "spec.rules[0].filters[0].requestMirror", "Only one of percent or fraction");
-    refused(&v, "spec.rules[0].filters[0].requestMirror.fraction", "numerator must be less than");
+    refused(
+        &v,
+        "spec.rules[0].filters[0].requestMirror",
+        "Only one of percent or fraction",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[0].requestMirror.fraction",
+        "numerator must be less than",
+    );
 }
 
 #[test]
@@ -96,9 +156,21 @@ fn grpc_route_rules() {
         Kind::GRPCRoute,
         &yaml("rules: [{matches: [{method: {type: Exact}}, {method: {service: 'a/b', method: 'x.y'}}]}]"),
     );
-    refused(&v, "spec.rules[0].matches[0].method", "One or both of 'service' or 'method'");
-    refused(&v, "spec.rules[0].matches[1].method", "service must only contain valid characters");
-    refused(&v, "spec.rules[0].matches[1].method", "method must only contain valid characters");
+    refused(
+        &v,
+        "spec.rules[0].matches[0].method",
+        "One or both of 'service' or 'method'",
+    );
+    refused(
+        &v,
+        "spec.rules[0].matches[1].method",
+        "service must only contain valid characters",
+    );
+    refused(
+        &v,
+        "spec.rules[0].matches[1].method",
+        "method must only contain valid characters",
+    );
 }
 
 #[test]
@@ -108,15 +180,28 @@ fn l4_route_rules() {
         &yaml("hostnames: ['10.0.0.1', 'a.*.b', '*.ok.com']\nparentRefs: [{name: gw}]\nrules: [{backendRefs: [{name: s}]}]"),
     );
     refused(&v, "spec.hostnames[0]", "cannot contain an IP");
-    refused(&v, "spec.hostnames[1]", "Wildcards on hostnames must be the first label");
+    refused(
+        &v,
+        "spec.hostnames[1]",
+        "Wildcards on hostnames must be the first label",
+    );
     assert!(!v.iter().any(|x| x.path == "spec.hostnames[2]"), "{v:#?}");
     refused(&v, "spec.rules[0].backendRefs[0]", "Must have port");
     let v = spec(
         Kind::TCPRoute,
-        &yaml("parentRefs: [{name: gw}]\nrules: [{backendRefs: [{name: s, port: 80, weight: -3}]}]"),
+        &yaml(
+            "parentRefs: [{name: gw}]\nrules: [{backendRefs: [{name: s, port: 80, weight: -3}]}]",
+        ),
     );
-    refused(&v, "spec.rules[0].backendRefs[0].weight", "greater than or equal to 0");
-    let v = spec(Kind::UDPRoute, &yaml("rules: [{backendRefs: [{name: s, port: 65536}]}]"));
+    refused(
+        &v,
+        "spec.rules[0].backendRefs[0].weight",
+        "greater than or equal to 0",
+    );
+    let v = spec(
+        Kind::UDPRoute,
+        &yaml("rules: [{backendRefs: [{name: s, port: 65536}]}]"),
+    );
     refused(&v, "spec.rules[0].backendRefs[0].port", "65535");
 }
 
@@ -137,16 +222,27 @@ fn gateway_and_listener_set_rules() {
     refused(&v, "spec.listeners[2].port", "65535");
     refused(&v, "spec.listeners[2].hostname", "must match the pattern");
     refused(&v, "spec.listeners[3]", "hostname must not be specified");
-    refused(&v, "spec.listeners[4]", "tls mode must be set for protocol TLS");
+    refused(
+        &v,
+        "spec.listeners[4]",
+        "tls mode must be set for protocol TLS",
+    );
     refused(&v, "spec.addresses[1]", "values must be unique");
     let (by, rest) = by_listener(v);
     assert_eq!(by.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-    assert!(rest.iter().all(|x| x.path.starts_with("spec.addresses")), "{rest:#?}");
+    assert!(
+        rest.iter().all(|x| x.path.starts_with("spec.addresses")),
+        "{rest:#?}"
+    );
     let v = spec(
         Kind::ListenerSet,
         &yaml("parentRef: {name: gw}\nlisteners: [{name: a, port: 80, protocol: HTTPS, tls: {mode: Passthrough}}]"),
     );
-    refused(&v, "spec.listeners[0]", "tls mode must be Terminate for protocol HTTPS");
+    refused(
+        &v,
+        "spec.listeners[0]",
+        "tls mode must be Terminate for protocol HTTPS",
+    );
 }
 
 #[test]
@@ -161,8 +257,16 @@ fn reference_grant_and_backend_tls_policy_rules() {
         &yaml("targetRefs: [{group: '', kind: Service, name: s}, {group: '', kind: Service, name: s}]\nvalidation: {hostname: a.com, subjectAltNames: [{type: Hostname}]}"),
     );
     refused(&v, "spec.targetRefs[1]", "sectionName must be unique");
-    refused(&v, "spec.validation", "must specify either CACertificateRefs");
-    refused(&v, "spec.validation.subjectAltNames[0]", "must contain Hostname");
+    refused(
+        &v,
+        "spec.validation",
+        "must specify either CACertificateRefs",
+    );
+    refused(
+        &v,
+        "spec.validation.subjectAltNames[0]",
+        "must contain Hostname",
+    );
 }
 
 /// Envoy-side checks of a rule the schema accepts.
@@ -172,23 +276,47 @@ fn rule_error(s: &str) -> String {
 
 #[test]
 fn envoy_side_rule_checks_name_the_field() {
-    let e = rule_error("matches: [{}, {headers: [{name: x, type: RegularExpression, value: 'a{1001}'}]}]");
-    assert!(e.starts_with("spec.rules[0].matches[1].headers[0].value: "), "{e}");
+    let e = rule_error(
+        "matches: [{}, {headers: [{name: x, type: RegularExpression, value: 'a{1001}'}]}]",
+    );
+    assert!(
+        e.starts_with("spec.rules[0].matches[1].headers[0].value: "),
+        "{e}"
+    );
     let e = rule_error("matches: [{path: {type: RegularExpression, value: '(?<=a)b'}}]");
-    assert!(e.starts_with("spec.rules[0].matches[0].path.value: "), "{e}");
+    assert!(
+        e.starts_with("spec.rules[0].matches[0].path.value: "),
+        "{e}"
+    );
     let e = rule_error("filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: Host, value: x}]}}]");
-    assert!(e.contains("requestHeaderModifier.set[0].name") && e.contains("host"), "{e}");
-    let e = rule_error("filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [':status']}}]");
-    assert!(e.contains("responseHeaderModifier.remove[0]") && e.contains("pseudo-header"), "{e}");
-    let e = rule_error("filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: ['']}}]");
+    assert!(
+        e.contains("requestHeaderModifier.set[0].name") && e.contains("host"),
+        "{e}"
+    );
+    let e = rule_error(
+        "filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {remove: [':status']}}]",
+    );
+    assert!(
+        e.contains("responseHeaderModifier.remove[0]") && e.contains("pseudo-header"),
+        "{e}"
+    );
+    let e = rule_error(
+        "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: ['']}}]",
+    );
     assert!(e.contains("must not be empty"), "{e}");
     let e = rule_error("filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: \"/a\\nb\"}}}]");
     assert!(e.contains("urlRewrite.path.replaceFullPath"), "{e}");
     let long = format!("/{}", "a".repeat(120));
     let e = rule_error(&format!("matches: [{{path: {{type: PathPrefix, value: '{long}'}}}}]\nfilters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /b}}}}}}]"));
     assert!(e.contains("too long for Envoy's prefix rewrite"), "{e}");
-    let refs: Vec<String> = (0..2).map(|i| format!("{{name: s{i}, port: 80, weight: 4294967295}}")).collect();
+    let refs: Vec<String> = (0..2)
+        .map(|i| format!("{{name: s{i}, port: 80, weight: 4294967295}}"))
+        .collect();
     let e = rule_error(&format!("backendRefs: [{}]", refs.join(",")));
     assert!(e.contains("weights sum to 8589934590"), "{e}");
-    assert!(rule::check_http(0, &yaml("matches: [{path: {type: RegularExpression, value: '/v[0-9]+/.*'}}]")).is_ok());
+    assert!(rule::check_http(
+        0,
+        &yaml("matches: [{path: {type: RegularExpression, value: '/v[0-9]+/.*'}}]")
+    )
+    .is_ok());
 }
