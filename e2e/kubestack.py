@@ -103,6 +103,21 @@ def rendered_kustomize():
     return [d for d in yaml.safe_load_all(kubectl("kustomize", str(ROOT / "deploy" / "kustomize" / "base"))) if d]
 
 
+_CERTS = None
+
+
+def xds_certs():
+    """The xDS mTLS certificates of test controllers and Envoys (made once per
+    process by `switchyard certgen`: server for localhost, Envoy as fleet)."""
+    global _CERTS
+    if _CERTS is None:
+        out = RUN / "xds-certs"
+        subprocess.run([str(SWITCHYARD), "certgen", "--out", str(out), "--client", "envoy=fleet"],
+                       check=True, capture_output=True, timeout=30)
+        _CERTS = out
+    return _CERTS
+
+
 def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, gateways=""):
     """Renders Envoy's bootstrap exactly as the DaemonSet's init container does:
     its script and env come from the rendered kustomize base, the template
@@ -129,7 +144,9 @@ def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, ga
             env[e["name"]] = e["value"]
         elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
             env[e["name"]] = node
-    env.update(XDS_HOST="127.0.0.1", XDS_PORT=str(xds_port), ADMIN_PORT=str(admin_port), GATEWAYS=gateways)
+    env.update(XDS_HOST="127.0.0.1", XDS_PORT=str(xds_port), ADMIN_PORT=str(admin_port), GATEWAYS=gateways,
+               XDS_SERVER_NAME="localhost", XDS_TLS_SDS_DIR=str(out_dir / "rendered"),
+               XDS_TLS_DIR=str(xds_certs() / "envoy"))
     if api_type:
         env["ADS_API_TYPE"] = api_type
     subprocess.run(init["command"] + [script], env=env, check=True, timeout=30)
@@ -175,7 +192,7 @@ class Controller:
         args = [str(SWITCHYARD), "controller", f"--xds-listen=127.0.0.1:{self.xds_port}",
                 f"--admin-listen=127.0.0.1:{self.admin_port}", f"--address-pool={self.address_pool}",
                 f"--lease-namespace={LEASE_NAMESPACE}", f"--identity={self.identity}",
-                f"--lease-duration-secs={self.lease_secs}", *self.extra]
+                f"--lease-duration-secs={self.lease_secs}", f"--xds-tls-dir={xds_certs() / 'server'}", *self.extra]
         env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), SWITCHYARD_LOG=os.environ.get("SWITCHYARD_LOG", "info"))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -21,7 +21,41 @@ PLACEHOLDERS = set(re.findall(r"\$\{([A-Z_]+)\}", BOOTSTRAP))
 
 def test_bootstrap_has_the_documented_placeholders():
     assert PLACEHOLDERS == {"NODE_ID", "NODE_CLUSTER", "GATEWAYS", "ADS_API_TYPE", "XDS_HOST", "XDS_PORT",
-                            "ADMIN_ADDRESS", "ADMIN_PORT"}
+                            "ADMIN_ADDRESS", "ADMIN_PORT", "XDS_SERVER_NAME", "XDS_TLS_SDS_DIR"}
+    for f in SDS_FILES:
+        assert set(re.findall(r"\$\{([A-Z_]+)\}", (ROOT / "envoy-bootstrap" / f).read_text())) == {"XDS_TLS_DIR"}
+
+
+SDS_FILES = ("xds-client-cert.sds.yaml", "xds-ca.sds.yaml")
+
+
+def _xds_tls_wiring(docs, namespace="switchyard-system"):
+    """Controller and Envoy mount the xDS certificates; the init container
+    renders the SDS files; the certgen Job may write Secrets in its namespace only."""
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    for obj, secret in ((dep, "switchyard-xds-server"), (ds, "switchyard-xds-envoy")):
+        pod = obj["spec"]["template"]["spec"]
+        vol = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret)
+        main = next(c for c in pod["containers"] if c["name"] in ("controller", "envoy"))
+        mount = next(m for m in main["volumeMounts"] if m["name"] == vol["name"])
+        assert mount["mountPath"] == "/etc/switchyard/xds-tls" and mount.get("readOnly"), mount
+    init = ds["spec"]["template"]["spec"]["initContainers"][0]
+    script = " ".join(init["args"])
+    for f in SDS_FILES:
+        assert f"/template/$f" in script and f in script, script
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert env["XDS_TLS_DIR"] == "/etc/switchyard/xds-tls" and env["XDS_TLS_SDS_DIR"] == "/rendered"
+    assert env["XDS_SERVER_NAME"] == f"switchyard-xds.{namespace}.svc"
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "switchyard-envoy-bootstrap")
+    for f in SDS_FILES:
+        assert cm["data"][f] == (ROOT / "envoy-bootstrap" / f).read_text()
+    job = next(d for d in docs if d["kind"] == "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "certgen" and f"--kubernetes-namespace={namespace}" in args, args
+    assert f"--server-name={env['XDS_SERVER_NAME']}" in args, args
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "switchyard-certgen")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}]
 
 
 def test_kustomize_base_parses_and_matches_the_bootstrap():
@@ -109,6 +143,7 @@ def test_kustomize_base_renders_and_the_api_server_accepts_it():
     assert cm["data"]["bootstrap.yaml"] == BOOTSTRAP
     dep = next(d for d in docs if d["kind"] == "Deployment")
     assert dep["spec"]["replicas"] == 2
+    _xds_tls_wiring(docs)
 
 
 def test_helm_chart_renders_like_kustomize_and_the_api_server_accepts_it():
@@ -128,6 +163,7 @@ def test_helm_chart_renders_like_kustomize_and_the_api_server_accepts_it():
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
     init_env = {e["name"]: e.get("value") for e in ds["spec"]["template"]["spec"]["initContainers"][0]["env"]}
     assert init_env["ADS_API_TYPE"] == "DELTA_GRPC" and init_env["XDS_PORT"] == "18000", init_env
+    _xds_tls_wiring(docs)
 
 
 # --- Hardening: RBAC, securityContext, probes, drain (rendered kustomize base, its non-root overlay, Helm) ---
@@ -180,12 +216,17 @@ def _assert_least_privilege(name, docs):
             assert verbs == {"get"} and rule.get("resourceNames"), (name, rule)
         else:
             assert verbs <= {"get", "list", "watch"}, (name, "reads only", rule)
-    lease_rules = [r for d in docs if d["kind"] == "Role" for r in d["rules"]]
+    lease_rules = [r for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != "switchyard-certgen"
+                   for r in d["rules"]]
     for r in lease_rules:
         assert r["resources"] == ["leases"], (name, r)
         assert set(r["verbs"]) == {"create"} or r.get("resourceNames") == ["switchyard-controller"], (name, r)
+    # The certgen Job's Role: Secrets of its own namespace, no delete, no list/watch.
+    certgen = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "switchyard-certgen"]
+    assert len(certgen) == 1 and certgen[0]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "update"]}], (name, certgen)
     # No other ClusterRole/Role and no binding to anything else.
-    assert sum(d["kind"] == "ClusterRole" for d in docs) == 1 and sum(d["kind"] == "Role" for d in docs) == 1, name
+    assert sum(d["kind"] == "ClusterRole" for d in docs) == 1 and sum(d["kind"] == "Role" for d in docs) == 2, name
 
 
 def _assert_hardened(name, pod, container, non_root):
@@ -215,6 +256,9 @@ def test_rbac_and_pods_are_hardened_in_every_rendering():
         assert ctl["livenessProbe"]["httpGet"]["path"] == "/healthz", name
         assert ctl["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert {"name": "tmp", "mountPath": "/tmp"} in ctl["volumeMounts"], name
+        job = next(d for d in docs if d["kind"] == "Job")
+        _assert_hardened(name, job["spec"]["template"]["spec"], job["spec"]["template"]["spec"]["containers"][0],
+                         non_root=True)
         ds = next(d for d in docs if d["kind"] == "DaemonSet")
         pod = ds["spec"]["template"]["spec"]
         assert pod.get("automountServiceAccountToken") is False, name
