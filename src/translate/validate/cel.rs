@@ -630,7 +630,7 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
                 m.get("hostname").cloned().filter(|h| !h.is_null()),
             )
         };
-        if !(optional_port && !has(l, "port")) && ls[..i].iter().any(|m| combo(m) == combo(l)) {
+        if (has(l, "port") || !optional_port) && ls[..i].iter().any(|m| combo(m) == combo(l)) {
             o.fail(
                 &lp,
                 "Combination of port, protocol and hostname must be unique for each listener",
@@ -682,7 +682,7 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
             {
                 let set = !st(s, field).is_empty();
                 o.check(
-                    !(t == want && !set),
+                    t != want || set,
                     &p,
                     &format!(
                         "SubjectAltName element must contain {name}, if Type is set to {name}"

@@ -124,10 +124,10 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                             out.push(format!("{p}: {e}"));
                         }
                     }
-                    ("port_redirect" | "port_value", n) => {
-                        if n.as_u64().is_some_and(|n| n > 65535) {
-                            out.push(format!("{p}: port {n} is out of range"));
-                        }
+                    ("port_redirect" | "port_value", n)
+                        if n.as_u64().is_some_and(|n| n > 65535) =>
+                    {
+                        out.push(format!("{p}: port {n} is out of range"));
                     }
                     ("weighted_clusters", w) => {
                         let total: u64 = w
