@@ -92,6 +92,23 @@ fn doc_hash(d: &serde_json::Value) -> u64 {
     h.finish()
 }
 
+/// Kind and key of a manifest as [`Inputs::insert_value`] will file it
+/// (`None` when it has no known kind or no name: decoding reports that).
+fn key_of(d: &serde_json::Value) -> Option<(Kind, ObjKey)> {
+    fn s(v: Option<&serde_json::Value>) -> Option<&str> {
+        v.and_then(|v| v.as_str())
+    }
+    let kind = Kind::from_type_meta(s(d.get("apiVersion"))?, s(d.get("kind"))?)?;
+    let meta = d.get("metadata");
+    let name = s(meta.and_then(|m| m.get("name"))).filter(|n| !n.is_empty())?;
+    let namespace = if kind.namespaced() {
+        s(meta.and_then(|m| m.get("namespace"))).unwrap_or("default")
+    } else {
+        ""
+    };
+    Some((kind, ObjKey::new(namespace, name)))
+}
+
 /// Parses a file and decodes every document (a file is good only when all
 /// of them decode and carry valid names); synchronous, no timeout.
 pub fn parse_file(text: &str, limits: &Limits) -> Result<Vec<ParsedObject>, ParseError> {
@@ -100,15 +117,18 @@ pub fn parse_file(text: &str, limits: &Limits) -> Result<Vec<ParsedObject>, Pars
     let mut out = Vec::with_capacity(docs.len());
     for (i, d) in docs.into_iter().enumerate() {
         let hash = doc_hash(&d);
+        // Names first: a hostile name never reaches a message unescaped.
+        if let Some((kind, key)) = key_of(&d) {
+            if let Err((field, why)) = names::check_key(kind, &key) {
+                return Err((
+                    document_line(text, i),
+                    names::key_error(kind, &key, field, &why),
+                ));
+            }
+        }
         let (kind, key) = probe
             .insert_value(d.clone())
             .map_err(|e: InputError| (document_line(text, i), e.to_string()))?;
-        if let Err((field, why)) = names::check_key(kind, &key) {
-            return Err((
-                document_line(text, i),
-                names::key_error(kind, &key, field, &why),
-            ));
-        }
         out.push(ParsedObject {
             kind,
             key,
@@ -278,5 +298,14 @@ mod tests {
         let text = SVC.replace("namespace: n", "namespace: ../etc");
         let (_, msg) = parse_file(&text, &Limits::default()).unwrap_err();
         assert!(msg.contains("metadata.namespace"), "{msg}");
+        // Checked before decoding: a bad field does not print the name raw.
+        let text = SVC
+            .replace("name: a", "name: \"a\\nb\"")
+            .replace("port: 80", "port: x");
+        let (_, msg) = parse_file(&text, &Limits::default()).unwrap_err();
+        assert!(
+            msg.contains("metadata.name") && !msg.contains('\n'),
+            "{msg}"
+        );
     }
 }
