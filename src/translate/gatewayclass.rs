@@ -67,7 +67,17 @@ pub fn gateway_classes(inputs: &Inputs, status: &mut StatusSet) -> BTreeSet<Stri
         }
         let gen = generation(&gc.metadata);
         let unknown = inputs.unknown(Kind::GatewayClass, &ObjKey::cluster(name));
-        let accepted = if let Some(p) = &gc.spec.parameters_ref {
+        let violations = super::validate::object(Kind::GatewayClass, gc);
+        let accepted = if !violations.is_empty() {
+            // What the API server would have refused.
+            Condition::new(
+                types::ACCEPTED,
+                false,
+                reasons::UNSUPPORTED,
+                super::validate::summary(&violations),
+                gen,
+            )
+        } else if let Some(p) = &gc.spec.parameters_ref {
             Condition::new(
                 types::ACCEPTED,
                 false,

@@ -6,7 +6,7 @@
 //! so the two cannot drift apart. CEL rules are in cel.rs.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 
 use serde_json::Value;
 
@@ -42,10 +42,17 @@ fn crd_text(kind: Kind) -> Option<&'static str> {
 
 /// The `spec` schema of the storage version of `kind`'s CRD.
 pub fn spec_schema(kind: Kind) -> Option<&'static Value> {
-    static SCHEMAS: OnceLock<Mutex<HashMap<&'static str, &'static Value>>> = OnceLock::new();
+    static SCHEMAS: OnceLock<RwLock<HashMap<&'static str, &'static Value>>> = OnceLock::new();
     let text = crd_text(kind)?;
     let map = SCHEMAS.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = map
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(kind.as_str())
+    {
+        return Some(v);
+    }
+    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
     if let Some(v) = map.get(kind.as_str()) {
         return Some(v);
     }
@@ -63,15 +70,18 @@ pub fn spec_schema(kind: Kind) -> Option<&'static Value> {
     Some(leaked)
 }
 
-/// A compiled CRD pattern (patterns are few and reused).
-fn pattern(p: &str) -> Option<regex::Regex> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+/// A compiled CRD pattern (patterns are few and reused; compiled once and
+/// shared, so matching reuses the regex's caches).
+fn pattern(p: &str) -> Option<&'static regex::Regex> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Option<&'static regex::Regex>>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
-    cache
-        .entry(p.to_string())
-        .or_insert_with(|| regex::Regex::new(p).ok())
-        .clone()
+    if let Some(r) = cache.read().unwrap_or_else(|e| e.into_inner()).get(p) {
+        return *r;
+    }
+    let mut w = cache.write().unwrap_or_else(|e| e.into_inner());
+    *w.entry(p.to_string())
+        .or_insert_with(|| regex::Regex::new(p).ok().map(|r| &*Box::leak(Box::new(r))))
 }
 
 /// A value as a message shows it: quoted, escaped, at most 80 characters.

@@ -246,6 +246,16 @@ fn gateway_and_listener_set_rules() {
 }
 
 #[test]
+fn gateway_class_schema() {
+    let v = spec(
+        Kind::GatewayClass,
+        &yaml("controllerName: 'not a domain/path'\ndescription: '0123456789012345678901234567890123456789012345678901234567890123456789'"),
+    );
+    refused(&v, "spec.controllerName", "must match the pattern");
+    refused(&v, "spec.description", "at most 64 characters");
+}
+
+#[test]
 fn reference_grant_and_backend_tls_policy_rules() {
     let v = spec(
         Kind::ReferenceGrant,
