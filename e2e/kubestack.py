@@ -192,7 +192,9 @@ class Controller:
         args = [str(SWITCHYARD), "controller", f"--xds-listen=127.0.0.1:{self.xds_port}",
                 f"--admin-listen=127.0.0.1:{self.admin_port}", f"--address-pool={self.address_pool}",
                 f"--lease-namespace={LEASE_NAMESPACE}", f"--identity={self.identity}",
-                f"--lease-duration-secs={self.lease_secs}", f"--xds-tls-dir={xds_certs() / 'server'}", *self.extra]
+                f"--lease-duration-secs={self.lease_secs}", *self.extra]
+        if not any(a.startswith(("--xds-tls-dir", "--xds-insecure")) for a in self.extra):
+            args.append(f"--xds-tls-dir={xds_certs() / 'server'}")
         env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), SWITCHYARD_LOG=os.environ.get("SWITCHYARD_LOG", "info"))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

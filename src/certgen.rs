@@ -225,9 +225,12 @@ pub async fn run_kubernetes(
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(
-                [("app.kubernetes.io/managed-by".to_string(), "switchyard-certgen".to_string())]
-                    .into_iter()
-                    .collect(),
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "switchyard-certgen".to_string(),
+                )]
+                .into_iter()
+                .collect(),
             ),
             ..Default::default()
         },
@@ -287,7 +290,11 @@ pub async fn run_kubernetes(
         let s = secret(
             name,
             "kubernetes.io/tls",
-            vec![(CA_FILE, ca_pem.clone()), (CERT_FILE, cert), (KEY_FILE, key)],
+            vec![
+                (CA_FILE, ca_pem.clone()),
+                (CERT_FILE, cert),
+                (KEY_FILE, key),
+            ],
         );
         match api.get_opt(name).await? {
             Some(old) => {
@@ -425,6 +432,12 @@ mod tests {
         assert!(Client::parse("../x=fleet").is_err());
         assert!(Client::parse("server=fleet").is_err());
         assert!(Client::parse("a=gateway:ns").is_err());
-        assert_eq!(Client::parse("a=fleet,namespace:x").unwrap().identities.len(), 2);
+        assert_eq!(
+            Client::parse("a=fleet,namespace:x")
+                .unwrap()
+                .identities
+                .len(),
+            2
+        );
     }
 }

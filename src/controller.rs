@@ -473,13 +473,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
-    let xds_tls = match &opts.xds_tls_dir {
-        Some(dir) => Some(
-            crate::xds::tls::ServerTls::watch(dir.clone())
-                .with_context(|| format!("xDS mTLS certificates (--xds-tls-dir {})", dir.display()))?,
-        ),
-        None => None,
-    };
+    let xds_tls =
+        match &opts.xds_tls_dir {
+            Some(dir) => Some(crate::xds::tls::ServerTls::watch(dir.clone()).with_context(
+                || format!("xDS mTLS certificates (--xds-tls-dir {})", dir.display()),
+            )?),
+            None => None,
+        };
     tokio::spawn(crate::xds::server::serve(
         cache.clone(),
         xds_listener,

@@ -76,7 +76,11 @@ enum Command {
         debounce_ms: u64,
         /// mTLS certificates of the xDS server (`ca.crt`, `tls.crt`,
         /// `tls.key`, e.g. a mounted Secret); re-read when they change.
-        #[arg(long, env = "SWITCHYARD_XDS_TLS_DIR", default_value = "/etc/switchyard/xds-tls")]
+        #[arg(
+            long,
+            env = "SWITCHYARD_XDS_TLS_DIR",
+            default_value = "/etc/switchyard/xds-tls"
+        )]
         xds_tls_dir: PathBuf,
         /// Serve xDS without TLS: any client reaching the port can read
         /// every Gateway's configuration and private keys. Tests only.
@@ -284,7 +288,10 @@ fn main() -> anyhow::Result<()> {
         } => {
             let clients = clients
                 .iter()
-                .map(|c| switchyard::certgen::Client::parse(c).map_err(|e| anyhow::anyhow!("--client {e}")))
+                .map(|c| {
+                    switchyard::certgen::Client::parse(c)
+                        .map_err(|e| anyhow::anyhow!("--client {e}"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let opts = switchyard::certgen::Options {
                 out: out.unwrap_or_default(),
@@ -342,9 +349,11 @@ fn main() -> anyhow::Result<()> {
                 switchyard::supervisor::EnvoyConfig {
                     binary,
                     bootstrap_template: bootstrap.clone(),
-                    xds_tls: envoy_xds_tls_dir.map(|cert_dir| switchyard::supervisor::EnvoyXdsTls {
-                        cert_dir,
-                        server_name: xds_server_name.clone(),
+                    xds_tls: envoy_xds_tls_dir.map(|cert_dir| {
+                        switchyard::supervisor::EnvoyXdsTls {
+                            cert_dir,
+                            server_name: xds_server_name.clone(),
+                        }
                     }),
                     keep_on_exit: keep_envoy_on_exit,
                     max_failed_starts: envoy_max_failed_starts,

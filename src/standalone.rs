@@ -97,7 +97,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let state = Arc::new(State {
         cache: cache.clone(),
         last: Mutex::new(LastRun::default()),
-        envoy_up: opts.envoy.as_ref().map(|_| crate::supervisor::Health::default()),
+        envoy_up: opts
+            .envoy
+            .as_ref()
+            .map(|_| crate::supervisor::Health::default()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 

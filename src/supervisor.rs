@@ -65,10 +65,7 @@ pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> anyhow::Result<Str
         cfg.xds_addr.ip().to_string()
     };
     let (sds_dir, server_name) = match &cfg.xds_tls {
-        Some(t) => (
-            cfg.work_dir.display().to_string(),
-            t.server_name.clone(),
-        ),
+        Some(t) => (cfg.work_dir.display().to_string(), t.server_name.clone()),
         None => (String::new(), String::new()),
     };
     let text = template
@@ -110,15 +107,22 @@ fn write_sds_files(cfg: &EnvoyConfig) -> anyhow::Result<()> {
     let Some(tls) = &cfg.xds_tls else {
         return Ok(());
     };
-    let dir = std::fs::canonicalize(&tls.cert_dir)
-        .with_context(|| format!("the xDS client certificate directory {}", tls.cert_dir.display()))?;
+    let dir = std::fs::canonicalize(&tls.cert_dir).with_context(|| {
+        format!(
+            "the xDS client certificate directory {}",
+            tls.cert_dir.display()
+        )
+    })?;
     for (name, template) in [
         ("xds-client-cert.sds.yaml", SDS_CLIENT_CERT),
         ("xds-ca.sds.yaml", SDS_CA),
     ] {
         let path = cfg.work_dir.join(name);
-        std::fs::write(&path, template.replace("${XDS_TLS_DIR}", &dir.display().to_string()))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            &path,
+            template.replace("${XDS_TLS_DIR}", &dir.display().to_string()),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -163,7 +167,13 @@ pub async fn supervise(
 
 /// Whether an Envoy of ours (same node id) answers on the admin address.
 async fn ours_running(cfg: &EnvoyConfig) -> bool {
-    let Some(resp) = admin_request(cfg.admin_addr, "GET", "/server_info", Duration::from_secs(1)).await
+    let Some(resp) = admin_request(
+        cfg.admin_addr,
+        "GET",
+        "/server_info",
+        Duration::from_secs(1),
+    )
+    .await
     else {
         return false;
     };
@@ -175,9 +185,14 @@ async fn ours_running(cfg: &EnvoyConfig) -> bool {
 /// Stops the Envoy on the admin address: `/quitquitquit` (flushes logs,
 /// frees the shared memory of --base-id).
 async fn quit(cfg: &EnvoyConfig) -> bool {
-    admin_request(cfg.admin_addr, "POST", "/quitquitquit", Duration::from_millis(500))
-        .await
-        .is_some()
+    admin_request(
+        cfg.admin_addr,
+        "POST",
+        "/quitquitquit",
+        Duration::from_millis(500),
+    )
+    .await
+    .is_some()
 }
 
 async fn run(
@@ -186,9 +201,8 @@ async fn run(
     health: &Health,
 ) -> anyhow::Result<()> {
     let template = match &cfg.bootstrap_template {
-        Some(p) => std::fs::read_to_string(p).with_context(|| {
-            format!("reading the Envoy bootstrap template {}", p.display())
-        })?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the Envoy bootstrap template {}", p.display()))?,
         None => BOOTSTRAP_TEMPLATE.to_string(),
     };
     std::fs::create_dir_all(&cfg.work_dir)
@@ -204,7 +218,11 @@ async fn run(
         if ours_running(&cfg).await {
             info!(admin = %cfg.admin_addr, node = %cfg.node_id, "adopting the Envoy already running with this node id");
             set_up(health, true);
-            let _tail = AbortOnDrop(tokio::spawn(tail_log(log_path.clone(), true, Default::default())));
+            let _tail = AbortOnDrop(tokio::spawn(tail_log(
+                log_path.clone(),
+                true,
+                Default::default(),
+            )));
             let mut misses = 0;
             loop {
                 let stop = tokio::select! {
@@ -277,9 +295,13 @@ async fn run(
         info!(pid = child.id(), admin = %cfg.admin_addr, "Envoy started");
         set_up(health, true);
         let last_errors = LastErrors::default();
-        let _tail = cfg
-            .keep_on_exit
-            .then(|| AbortOnDrop(tokio::spawn(tail_log(log_path.clone(), false, last_errors.clone()))));
+        let _tail = cfg.keep_on_exit.then(|| {
+            AbortOnDrop(tokio::spawn(tail_log(
+                log_path.clone(),
+                false,
+                last_errors.clone(),
+            )))
+        });
         for pipe in [
             child
                 .stdout
@@ -309,7 +331,10 @@ async fn run(
         };
         match exited {
             None if cfg.keep_on_exit => {
-                info!(pid = child.id(), "leaving Envoy running for the next Switchyard (--keep-envoy-on-exit)");
+                info!(
+                    pid = child.id(),
+                    "leaving Envoy running for the next Switchyard (--keep-envoy-on-exit)"
+                );
                 return Ok(());
             }
             None => {
@@ -562,7 +587,14 @@ mod tests {
             doc["static_resources"]["clusters"][0]["transport_socket"].is_null(),
             "plaintext: no TLS transport socket"
         );
-        let delta = render_bootstrap(template, &EnvoyConfig { delta: true, ..c.clone() }).unwrap();
+        let delta = render_bootstrap(
+            template,
+            &EnvoyConfig {
+                delta: true,
+                ..c.clone()
+            },
+        )
+        .unwrap();
         assert!(delta.contains("api_type: DELTA_GRPC"));
         let tls = EnvoyConfig {
             xds_tls: Some(EnvoyXdsTls {
@@ -623,7 +655,7 @@ mod tests {
         assert!(status.success());
         let (tx, rx) = watch::channel(false);
         // Admin port 9 (discard): nothing answers /quitquitquit.
-        let mut c = cfg(&dir, fake);
+        let mut c = cfg(&dir, fake.clone());
         c.admin_addr = "127.0.0.1:9".parse().unwrap();
         c.max_failed_starts = 100;
         let health = Health::default();
@@ -659,7 +691,10 @@ mod tests {
             .await
             .expect("gives up within the bound");
         let err = format!("{:#}", res.unwrap_err());
-        assert!(err.contains("2 times in a row") && err.contains("cannot bind"), "{err}");
+        assert!(
+            err.contains("2 times in a row") && err.contains("cannot bind"),
+            "{err}"
+        );
         assert!(!health.load(std::sync::atomic::Ordering::Relaxed));
 
         // A binary that cannot start fails at once.

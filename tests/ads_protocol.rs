@@ -873,7 +873,7 @@ async fn node_metadata_selects_gateways() {
     let st = h.cache.node_states();
     let sel: BTreeMap<&str, &Vec<String>> = st
         .iter()
-        .map(|n| (n.node_id.as_str(), &n.gateways))
+        .map(|n| (n.node_id.as_str(), &n.selection.requested))
         .collect();
     assert_eq!(sel["only-b"], &strs(&["ns/b"]));
 

@@ -190,3 +190,40 @@ def test_certificates_rotate_without_restart(sgw):
         results = finish()
     assert stack.switchyard.pid == pid and stack.switchyard.poll() is None
     assert set(results) == {200}, results
+
+
+def test_a_broken_certificate_update_keeps_the_last_good_one_served(sgw):
+    """A Secret update whose key does not match its certificate never reaches
+    Envoy: the listener keeps serving the last good certificate and says why."""
+    stack = sgw.stack
+
+    def served_cert():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.3", stack.tls_port), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname="b.example.com") as t:
+                return t.getpeercert(binary_form=True)
+
+    deadline = time.time() + 10
+    while True:
+        try:
+            good = served_cert()
+            break
+        except OSError:
+            assert time.time() < deadline, "team-b's HTTPS listener never served"
+            time.sleep(0.2)
+    crt, key = serving_cert(stack.dir)  # a new pair ...
+    old_crt, old_key = serving_cert(stack.dir / "certs")  # ... and the key of another one
+    stack.write("team-b.yaml", TEAM_B.format(crt=crt, key=old_key, port=stack.tls_port))
+    doc = sgw.wait_status("Gateway", "secure", "last good certificate is still served", namespace="team-b")
+    assert "InvalidCertificateRef" in doc and "does not belong" in doc, doc
+    time.sleep(1)
+    assert served_cert() == good
+    # A good pair applies.
+    stack.write("team-b.yaml", TEAM_B.format(crt=crt, key=key, port=stack.tls_port))
+    sgw.wait_status("Gateway", "secure", "All references resolved", namespace="team-b")
+    deadline = time.time() + 10
+    while served_cert() == good:
+        assert time.time() < deadline, "the new certificate was not served"
+        time.sleep(0.2)

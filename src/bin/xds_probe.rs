@@ -27,7 +27,10 @@ use tokio_stream::StreamExt;
 use switchyard::xds::type_url;
 
 #[derive(Parser)]
-#[command(name = "switchyard-xds-probe", about = "What does the xDS server hand this client?")]
+#[command(
+    name = "switchyard-xds-probe",
+    about = "What does the xDS server hand this client?"
+)]
 struct Args {
     /// xDS server address (host:port).
     #[arg(long)]
@@ -54,7 +57,7 @@ struct Args {
     wait_ms: u64,
 }
 
-fn tls_config(args: &Args, dir: &PathBuf) -> anyhow::Result<rustls::ClientConfig> {
+fn tls_config(args: &Args, dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
     let ca = args.server_ca.clone().unwrap_or_else(|| dir.join("ca.crt"));
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&ca).with_context(|| ca.display().to_string())? {

@@ -64,6 +64,10 @@ pub struct ListenerState {
     pub overlapping_tls: Option<String>,
     /// SDS secret names (HTTPS).
     pub secrets: Vec<String>,
+    /// A referenced Secret's latest version was refused and its last good
+    /// certificate is served: reported as `ResolvedRefs=False`
+    /// (`InvalidCertificateRef`) while the listener keeps serving.
+    pub stale_certificate: Option<String>,
     pub attached_routes: i32,
     pub spec: GatewayListeners,
 }
@@ -110,15 +114,22 @@ pub(super) fn listener_status(l: &ListenerState, gen: i64) -> ListenerStatus {
             Condition::new(types::ACCEPTED, false, r, m.clone(), gen)
         }
     });
-    conditions.push(match &l.resolved {
-        Ok(()) => Condition::new(
+    conditions.push(match (&l.resolved, &l.stale_certificate) {
+        (Ok(()), Some(m)) => Condition::new(
+            types::RESOLVED_REFS,
+            false,
+            reasons::INVALID_CERTIFICATE_REF,
+            m.clone(),
+            gen,
+        ),
+        (Ok(()), None) => Condition::new(
             types::RESOLVED_REFS,
             true,
             reasons::RESOLVED_REFS,
             "All references resolved",
             gen,
         ),
-        Err((r, m)) => Condition::new(types::RESOLVED_REFS, false, r, m.clone(), gen),
+        (Err((r, m)), _) => Condition::new(types::RESOLVED_REFS, false, r, m.clone(), gen),
     });
     conditions.push(match &l.conflict {
         None => Condition::new(
@@ -200,6 +211,7 @@ pub(super) fn validate_listener(
         kinds: Vec::new(),
         accepted: Ok(()),
         resolved: Ok(()),
+        stale_certificate: None,
         conflict: None,
         overlapping_tls: None,
         secrets: Vec::new(),
@@ -401,7 +413,7 @@ fn resolve_certificates(
         }
         let pair = match inputs.secrets.get(&skey) {
             None => Err("does not exist".to_string()),
-            Some(secret) => tls_pair(secret),
+            Some(secret) => crate::inputs::tls_pair(secret),
         };
         match pair {
             Ok((crt, keypem)) => {
@@ -415,6 +427,11 @@ fn resolve_certificates(
                     },
                 );
                 st.secrets.push(name);
+                if let Some(why) = inputs.rejected_secret_updates.get(&skey) {
+                    st.stale_certificate = Some(format!(
+                        "tls.certificateRefs[{i}]: the latest version of Secret {skey} was refused (it {why}); the last good certificate is still served"
+                    ));
+                }
             }
             Err(why) => {
                 st.resolved = err(
@@ -425,42 +442,6 @@ fn resolve_certificates(
             }
         }
     }
-}
-
-/// `tls.crt` and `tls.key` of a Secret, checked the way Envoy will use
-/// them: PEM that parses, at least one certificate, a key of a supported
-/// type that matches the first certificate. A pair that fails here would
-/// make Envoy reject the listener (or every handshake): it never leaves
-/// the translator.
-fn tls_pair(s: &k8s_openapi::api::core::v1::Secret) -> Result<(String, String), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let get = |k: &str| -> Result<String, String> {
-        if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
-            return String::from_utf8(v.0.clone()).map_err(|_| format!("{k} is not text"));
-        }
-        s.string_data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .cloned()
-            .ok_or_else(|| format!("has no {k}"))
-    };
-    let crt = get("tls.crt")?;
-    let key = get("tls.key")?;
-    let certs = CertificateDer::pem_slice_iter(crt.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    let der = PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
-        .map_err(|e| format!("tls.key is not a supported private key: {e}"))?;
-    rustls::sign::CertifiedKey::new(certs, signer)
-        .keys_match()
-        .map_err(|e| format!("tls.key does not belong to the certificate in tls.crt: {e}"))?;
-    Ok((crt, key))
 }
 
 /// Listeners sharing a port must be compatible (see [`port_group`]) and,
@@ -620,6 +601,7 @@ pub(crate) mod tests {
                 .collect(),
             accepted: Ok(()),
             resolved: Ok(()),
+            stale_certificate: None,
             conflict: None,
             overlapping_tls: None,
             secrets: Vec::new(),

@@ -82,7 +82,8 @@ impl Identity {
             },
             _ => return Err(format!("unrecognised Switchyard identity URI {uri:?}")),
         };
-        id.check().map_err(|e| format!("identity URI {uri:?}: {e}"))?;
+        id.check()
+            .map_err(|e| format!("identity URI {uri:?}: {e}"))?;
         Ok(Some(id))
     }
 

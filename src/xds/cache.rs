@@ -721,7 +721,6 @@ mod tests {
             .is_empty());
     }
 
-    #[test]
     fn sel(gws: &[&str]) -> Selection {
         Selection {
             requested: gws.iter().map(|g| g.to_string()).collect(),
@@ -743,13 +742,25 @@ mod tests {
             entitled: Some(Arc::new(e.clone())),
         };
         let served = |s: &Selection| -> Vec<&str> {
-            st.gateways.keys().map(|k| k.as_str()).filter(|g| s.serves(g)).collect()
+            st.gateways
+                .keys()
+                .map(|k| k.as_str())
+                .filter(|g| s.serves(g))
+                .collect()
         };
         assert_eq!(served(&only(&[])), ["ns/a", "other/c"]);
-        assert_eq!(served(&only(&["ns/b", "ns/a"])), ["ns/a"], "asking cannot widen");
+        assert_eq!(
+            served(&only(&["ns/b", "ns/a"])),
+            ["ns/a"],
+            "asking cannot widen"
+        );
         assert!(served(&only(&["ns/b"])).is_empty());
         assert!(!only(&[]).everything());
-        assert_eq!(served(&sel(&[])), ["ns/a", "ns/b", "other/c"], "plaintext: metadata decides");
+        assert_eq!(
+            served(&sel(&[])),
+            ["ns/a", "ns/b", "other/c"],
+            "plaintext: metadata decides"
+        );
     }
 
     #[test]

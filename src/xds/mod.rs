@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub mod build;
 pub mod authz;
+pub mod build;
 pub mod cache;
 pub mod render;
 pub mod server;

@@ -292,10 +292,7 @@ impl AsyncWrite for Conn {
 /// Accepts connections on `listener`; with `tls`, each handshake runs in
 /// its own task (a slow or hostile client cannot hold up the others) and
 /// only verified clients come out.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Option<ServerTls>,
-) -> ReceiverStream<io::Result<Conn>> {
+pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {

@@ -478,7 +478,11 @@ impl Session {
     /// reported again.
     fn retry_rejected(&mut self) {
         self.retry_at = None;
-        for (t, st) in self.types.iter_mut().filter(|(_, s)| !s.rejected.is_empty()) {
+        for (t, st) in self
+            .types
+            .iter_mut()
+            .filter(|(_, s)| !s.rejected.is_empty())
+        {
             st.retry = true;
             info!(node = %self.node, type_url = %t, resources = ?st.rejected, "re-sending resources Envoy rejected");
             crate::metrics::counter_add(
