@@ -67,7 +67,7 @@ pub fn gateway_classes(inputs: &Inputs, status: &mut StatusSet) -> BTreeSet<Stri
         }
         let gen = generation(&gc.metadata);
         let unknown = inputs.unknown(Kind::GatewayClass, &ObjKey::cluster(name));
-        let violations = super::validate::object(Kind::GatewayClass, gc);
+        let violations = super::validate::typed_spec(Kind::GatewayClass, &gc.spec);
         let accepted = if !violations.is_empty() {
             // What the API server would have refused.
             Condition::new(

@@ -83,22 +83,35 @@ pub fn object<T: Serialize>(kind: Kind, obj: &T) -> Vec<Violation> {
     }
 }
 
-/// [`object`] of the stored object `kind`/`key` (empty if there is none).
+/// [`spec`] of a typed `spec` (only the spec is serialized: metadata, which
+/// can be large in Kubernetes mode, is not needed).
+pub fn typed_spec<T: Serialize>(kind: Kind, spec_value: &T) -> Vec<Violation> {
+    match serde_json::to_value(spec_value) {
+        Ok(v) => spec(kind, &v),
+        Err(e) => vec![Violation::new("spec", e.to_string())],
+    }
+}
+
+/// [`typed_spec`] of the stored object `kind`/`key` (empty if there is none).
 pub fn stored(inputs: &Inputs, kind: Kind, key: &ObjKey) -> Vec<Violation> {
-    fn of<T: Serialize>(kind: Kind, o: Option<&T>) -> Vec<Violation> {
-        o.map(|o| object(kind, o)).unwrap_or_default()
+    macro_rules! of {
+        ($map:expr, $key:expr) => {
+            $map.get($key)
+                .map(|o| typed_spec(kind, &o.spec))
+                .unwrap_or_default()
+        };
     }
     match kind {
-        Kind::GatewayClass => of(kind, inputs.gateway_classes.get(&key.name)),
-        Kind::Gateway => of(kind, inputs.gateways.get(key)),
-        Kind::HTTPRoute => of(kind, inputs.http_routes.get(key)),
-        Kind::GRPCRoute => of(kind, inputs.grpc_routes.get(key)),
-        Kind::TLSRoute => of(kind, inputs.tls_routes.get(key)),
-        Kind::TCPRoute => of(kind, inputs.tcp_routes.get(key)),
-        Kind::UDPRoute => of(kind, inputs.udp_routes.get(key)),
-        Kind::ReferenceGrant => of(kind, inputs.reference_grants.get(key)),
-        Kind::BackendTLSPolicy => of(kind, inputs.backend_tls_policies.get(key)),
-        Kind::ListenerSet => of(kind, inputs.listener_sets.get(key)),
+        Kind::GatewayClass => of!(inputs.gateway_classes, &key.name),
+        Kind::Gateway => of!(inputs.gateways, key),
+        Kind::HTTPRoute => of!(inputs.http_routes, key),
+        Kind::GRPCRoute => of!(inputs.grpc_routes, key),
+        Kind::TLSRoute => of!(inputs.tls_routes, key),
+        Kind::TCPRoute => of!(inputs.tcp_routes, key),
+        Kind::UDPRoute => of!(inputs.udp_routes, key),
+        Kind::ReferenceGrant => of!(inputs.reference_grants, key),
+        Kind::BackendTLSPolicy => of!(inputs.backend_tls_policies, key),
+        Kind::ListenerSet => of!(inputs.listener_sets, key),
         _ => Vec::new(),
     }
 }
