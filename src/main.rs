@@ -148,6 +148,10 @@ enum Command {
         /// Client certificate directory of the supervised Envoy (with --xds-tls-dir).
         #[arg(long)]
         envoy_xds_tls_dir: Option<PathBuf>,
+        /// Allow plaintext xDS on a non-loopback --xds-listen (any client
+        /// reaching it can read every Gateway's configuration and keys).
+        #[arg(long)]
+        xds_insecure: bool,
         /// The name the supervised Envoy expects in the xDS server's certificate.
         #[arg(long, default_value = "localhost")]
         xds_server_name: String,
@@ -328,9 +332,14 @@ fn main() -> anyhow::Result<()> {
             xds_tls_dir,
             envoy_xds_tls_dir,
             xds_server_name,
+            xds_insecure,
             keep_envoy_on_exit,
             envoy_max_failed_starts,
         } => {
+            anyhow::ensure!(
+                xds_tls_dir.is_some() || xds_listen.ip().is_loopback() || xds_insecure,
+                "--xds-listen {xds_listen} is reachable from other hosts: serve it over mTLS (--xds-tls-dir, see `switchyard certgen`) or accept plaintext explicitly with --xds-insecure"
+            );
             anyhow::ensure!(
                 config_dir.is_dir(),
                 "--config-dir {} is not a directory",
