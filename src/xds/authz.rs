@@ -16,6 +16,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::provider::file::names::{dns1123_label, dns1123_subdomain};
+
 /// SPIFFE trust domain of identities issued by `switchyard certgen`.
 pub const TRUST_DOMAIN: &str = "switchyard";
 
@@ -100,10 +102,12 @@ impl Identity {
     fn check(&self) -> Result<(), String> {
         match self {
             Identity::Fleet => Ok(()),
-            Identity::Namespace(ns) => dns1123_label(ns).map_err(|e| format!("namespace: {e}")),
+            Identity::Namespace(ns) => {
+                dns1123_label(ns).map_err(|e| format!("namespace {ns:?}: {e}"))
+            }
             Identity::Gateway { namespace, name } => {
-                dns1123_label(namespace).map_err(|e| format!("namespace: {e}"))?;
-                dns1123_subdomain(name).map_err(|e| format!("name: {e}"))
+                dns1123_label(namespace).map_err(|e| format!("namespace {namespace:?}: {e}"))?;
+                dns1123_subdomain(name).map_err(|e| format!("name {name:?}: {e}"))
             }
         }
     }
@@ -154,29 +158,6 @@ impl Entitlement {
                 .split_once('/')
                 .is_some_and(|(ns, _)| self.namespaces.contains(ns))
     }
-}
-
-/// DNS-1123 label, as the API server enforces for namespaces.
-fn dns1123_label(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{s:?} is not a DNS-1123 label"))
-    }
-}
-
-/// DNS-1123 subdomain, as the API server enforces for most object names.
-fn dns1123_subdomain(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 253 || s.split('.').any(|l| dns1123_label(l).is_err()) {
-        return Err(format!("{s:?} is not a DNS-1123 subdomain"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
