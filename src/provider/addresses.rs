@@ -71,6 +71,27 @@ impl AddressPool {
             .map(|(k, _)| k.clone())
             .collect();
         self.assigned.retain(|k, _| ours.contains(k));
+        // First the address a Gateway already reports in its status (a
+        // restarted controller must not hand the pool out in another order:
+        // Envoy would see two Gateways move, or one take another's address).
+        for k in &ours {
+            if self.assigned.contains_key(k) {
+                continue;
+            }
+            let reported = inputs
+                .gateways
+                .get(k)
+                .and_then(|gw| gw.status.as_ref())
+                .and_then(|st| st.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.r#type.as_deref().is_none_or(|t| t == "IPAddress"))
+                .filter_map(|a| a.value.parse::<IpAddr>().ok())
+                .find(|ip| self.addresses.contains(ip) && !self.assigned.values().any(|u| u == ip));
+            if let Some(ip) = reported {
+                self.assigned.insert(k.clone(), ip);
+            }
+        }
         for k in ours {
             if !self.assigned.contains_key(&k) {
                 let used: Vec<IpAddr> = self.assigned.values().copied().collect();
@@ -108,5 +129,57 @@ mod tests {
         );
         assert_eq!(p.addresses.len(), 254);
         assert!(AddressPool::parse("nope").is_err());
+    }
+
+    fn inputs_with(gws: &[(&str, Option<&str>)]) -> Inputs {
+        let mut inputs = Inputs::new("c");
+        inputs
+            .insert_value(serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                "metadata": {"name": "gc"}, "spec": {"controllerName": "c"},
+            }))
+            .unwrap();
+        for (name, status) in gws {
+            let mut gw = serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"gatewayClassName": "gc", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]},
+            });
+            if let Some(ip) = status {
+                gw["status"] =
+                    serde_json::json!({"addresses": [{"type": "IPAddress", "value": ip}]});
+            }
+            inputs.insert_value(gw).unwrap();
+        }
+        inputs
+    }
+
+    #[test]
+    fn a_restarted_controller_keeps_the_addresses_gateways_report() {
+        let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
+        // "a" was deleted while the controller was down; "b" and "c" keep
+        // theirs, and the new "d" gets a free one, not one of theirs.
+        let mut inputs = inputs_with(&[
+            ("b", Some("10.0.0.2")),
+            ("c", Some("10.0.0.3")),
+            ("d", None),
+        ]);
+        pool.assign(&mut inputs);
+        let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
+        assert_eq!(got("b"), "10.0.0.2");
+        assert_eq!(got("c"), "10.0.0.3");
+        assert_eq!(got("d"), "10.0.0.1");
+        // A reported address outside the pool, or taken, is not reused.
+        let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
+        let mut inputs = inputs_with(&[
+            ("x", Some("192.168.1.1")),
+            ("y", Some("10.0.0.4")),
+            ("z", Some("10.0.0.4")),
+        ]);
+        pool.assign(&mut inputs);
+        let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
+        assert_eq!(got("y"), "10.0.0.4");
+        assert_ne!(got("z"), "10.0.0.4");
+        assert!(got("x").starts_with("10.0.0."));
     }
 }
