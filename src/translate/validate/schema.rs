@@ -62,12 +62,29 @@ pub fn spec_schema(kind: Kind) -> Option<&'static Value> {
         .iter()
         .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .or_else(|| versions.first())?;
-    let spec = version
+    let mut spec = version
         .pointer("/schema/openAPIV3Schema/properties/spec")?
         .clone();
+    // Descriptions are most of a CRD's bytes and no check reads them.
+    strip_descriptions(&mut spec);
     let leaked: &'static Value = Box::leak(Box::new(spec));
     map.insert(kind.as_str(), leaked);
     Some(leaked)
+}
+
+fn strip_descriptions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            // A schema's own text, not a property named `description`
+            // (GatewayClass has one), whose value is a schema object.
+            if m.get("description").is_some_and(Value::is_string) {
+                m.remove("description");
+            }
+            m.values_mut().for_each(strip_descriptions);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 /// A compiled CRD pattern (patterns are few and reused; compiled once and

@@ -330,3 +330,19 @@ fn envoy_side_rule_checks_name_the_field() {
     )
     .is_ok());
 }
+
+#[test]
+fn a_field_named_description_survives_stripping_schema_descriptions() {
+    // GatewayClass has a `description` field; schema texts are stripped, it is not.
+    let ok = spec(
+        Kind::GatewayClass,
+        &yaml("{controllerName: example.com/c, description: shared class}"),
+    );
+    assert!(ok.is_empty(), "{ok:?}");
+    let long = "x".repeat(100);
+    let bad = spec(
+        Kind::GatewayClass,
+        &yaml(&format!("{{controllerName: example.com/c, description: {long}}}")),
+    );
+    refused(&bad, "spec.description", "");
+}
