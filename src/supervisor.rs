@@ -293,7 +293,6 @@ async fn run(
             .spawn()
             .with_context(|| format!("starting Envoy {}", cfg.binary.display()))?;
         info!(pid = child.id(), admin = %cfg.admin_addr, "Envoy started");
-        set_up(health, true);
         let last_errors = LastErrors::default();
         let _tail = cfg.keep_on_exit.then(|| {
             AbortOnDrop(tokio::spawn(tail_log(
@@ -325,9 +324,34 @@ async fn run(
                 }
             });
         }
-        let exited = tokio::select! {
-            status = child.wait() => Some(status),
-            _ = shutdown.wait_for(|v| *v) => None,
+        // Up once Envoy says it is ready (initialized, serving): a process
+        // that exits right after starting never counts as up.
+        let mut up = false;
+        let exited = loop {
+            enum Next {
+                Exited(std::io::Result<std::process::ExitStatus>),
+                Stop,
+                Probe,
+            }
+            let next = tokio::select! {
+                status = child.wait() => Next::Exited(status),
+                _ = shutdown.wait_for(|v| *v) => Next::Stop,
+                _ = tokio::time::sleep(Duration::from_millis(100)), if !up => Next::Probe,
+            };
+            match next {
+                Next::Exited(status) => break Some(status),
+                Next::Stop => break None,
+                Next::Probe => {
+                    let ready =
+                        admin_request(cfg.admin_addr, "GET", "/ready", Duration::from_secs(1))
+                            .await
+                            .is_some_and(|r| r.starts_with(b"HTTP/1.1 200"));
+                    if ready {
+                        up = true;
+                        set_up(health, true);
+                    }
+                }
+            }
         };
         match exited {
             None if cfg.keep_on_exit => {

@@ -342,7 +342,9 @@ fn a_field_named_description_survives_stripping_schema_descriptions() {
     let long = "x".repeat(100);
     let bad = spec(
         Kind::GatewayClass,
-        &yaml(&format!("{{controllerName: example.com/c, description: {long}}}")),
+        &yaml(&format!(
+            "{{controllerName: example.com/c, description: {long}}}"
+        )),
     );
     refused(&bad, "spec.description", "");
 }
