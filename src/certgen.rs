@@ -274,20 +274,20 @@ pub async fn run_kubernetes(
             (pem, Issuer::new(params, kp))
         }
     };
-    let mut leaves: Vec<(&str, (String, String))> = Vec::new();
-    if rotate || api.get_opt(K8S_SERVER_SECRET).await?.is_none() {
-        leaves.push((
-            K8S_SERVER_SECRET,
-            issue_server(&issuer, &opts.server_names, opts.days)?,
-        ));
-    }
+    let mut leaves: Vec<(&str, Option<&Client>)> = vec![(K8S_SERVER_SECRET, None)];
     if let Some(c) = opts.clients.first() {
-        if rotate || api.get_opt(K8S_ENVOY_SECRET).await?.is_none() {
-            leaves.push((K8S_ENVOY_SECRET, issue_client(&issuer, c, opts.days)?));
-        }
+        leaves.push((K8S_ENVOY_SECRET, Some(c)));
     }
-    for (name, (cert, key)) in leaves {
-        let s = secret(
+    for (name, client) in leaves {
+        let existing = api.get_opt(name).await?;
+        if existing.is_some() && !rotate {
+            continue;
+        }
+        let (cert, key) = match client {
+            None => issue_server(&issuer, &opts.server_names, opts.days)?,
+            Some(c) => issue_client(&issuer, c, opts.days)?,
+        };
+        let mut s = secret(
             name,
             "kubernetes.io/tls",
             vec![
@@ -296,9 +296,8 @@ pub async fn run_kubernetes(
                 (KEY_FILE, key),
             ],
         );
-        match api.get_opt(name).await? {
+        match existing {
             Some(old) => {
-                let mut s = s;
                 s.metadata.resource_version = old.metadata.resource_version;
                 api.replace(name, &PostParams::default(), &s)
                     .await

@@ -68,16 +68,28 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// The server configuration from `dir`, and a digest of the files it came from.
-pub fn load_server_config(dir: &Path) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
+/// The three files of `dir`, and a digest of their contents.
+fn read_dir_files(dir: &Path) -> Result<([Vec<u8>; 3], Vec<u8>), TlsError> {
     let (ca, cert, key) = (dir.join(CA_FILE), dir.join(CERT_FILE), dir.join(KEY_FILE));
-    let (ca_pem, cert_pem, key_pem) = (read(&ca)?, read(&cert)?, read(&key)?);
+    let files = [read(&ca)?, read(&cert)?, read(&key)?];
     let digest = Sha256::new()
-        .chain_update(&ca_pem)
-        .chain_update(&cert_pem)
-        .chain_update(&key_pem)
+        .chain_update(&files[0])
+        .chain_update(&files[1])
+        .chain_update(&files[2])
         .finalize()
         .to_vec();
+    Ok((files, digest))
+}
+
+/// The server configuration from `dir`, and a digest of the files it came from.
+pub fn load_server_config(dir: &Path) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
+    let (files, digest) = read_dir_files(dir)?;
+    Ok((server_config(dir, files)?, digest))
+}
+
+fn server_config(dir: &Path, files: [Vec<u8>; 3]) -> Result<Arc<ServerConfig>, TlsError> {
+    let (ca, cert, key) = (dir.join(CA_FILE), dir.join(CERT_FILE), dir.join(KEY_FILE));
+    let [ca_pem, cert_pem, key_pem] = files;
     let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
         path: path.to_path_buf(),
         msg: e.to_string(),
@@ -123,7 +135,7 @@ pub fn load_server_config(dir: &Path) -> Result<(Arc<ServerConfig>, Vec<u8>), Tl
             ))
         })?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((Arc::new(cfg), digest))
+    Ok(Arc::new(cfg))
 }
 
 /// The current server configuration, kept fresh by a background task.
@@ -148,12 +160,21 @@ impl ServerTls {
                     return;
                 }
                 let d = dir.clone();
-                let loaded = tokio::task::spawn_blocking(move || load_server_config(&d)).await;
+                let last = digest.clone();
+                // Unchanged files (the usual case) are only read and hashed.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let (files, new_digest) = read_dir_files(&d)?;
+                    if new_digest == last {
+                        return Ok(None);
+                    }
+                    server_config(&d, files).map(|cfg| Some((cfg, new_digest)))
+                })
+                .await;
                 match loaded {
-                    Ok(Ok((cfg, new_digest))) => {
+                    Ok(Ok(changed)) => {
                         last_error.clear();
                         set_reload_metric(true);
-                        if new_digest != digest {
+                        if let Some((cfg, new_digest)) = changed {
                             digest = new_digest;
                             let _ = tx.send(cfg);
                             info!(dir = %dir.display(), "xDS mTLS: rotated certificates loaded; new connections use them");

@@ -104,36 +104,38 @@ pub async fn serve(
 }
 
 type Outbox<T> = mpsc::Sender<Result<T, Status>>;
+/// The response stream of an ADS call.
+type Responses<T> = ReceiverStream<Result<T, Status>>;
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+    type StreamAggregatedResourcesStream = Responses<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = Responses<DeltaDiscoveryResponse>;
 
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (peer, entitled) = authorize(&request)?;
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run_stream::<Sotw>(
-            self.cache.clone(),
-            self.stop.clone(),
-            request.into_inner(),
-            tx,
-            peer,
-            entitled,
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.open::<Sotw>(request)
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.open::<Delta>(request)
+    }
+}
+
+impl Ads {
+    /// Authorizes the stream and runs it on its own task.
+    fn open<W: Wire>(
+        &self,
+        request: Request<Streaming<W::Req>>,
+    ) -> Result<Response<Responses<W::Resp>>, Status> {
         let (peer, entitled) = authorize(&request)?;
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run_stream::<Delta>(
+        tokio::spawn(run_stream::<W>(
             self.cache.clone(),
             self.stop.clone(),
             request.into_inner(),
