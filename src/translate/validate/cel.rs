@@ -221,27 +221,12 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
                 .filter(|x| !x.is_null())
             {
                 let pp = format!("{fp}.{field}.path");
-                let t = st(p, "type");
-                o.check(
-                    t != "ReplaceFullPath" || has(p, "replaceFullPath"),
-                    &pp,
-                    "replaceFullPath must be specified when type is set to 'ReplaceFullPath'",
-                );
-                o.check(
-                    !has(p, "replaceFullPath") || t == "ReplaceFullPath",
-                    &pp,
-                    "type must be 'ReplaceFullPath' when replaceFullPath is set",
-                );
-                o.check(
-                    t != "ReplacePrefixMatch" || has(p, "replacePrefixMatch"),
-                    &pp,
-                    "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'",
-                );
-                o.check(
-                    !has(p, "replacePrefixMatch") || t == "ReplacePrefixMatch",
-                    &pp,
-                    "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set",
-                );
+                for (value, member) in [
+                    ("ReplaceFullPath", "replaceFullPath"),
+                    ("ReplacePrefixMatch", "replacePrefixMatch"),
+                ] {
+                    union_member(p, "type", value, member, &pp, o);
+                }
             }
         }
         if let Some(c) = f.get("cors").filter(|x| !x.is_null()) {
@@ -262,31 +247,39 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         }
         if let Some(a) = f.get("externalAuth").filter(|x| !x.is_null()) {
             let ap = format!("{fp}.externalAuth");
-            let proto = st(a, "protocol");
-            o.check(
-                proto != "GRPC" || has(a, "grpc"),
-                &ap,
-                "grpc must be specified when protocol is set to 'GRPC'",
-            );
-            o.check(
-                !has(a, "grpc") || proto == "GRPC",
-                &ap,
-                "protocol must be 'GRPC' when grpc is set",
-            );
-            o.check(
-                proto != "HTTP" || has(a, "http"),
-                &ap,
-                "http must be specified when protocol is set to 'HTTP'",
-            );
-            o.check(
-                !has(a, "http") || proto == "HTTP",
-                &ap,
-                "protocol must be 'HTTP' when http is set",
-            );
+            for (value, member) in [("GRPC", "grpc"), ("HTTP", "http")] {
+                union_member(a, "protocol", value, member, &ap, o);
+            }
             if let Some(b) = a.get("backendRef") {
                 backend_port(b, &format!("{ap}.backendRef"), o);
             }
         }
+    }
+}
+
+/// A discriminated union's CEL pair: `member` is set exactly when
+/// `discriminator` is `value` (the CRDs' messages).
+fn union_member(
+    obj: &Value,
+    discriminator: &str,
+    value: &str,
+    member: &str,
+    path: &str,
+    o: &mut Out<'_>,
+) {
+    let is_value = st(obj, discriminator) == value;
+    let set = has(obj, member);
+    if is_value && !set {
+        o.fail(
+            path,
+            &format!("{member} must be specified when {discriminator} is set to '{value}'"),
+        );
+    }
+    if set && !is_value {
+        o.fail(
+            path,
+            &format!("{discriminator} must be '{value}' when {member} is set"),
+        );
     }
 }
 

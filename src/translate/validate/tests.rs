@@ -131,6 +131,27 @@ fn http_route_cel_rules() {
         "spec.rules[0].filters[0].urlRewrite.path",
         "replaceFullPath must be specified",
     );
+    let v = http(
+        "rules: [{filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replacePrefixMatch: /x}}}]}]",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[0].requestRedirect.path",
+        "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set",
+    );
+    let v = http(
+        "rules: [{filters: [{type: ExternalAuth, externalAuth: {protocol: GRPC, http: {}, backendRef: {name: a, port: 9}}}]}]",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[0].externalAuth",
+        "grpc must be specified when protocol is set to 'GRPC'",
+    );
+    refused(
+        &v,
+        "spec.rules[0].filters[0].externalAuth",
+        "protocol must be 'HTTP' when http is set",
+    );
     let v = http("rules: [{timeouts: {request: 1s, backendRequest: 2s}}]");
     refused(
         &v,
