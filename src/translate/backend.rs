@@ -235,3 +235,24 @@ pub fn endpoints(inputs: &Inputs, service: &ObjKey, port_name: &str) -> Vec<ir::
     }
     out.into_iter().collect()
 }
+
+/// What a backendRef of a route in `route_ns` named (for `explain`).
+pub fn origin(
+    r: &BackendRef<'_>,
+    route_ns: &str,
+    error: Option<&RefError>,
+) -> std::sync::Arc<ir::BackendOrigin> {
+    let group = r.group.unwrap_or("");
+    let kind = r.kind.unwrap_or("Service");
+    std::sync::Arc::new(ir::BackendOrigin {
+        kind: if group.is_empty() || group == "core" {
+            kind.to_string()
+        } else {
+            format!("{group}/{kind}")
+        },
+        namespace: r.namespace.unwrap_or(route_ns).to_string(),
+        name: r.name.to_string(),
+        port: r.port,
+        problem: error.map(|e| (e.reason.to_string(), e.message.clone())),
+    })
+}

@@ -178,7 +178,9 @@ fn compile_rule(
                 namespace: b.namespace.as_deref(),
                 port: b.port,
             };
-            let cluster = match backends_cache.resolve(inputs, kind.as_str(), &key.namespace, &r) {
+            let resolved = backends_cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
+            let origin = super::backend::origin(&r, &key.namespace, resolved.as_ref().err());
+            let cluster = match resolved {
                 Ok(name) => Some(name),
                 Err(e) => {
                     note_ref_error(ref_error, e);
@@ -191,6 +193,7 @@ fn compile_rule(
                     weight,
                     request_headers: breq,
                     response_headers: bresp,
+                    origin: Some(origin),
                 });
             }
         }

@@ -137,7 +137,9 @@ fn compile_rule(
             namespace: b.namespace.as_deref(),
             port: b.port,
         };
-        let cluster = match cache.resolve(inputs, kind.as_str(), &key.namespace, &r) {
+        let resolved = cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
+        let origin = backend::origin(&r, &key.namespace, resolved.as_ref().err());
+        let cluster = match resolved {
             Ok(name) => Some(name),
             Err(e) => {
                 note_ref_error(ref_error, e);
@@ -150,6 +152,7 @@ fn compile_rule(
                 weight,
                 request_headers: ir::HeaderMods::default(),
                 response_headers: ir::HeaderMods::default(),
+                origin: Some(origin),
             });
         }
     }
@@ -187,6 +190,7 @@ fn compile_rule(
             weight: 1,
             request_headers: ir::HeaderMods::default(),
             response_headers: ir::HeaderMods::default(),
+            origin: None,
         }];
     }
     L4Rule { backends: out }

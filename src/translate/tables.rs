@@ -299,27 +299,28 @@ fn virtual_host(
         .min_by_key(|(_, h)| hostname::specificity_key(h.as_deref().unwrap_or("*")))
         .map(|(i, _)| *i);
     let mine = |e: &&Entry| own_listener.is_none_or(|o| o == e.listener);
-    let mut routes: Vec<Arc<ir::Route>> = domains
-        .get(d)
-        .into_iter()
-        .flatten()
-        .filter(mine)
-        .map(|e| e.route.clone())
-        .collect();
-    for w in wildcards.iter().filter(|w| hostname::falls_back_to(d, w)) {
+    let mut routes: Vec<Arc<ir::Route>> = Vec::new();
+    let mut route_domains = Vec::new();
+    let fallbacks = wildcards.iter().filter(|w| hostname::falls_back_to(d, w));
+    for from in std::iter::once(d).chain(fallbacks.map(|w| w.as_str())) {
+        let before = routes.len();
         routes.extend(
             domains
-                .get(w.as_str())
+                .get(from)
                 .into_iter()
                 .flatten()
                 .filter(mine)
                 .map(|e| e.route.clone()),
         );
+        if routes.len() > before {
+            route_domains.push((from.to_string(), routes.len() - before));
+        }
     }
     ir::VirtualHost {
         name: format!("{table_name}/{d}"),
         domains: vec![d.to_string()],
         routes,
+        route_domains,
         encoded: ir::Memo::default(),
     }
 }

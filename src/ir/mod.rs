@@ -122,6 +122,10 @@ pub struct VirtualHost {
     /// In precedence order: Envoy takes the first match. A route attached
     /// under several domains is one shared value.
     pub routes: Vec<Arc<Route>>,
+    /// The hostname each run of `routes` was attached under, in order, with
+    /// the run's length: the domain's own routes, then those of each wider
+    /// wildcard it falls back to (for `explain`; Envoy never sees it).
+    pub route_domains: Vec<(String, usize)>,
     /// The xDS builder's encoding of this virtual host, made once per value.
     #[serde(skip)]
     pub encoded: Memo<Encoded>,
@@ -271,6 +275,21 @@ pub struct WeightedBackend {
     pub weight: u32,
     pub request_headers: HeaderMods,
     pub response_headers: HeaderMods,
+    /// The backendRef this backend was compiled from (`None` for a backend
+    /// the translator made, like a UDP weight split).
+    pub origin: Option<Arc<BackendOrigin>>,
+}
+
+/// What a route's backendRef named, and why it did not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendOrigin {
+    /// `Service`, or `<group>/<kind>` for any other kind.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub port: Option<i32>,
+    /// The reason and message when it did not resolve.
+    pub problem: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
