@@ -126,6 +126,8 @@ pub struct VirtualHost {
     /// the run's length: the domain's own routes, then those of each wider
     /// wildcard it falls back to (for `explain`; Envoy never sees it).
     pub route_domains: Vec<(String, usize)>,
+    /// The Gateway listener (`sectionName`, hostname) that owns this host.
+    pub listener: Option<(String, Option<String>)>,
     /// The xDS builder's encoding of this virtual host, made once per value.
     #[serde(skip)]
     pub encoded: Memo<Encoded>,
@@ -189,7 +191,16 @@ pub struct RouteSource {
     pub rule: usize,
     /// Index of the match in the rule (0 when the rule has no matches).
     pub match_index: usize,
+    /// `rules[].name`, when set.
+    pub rule_name: Option<Arc<str>>,
+    /// The route's place in the precedence tie-break (creation time, then
+    /// namespace/name), shared by its entries.
+    pub age: Arc<Age>,
 }
+
+/// Creation timestamp (RFC 3339, empty when unset), key and kind of a route:
+/// routes of equal match specificity rank by it.
+pub type Age = (String, ObjKey, crate::inputs::Kind);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Route {
@@ -288,6 +299,8 @@ pub struct BackendOrigin {
     pub namespace: String,
     pub name: String,
     pub port: Option<i32>,
+    /// The ReferenceGrant that allows a reference to another namespace.
+    pub grant: Option<ObjKey>,
     /// The reason and message when it did not resolve.
     pub problem: Option<(String, String)>,
 }

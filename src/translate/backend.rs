@@ -236,23 +236,43 @@ pub fn endpoints(inputs: &Inputs, service: &ObjKey, port_name: &str) -> Vec<ir::
     out.into_iter().collect()
 }
 
-/// What a backendRef of a route in `route_ns` named (for `explain`).
+/// What a backendRef of a `route_kind` in `route_ns` named, the grant that
+/// let it cross namespaces, and why it did not resolve (for `explain`).
 pub fn origin(
-    r: &BackendRef<'_>,
+    inputs: &Inputs,
+    route_kind: &str,
     route_ns: &str,
+    r: &BackendRef<'_>,
     error: Option<&RefError>,
 ) -> std::sync::Arc<ir::BackendOrigin> {
     let group = r.group.unwrap_or("");
     let kind = r.kind.unwrap_or("Service");
+    let namespace = r.namespace.unwrap_or(route_ns);
+    let grant = (namespace != route_ns && error.is_none())
+        .then(|| {
+            let from = Ref {
+                group: GATEWAY_GROUP,
+                kind: route_kind,
+                namespace: route_ns,
+            };
+            let to = Ref {
+                group,
+                kind,
+                namespace,
+            };
+            refgrant::granting(inputs, &from, &to, r.name).cloned()
+        })
+        .flatten();
     std::sync::Arc::new(ir::BackendOrigin {
         kind: if group.is_empty() || group == "core" {
             kind.to_string()
         } else {
             format!("{group}/{kind}")
         },
-        namespace: r.namespace.unwrap_or(route_ns).to_string(),
+        namespace: namespace.to_string(),
         name: r.name.to_string(),
         port: r.port,
+        grant,
         problem: error.map(|e| (e.reason.to_string(), e.message.clone())),
     })
 }

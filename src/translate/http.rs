@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefsFilters,
@@ -27,6 +28,8 @@ use crate::ir;
 /// all its parents).
 pub(super) struct CompiledRule {
     pub index: usize,
+    /// `rules[].name`, when set.
+    pub name: Option<Arc<str>>,
     pub matches: Vec<ir::RouteMatch>,
     pub action: ir::RouteAction,
     pub request_headers: ir::HeaderMods,
@@ -179,7 +182,13 @@ fn compile_rule(
                 port: b.port,
             };
             let resolved = backends_cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
-            let origin = super::backend::origin(&r, &key.namespace, resolved.as_ref().err());
+            let origin = super::backend::origin(
+                inputs,
+                kind.as_str(),
+                &key.namespace,
+                &r,
+                resolved.as_ref().err(),
+            );
             let cluster = match resolved {
                 Ok(name) => Some(name),
                 Err(e) => {
@@ -205,6 +214,7 @@ fn compile_rule(
     };
     Ok(CompiledRule {
         index,
+        name: rule.name.as_deref().map(Arc::from),
         matches,
         action,
         request_headers,

@@ -176,7 +176,7 @@ impl<'a> RouteInput<'a> {
 
 /// (creationTimestamp, namespace/name, kind): the spec's tie-breaker between
 /// routes, oldest first.
-pub type Age = (String, ObjKey, Kind);
+pub use crate::ir::Age;
 
 pub(super) fn age(meta: &ObjectMeta, kind: Kind, key: &ObjKey) -> Arc<Age> {
     Arc::new((

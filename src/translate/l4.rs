@@ -138,7 +138,13 @@ fn compile_rule(
             port: b.port,
         };
         let resolved = cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
-        let origin = backend::origin(&r, &key.namespace, resolved.as_ref().err());
+        let origin = backend::origin(
+            inputs,
+            kind.as_str(),
+            &key.namespace,
+            &r,
+            resolved.as_ref().err(),
+        );
         let cluster = match resolved {
             Ok(name) => Some(name),
             Err(e) => {

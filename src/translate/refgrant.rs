@@ -13,14 +13,22 @@ pub struct Ref<'a> {
 /// always within a namespace, otherwise only if a ReferenceGrant in the
 /// target namespace permits it.
 pub fn permits(inputs: &Inputs, from: &Ref<'_>, to: &Ref<'_>, to_name: &str) -> bool {
-    if from.namespace == to.namespace {
-        return true;
-    }
+    from.namespace == to.namespace || granting(inputs, from, to, to_name).is_some()
+}
+
+/// The first ReferenceGrant (by name) in the target namespace that allows a
+/// cross-namespace reference.
+pub fn granting<'i>(
+    inputs: &'i Inputs,
+    from: &Ref<'_>,
+    to: &Ref<'_>,
+    to_name: &str,
+) -> Option<&'i crate::inputs::ObjKey> {
     inputs
         .reference_grants
         .range(crate::inputs::ObjKey::new(to.namespace, "")..)
         .take_while(|(k, _)| k.namespace == to.namespace)
-        .any(|(key, grant)| {
+        .find(|(key, grant)| {
             let from_ok = grant.spec.from.iter().any(|f| {
                 norm(&f.group) == norm(from.group)
                     && f.kind == from.kind
@@ -39,6 +47,7 @@ pub fn permits(inputs: &Inputs, from: &Ref<'_>, to: &Ref<'_>, to_name: &str) -> 
                 && super::validate::stored(inputs, crate::inputs::Kind::ReferenceGrant, key)
                     .is_empty()
         })
+        .map(|(key, _)| key)
 }
 
 /// The core group may be spelled "" or "core".

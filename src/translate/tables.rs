@@ -29,6 +29,8 @@ pub(super) struct Table {
     pub name: String,
     /// The listeners sharing the table, with their hostnames.
     listeners: Vec<(usize, Option<String>)>,
+    /// Name and hostname of each of those listeners (for `explain`).
+    listener_names: BTreeMap<usize, (String, Option<String>)>,
     /// Route entries per domain, in precedence order. Every listener
     /// hostname has a domain (possibly without entries).
     domains: BTreeMap<String, Vec<Entry>>,
@@ -81,6 +83,7 @@ impl Tables {
                         None => names::http_route_config(&gw.key, l.port),
                     },
                     listeners: Vec::new(),
+                    listener_names: BTreeMap::new(),
                     domains: BTreeMap::new(),
                     vhosts: BTreeMap::new(),
                     dirty: BTreeSet::new(),
@@ -97,6 +100,10 @@ impl Tables {
                 table.domains.entry(h.clone()).or_default();
             }
             table.listeners.push((i, hostname));
+            let own_hostname = l.hostname.clone().filter(|h| !h.is_empty());
+            table
+                .listener_names
+                .insert(i, (l.name.clone(), own_hostname));
         }
     }
 
@@ -157,6 +164,8 @@ impl Tables {
                         route: route_key.clone(),
                         rule: rule.index,
                         match_index: mi,
+                        rule_name: rule.name.clone(),
+                        age: age.clone(),
                     },
                     matcher: m.clone(),
                     action: match &shared {
@@ -267,7 +276,7 @@ impl Tables {
                     table.vhosts.remove(&order);
                     continue;
                 }
-                let vh = virtual_host(&table.name, &table.listeners, &table.domains, &wildcards, d);
+                let vh = virtual_host(table, &wildcards, d);
                 table.vhosts.insert(order, Arc::new(vh));
             }
         }
@@ -283,14 +292,10 @@ impl Tables {
 /// a virtual host (maybe without routes: 404) so that a more specific
 /// listener without a matching route never falls through to a wider
 /// listener's routes.
-fn virtual_host(
-    table_name: &str,
-    listeners: &[(usize, Option<String>)],
-    domains: &BTreeMap<String, Vec<Entry>>,
-    wildcards: &[&String],
-    d: &str,
-) -> ir::VirtualHost {
-    let own_listener = listeners
+fn virtual_host(table: &Table, wildcards: &[&String], d: &str) -> ir::VirtualHost {
+    let domains = &table.domains;
+    let own_listener = table
+        .listeners
         .iter()
         .filter(|(_, h)| match h {
             None => true,
@@ -317,10 +322,11 @@ fn virtual_host(
         }
     }
     ir::VirtualHost {
-        name: format!("{table_name}/{d}"),
+        name: format!("{}/{d}", table.name),
         domains: vec![d.to_string()],
         routes,
         route_domains,
+        listener: own_listener.and_then(|i| table.listener_names.get(&i).cloned()),
         encoded: ir::Memo::default(),
     }
 }
