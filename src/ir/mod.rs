@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::inputs::ObjKey;
 
+pub mod shadow;
+
 /// Everything to serve, per Gateway.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Model {
