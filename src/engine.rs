@@ -18,6 +18,8 @@ pub struct Engine {
     translator: Translator,
     builder: Builder,
     pub version: u64,
+    /// Rules that can never match, as of the last translation.
+    shadow: crate::ir::shadow::report::Tracker,
 }
 
 impl Engine {
@@ -27,6 +29,7 @@ impl Engine {
             translator: Translator::default(),
             builder: Builder::default(),
             version: 0,
+            shadow: Default::default(),
         }
     }
 
@@ -37,6 +40,11 @@ impl Engine {
     /// The status of everything as of the last translation.
     pub fn status(&self) -> &StatusSet {
         self.translator.status()
+    }
+
+    /// Rules that can never match (shadowed), as of the last translation.
+    pub fn shadowed(&self) -> &crate::ir::shadow::report::Tracker {
+        &self.shadow
     }
 
     /// Translates what changed, builds and publishes the snapshot; returns
@@ -56,6 +64,8 @@ impl Engine {
             1,
         );
         self.version = self.cache.set_snapshot(snap.clone());
+        // After the push: off the propagation path.
+        self.shadow.update(&up.model);
         (up, snap)
     }
 

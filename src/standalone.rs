@@ -402,6 +402,8 @@ impl Reloader {
             t.version,
             |_, _| false,
         );
+        // Shadowed rules: a `notes:` list next to the route's status.
+        self.writer.set_notes(self.engine.shadowed().notes());
         if let Err(e) = self.writer.write(&status) {
             error!(dir = %self.writer.dir().display(), "writing status: {e}");
         }

@@ -2,6 +2,11 @@
 //! `<dir>/<kind>/<namespace or _cluster>/<name>.yaml`, written only when the
 //! content changed. `lastTransitionTime` is kept while a condition's status
 //! stays the same, as on a real API server.
+//!
+//! A route's file may also hold `notes:` next to `status` (never inside it,
+//! so `status` stays what the API server would store): lines for people,
+//! e.g. shadowed rules (docs/shadowed-rules.md). A file whose notes change
+//! is rewritten; notes that go away are removed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,8 @@ pub struct FileStatusWriter {
     /// What is on disk now, by object.
     written: BTreeMap<(Kind, ObjKey), Written>,
     writes: u64,
+    /// Notes to write next to objects' status (see [`Self::set_notes`]).
+    notes: BTreeMap<(Kind, ObjKey), Vec<String>>,
 }
 
 struct Written {
@@ -23,6 +30,7 @@ struct Written {
     /// for the next write); parsed again only when the object changes.
     status: Box<str>,
     typed: ObjectStatus,
+    notes: Vec<String>,
 }
 
 /// A name as one path component, or `None` when it could be anything else.
@@ -80,6 +88,7 @@ impl FileStatusWriter {
             dir: dir.into(),
             written: BTreeMap::new(),
             writes: 0,
+            notes: BTreeMap::new(),
         }
     }
 
@@ -92,14 +101,25 @@ impl FileStatusWriter {
         self.writes
     }
 
+    /// The notes the next [`Self::write`] puts next to objects' status
+    /// (objects absent from `notes` get none).
+    pub fn set_notes(&mut self, notes: &BTreeMap<(Kind, ObjKey), Vec<String>>) {
+        self.notes.clone_from(notes);
+    }
+
     /// Writes what changed and removes files of objects that have no status any more.
     pub fn write(&mut self, set: &StatusSet) -> std::io::Result<usize> {
         let now = now_rfc3339();
         let mut changed = 0;
         for ((kind, key), st) in &set.objects {
             let id = (*kind, key.clone());
+            let notes = self.notes.get(&id).map(Vec::as_slice).unwrap_or_default();
             // Unchanged objects cost one comparison: no serialisation, no I/O.
-            if self.written.get(&id).is_some_and(|w| &w.typed == st) {
+            if self
+                .written
+                .get(&id)
+                .is_some_and(|w| &w.typed == st && w.notes == notes)
+            {
                 continue;
             }
             let Some(path) = path_for(&self.dir, *kind, key) else {
@@ -112,7 +132,8 @@ impl FileStatusWriter {
                 .get(&id)
                 .and_then(|w| serde_json::from_str(&w.status).ok());
             let prev = prev.as_ref();
-            if prev.map(without_times).as_ref() == Some(&status) {
+            let same_notes = self.written.get(&id).is_some_and(|w| w.notes == notes);
+            if same_notes && prev.map(without_times).as_ref() == Some(&status) {
                 if let Some(w) = self.written.get_mut(&id) {
                     w.typed = st.clone();
                 }
@@ -125,8 +146,11 @@ impl FileStatusWriter {
                 meta.insert("namespace".into(), key.namespace.clone().into());
             }
             let compact = status.to_string().into_boxed_str();
-            let doc =
+            let mut doc =
                 serde_json::json!({"kind": kind.as_str(), "metadata": meta, "status": status});
+            if !notes.is_empty() {
+                doc["notes"] = notes.into();
+            }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -145,6 +169,7 @@ impl FileStatusWriter {
                 Written {
                     status: compact,
                     typed: st.clone(),
+                    notes: notes.to_vec(),
                 },
             );
         }
@@ -216,6 +241,42 @@ mod tests {
         w.write(&set).expect("write");
         assert!(!path.exists(), "status of a deleted object is removed");
         assert_eq!(now_rfc3339().len(), 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn notes_sit_next_to_the_status_and_go_when_cleared() {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-status-notes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = FileStatusWriter::new(&dir);
+        let id = (Kind::HTTPRoute, ObjKey::new("apps", "r"));
+        let mut set = StatusSet::default();
+        set.objects.insert(
+            id.clone(),
+            ObjectStatus::Conditions {
+                conditions: vec![Condition::new("Accepted", true, "Accepted", "m", 1)],
+            },
+        );
+        assert_eq!(w.write(&set).expect("write"), 1);
+        let path = dir.join("httproute/apps/r.yaml");
+        let before = std::fs::read_to_string(&path).expect("file");
+        let mut notes = BTreeMap::new();
+        notes.insert(id, vec!["rule 1 (match 0) can never match".to_string()]);
+        w.set_notes(&notes);
+        assert_eq!(
+            w.write(&set).expect("write"),
+            1,
+            "a new note rewrites the file"
+        );
+        let doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("file")).expect("yaml");
+        assert_eq!(doc["notes"][0], "rule 1 (match 0) can never match");
+        assert!(doc["status"].get("notes").is_none(), "never inside status");
+        assert_eq!(w.write(&set).expect("write"), 0);
+        w.set_notes(&BTreeMap::new());
+        assert_eq!(w.write(&set).expect("write"), 1);
+        assert_eq!(std::fs::read_to_string(&path).expect("file"), before);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
