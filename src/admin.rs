@@ -14,6 +14,64 @@ pub trait DebugSource: Send + Sync + 'static {
     fn snapshot_json(&self) -> serde_json::Value;
     fn nodes_json(&self) -> serde_json::Value;
     fn ready(&self) -> bool;
+    /// The model being served, for `POST /explain`.
+    fn model(&self) -> Option<Arc<crate::ir::Model>> {
+        None
+    }
+}
+
+/// Largest `POST /explain` body accepted.
+const MAX_EXPLAIN_BODY: usize = 4 << 20;
+
+/// `POST /explain`: a JSON array of request specs → a JSON array of decisions.
+async fn explain(
+    source: &dyn DebugSource,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    if req.method() != hyper::Method::POST {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "POST a JSON array of requests\n".into(),
+        );
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_EXPLAIN_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return respond(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("reading the body: {e}\n"),
+            )
+        }
+    };
+    let specs: Vec<crate::cli::explain::RequestSpec> = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return respond(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("expected a JSON array of requests: {e}\n"),
+            )
+        }
+    };
+    let Some(model) = source.model() else {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "nothing translated yet\n".into(),
+        );
+    };
+    let answers = crate::cli::explain::batch(&model, &specs);
+    respond(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_string(&answers).unwrap_or_default(),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -43,6 +101,9 @@ pub async fn serve(
                 async move {
                     let pretty =
                         |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
+                    if req.uri().path() == "/explain" {
+                        return Ok::<_, Infallible>(explain(&*source, req).await);
+                    }
                     let resp = match req.uri().path() {
                         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
                         "/readyz" if source.ready() => {

@@ -20,6 +20,34 @@ pub struct Engine {
     pub version: u64,
     /// Rules that can never match, as of the last translation.
     shadow: crate::ir::shadow::report::Tracker,
+    latest: ModelHandle,
+}
+
+/// The model being served (with current endpoints), for `explain` over the
+/// admin API. Cloning the handle is cheap; reading it clones an `Arc`.
+#[derive(Clone, Default)]
+pub struct ModelHandle(Arc<std::sync::Mutex<Arc<crate::ir::Model>>>);
+
+impl ModelHandle {
+    pub fn get(&self) -> Arc<crate::ir::Model> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    fn set(&self, m: Arc<crate::ir::Model>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = m;
+    }
+    /// Replaces the endpoints of the named clusters.
+    fn refresh(&self, clusters: &BTreeMap<String, crate::ir::Cluster>) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let model = Arc::make_mut(&mut guard);
+        for gw in model.gateways.values_mut() {
+            for (name, c) in gw.clusters.iter_mut() {
+                if let Some(new) = clusters.get(name) {
+                    c.endpoints.clone_from(&new.endpoints);
+                    c.split.clone_from(&new.split);
+                }
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -30,11 +58,18 @@ impl Engine {
             builder: Builder::default(),
             version: 0,
             shadow: Default::default(),
+            latest: ModelHandle::default(),
         }
     }
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// Publishes each served model (for explain) through `handle`.
+    pub fn with_model_handle(mut self, handle: ModelHandle) -> Self {
+        self.latest = handle;
+        self
     }
 
     /// The status of everything as of the last translation.
@@ -55,6 +90,7 @@ impl Engine {
         let t1 = Instant::now();
         let snap = self.builder.build(&up.model);
         let t2 = Instant::now();
+        self.latest.set(up.model.clone());
         let mode = if up.full { "full" } else { "incremental" };
         crate::pipeline::observe(t1 - t0, t2 - t1);
         crate::metrics::counter_add(
@@ -80,6 +116,7 @@ impl Engine {
             clas.insert(name.clone(), self.builder.endpoints(c));
         }
         let n = clas.len();
+        self.latest.refresh(clusters);
         self.cache.set_endpoints(clas);
         crate::metrics::observe(
             "switchyard_endpoints_update_seconds",

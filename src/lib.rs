@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod certgen;
+pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod inputs;

@@ -5,10 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use switchyard::inputs::{Inputs, DEFAULT_CONTROLLER_NAME};
+use switchyard::inputs::DEFAULT_CONTROLLER_NAME;
 use switchyard::pipeline;
 
 /// mimalloc halves translation time at thousands of routes versus the system allocator.
@@ -35,6 +34,12 @@ enum Format {
     Json,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExplainFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Translate manifests offline and print the Envoy resources and statuses.
@@ -45,6 +50,56 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "yaml")]
         output: Format,
         /// Address pool for Gateways without spec.addresses.
+        #[arg(long, default_value = "127.0.0.1/32")]
+        address_pool: String,
+        #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
+        controller_name: String,
+    },
+    /// Show where a request goes and why: the Gateway listener, the route
+    /// and rule it matches, what the rule does, the backends and their
+    /// state, and every rule that matched too but lost.
+    Explain {
+        /// Manifest files or directories (offline).
+        #[arg(short = 'f', long = "file", required_unless_present_any = ["server", "diff"])]
+        files: Vec<PathBuf>,
+        /// Ask a running controller or standalone instance (its admin
+        /// address, e.g. 127.0.0.1:18001) about what it serves now.
+        #[arg(long, conflicts_with_all = ["files", "diff"])]
+        server: Option<String>,
+        /// `[METHOD] URL`, e.g. 'GET https://shop.example.com:443/cart?x=1';
+        /// tls://, tcp:// and udp:// URLs for L4 listeners.
+        #[arg(short = 'r', long)]
+        request: Option<String>,
+        /// Request header `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The Gateway (NAMESPACE/NAME) when several listen on the port.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The Gateway address when several Gateways listen on the port.
+        #[arg(long)]
+        address: Option<String>,
+        /// TLS server name (default: the URL's host for https:// and tls://).
+        #[arg(long)]
+        sni: Option<String>,
+        /// L4 without --request: the listener port (TLS with --sni, else TCP;
+        /// --udp for UDP).
+        #[arg(long, conflicts_with = "request")]
+        port: Option<u16>,
+        #[arg(long, requires = "port")]
+        udp: bool,
+        /// Many requests: JSON lines (`{"url": ..., "method": ..., "headers": [[k, v]], "id": ...}`)
+        /// or `[METHOD] URL` lines; `-` reads stdin. With -o json the answers
+        /// are JSON lines in the same order.
+        #[arg(long, conflicts_with_all = ["request", "port"])]
+        requests: Option<PathBuf>,
+        /// Compare two configurations (files or directories): print the
+        /// requests (from --requests, or sampled to cover every match of
+        /// both) whose destination changes. Exit status 1 when some do.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        diff: Option<Vec<PathBuf>>,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: ExplainFormat,
         #[arg(long, default_value = "127.0.0.1/32")]
         address_pool: String,
         #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
@@ -178,39 +233,7 @@ enum Command {
     },
 }
 
-fn load_paths(paths: &[PathBuf], controller_name: &str) -> anyhow::Result<Inputs> {
-    let mut inputs = Inputs::new(controller_name);
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut loader = switchyard::provider::file::DirLoader::new(p);
-            let (dir_inputs, errors) = loader.load(controller_name);
-            if let Some(e) = errors.first() {
-                anyhow::bail!("{e}");
-            }
-            inputs.merge(dir_inputs);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    for f in files {
-        let text =
-            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-        let docs = switchyard::provider::file::parse_documents(&text).map_err(|(line, msg)| {
-            anyhow::anyhow!(
-                "{}:{}: {msg}",
-                f.display(),
-                line.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
-            )
-        })?;
-        for d in docs {
-            inputs
-                .insert_value(d)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        }
-    }
-    Ok(inputs)
-}
+use switchyard::cli::load_paths;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -238,6 +261,119 @@ fn main() -> anyhow::Result<()> {
             match output {
                 Format::Yaml => print!("{}", pipeline::to_yaml(&doc)),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+            }
+            Ok(())
+        }
+        Command::Explain {
+            files,
+            server,
+            request,
+            headers,
+            gateway,
+            address,
+            sni,
+            port,
+            udp,
+            requests,
+            diff,
+            output,
+            address_pool,
+            controller_name,
+        } => {
+            use switchyard::cli::explain as ex;
+            if let Some(pair) = diff {
+                let old = switchyard::cli::load_model(&pair[..1], &controller_name, &address_pool)?;
+                let new = switchyard::cli::load_model(&pair[1..], &controller_name, &address_pool)?;
+                let given = requests.as_deref().map(ex::read_requests).transpose()?;
+                let changes = ex::diff(&old, &new, given);
+                if output == ExplainFormat::Json {
+                    println!("{}", serde_json::to_string_pretty(&changes)?);
+                } else if changes.is_empty() {
+                    println!("no request changes destination");
+                } else {
+                    for c in &changes {
+                        let method = c.request.method.as_deref().unwrap_or("GET");
+                        let h: Vec<String> = c
+                            .request
+                            .headers
+                            .iter()
+                            .map(|(k, v)| format!(" -H '{k}: {v}'"))
+                            .collect();
+                        println!("{method} {}{}", c.request.url, h.concat());
+                        println!("  before: {}", c.before);
+                        println!("  after:  {}", c.after);
+                    }
+                    println!("{} request(s) change destination", changes.len());
+                }
+                std::process::exit(i32::from(!changes.is_empty()));
+            }
+            let batch_mode = requests.is_some();
+            let specs = match (&requests, &request, port) {
+                (Some(path), _, _) => ex::read_requests(path)?,
+                (None, Some(r), _) => {
+                    let mut spec = ex::RequestSpec::parse_line(r)?
+                        .ok_or_else(|| anyhow::anyhow!("--request is empty"))?;
+                    for h in &headers {
+                        let (k, v) = h.split_once(':').ok_or_else(|| {
+                            anyhow::anyhow!("header {h:?}: expected `Name: value`")
+                        })?;
+                        spec.headers
+                            .push((k.trim().to_string(), v.trim().to_string()));
+                    }
+                    vec![spec]
+                }
+                (None, None, Some(p)) => {
+                    let scheme = match (udp, &sni) {
+                        (true, _) => "udp",
+                        (false, Some(_)) => "tls",
+                        (false, None) => "tcp",
+                    };
+                    let host = sni
+                        .clone()
+                        .or_else(|| address.clone())
+                        .unwrap_or_else(|| "127.0.0.1".into());
+                    vec![ex::RequestSpec {
+                        url: format!("{scheme}://{host}:{p}"),
+                        ..Default::default()
+                    }]
+                }
+                (None, None, None) => anyhow::bail!("give --request, --port, --requests or --diff"),
+            };
+            let specs: Vec<ex::RequestSpec> = specs
+                .into_iter()
+                .map(|mut s| {
+                    s.gateway = s.gateway.or_else(|| gateway.clone());
+                    s.address = s.address.or_else(|| address.clone());
+                    s.sni = s.sni.or_else(|| sni.clone());
+                    s
+                })
+                .collect();
+            let answers = match &server {
+                Some(addr) => ex::live(addr, &specs)?,
+                None => {
+                    let model =
+                        switchyard::cli::load_model(&files, &controller_name, &address_pool)?;
+                    ex::batch(&model, &specs)
+                }
+            };
+            let mut failed = false;
+            for (i, a) in answers.iter().enumerate() {
+                failed |= a.get("error").is_some();
+                match (output, batch_mode) {
+                    (ExplainFormat::Json, true) => println!("{}", serde_json::to_string(a)?),
+                    (ExplainFormat::Json, false) => {
+                        println!("{}", serde_json::to_string_pretty(a)?)
+                    }
+                    (ExplainFormat::Text, _) => {
+                        if i > 0 {
+                            println!();
+                        }
+                        print!("{}", ex::render_text(a));
+                    }
+                }
+            }
+            if failed && !batch_mode {
+                std::process::exit(2);
             }
             Ok(())
         }

@@ -40,6 +40,7 @@ struct State {
     last: Mutex<LastRun>,
     /// Whether the supervised Envoy runs (`None` without `--envoy`).
     envoy_up: Option<crate::supervisor::Health>,
+    model: crate::engine::ModelHandle,
 }
 
 #[derive(Default)]
@@ -63,6 +64,9 @@ impl crate::admin::DebugSource for State {
     }
     fn nodes_json(&self) -> serde_json::Value {
         serde_json::to_value(self.cache.node_states()).unwrap_or_default()
+    }
+    fn model(&self) -> Option<Arc<crate::ir::Model>> {
+        Some(self.model.get())
     }
     fn ready(&self) -> bool {
         let envoy_up = self
@@ -101,6 +105,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .envoy
             .as_ref()
             .map(|_| crate::supervisor::Health::default()),
+        model: crate::engine::ModelHandle::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -164,7 +169,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .with_last_good(LastGoodStore::new(opts.status_dir.join(LAST_GOOD_DIR))),
         pool: AddressPool::parse(&opts.address_pool)?,
         writer: FileStatusWriter::new(&opts.status_dir),
-        engine: Engine::new(cache.clone()),
+        engine: Engine::new(cache.clone()).with_model_handle(state.model.clone()),
         last_errors: Vec::new(),
         translated: None,
         controller_name: opts.controller_name.clone(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::inputs::ObjKey;
 
-pub mod shadow;
+pub mod eval;
 
 /// Everything to serve, per Gateway.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -242,6 +242,36 @@ pub struct RouteMatch {
     pub headers: Vec<HeaderMatch>,
     pub query_params: Vec<HeaderMatch>,
     pub method: Option<String>,
+}
+
+/// Rank of a match among the routes of one hostname (smaller wins): path
+/// kind (Exact, RegularExpression, PathPrefix), longer path, a method
+/// match, more header matches, more query parameter matches. Ties go to
+/// the older route ([`Age`]), then to rule and match order.
+pub type Precedence = (
+    u8,
+    std::cmp::Reverse<usize>,
+    u8,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+);
+
+impl RouteMatch {
+    pub fn precedence(&self) -> Precedence {
+        use std::cmp::Reverse;
+        let (kind, len) = match &self.path {
+            PathMatch::Exact(p) => (0, p.len()),
+            PathMatch::Regex(p) => (1, p.len()),
+            PathMatch::Prefix(p) => (2, p.len()),
+        };
+        (
+            kind,
+            Reverse(len),
+            u8::from(self.method.is_none()),
+            Reverse(self.headers.len()),
+            Reverse(self.query_params.len()),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

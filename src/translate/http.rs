@@ -3,7 +3,6 @@
 //! the precedence key of each match. Attachment and route tables are in
 //! index.rs and tables.rs.
 
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -20,7 +19,6 @@ use super::attach::note_ref_error;
 use super::backend::{self, BackendRef, RefError};
 use super::conditions::reasons;
 use super::index::{age, compile_rules, route_level_error, Body, RouteCompile, RuleError};
-use super::tables::Precedence;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
 
@@ -536,21 +534,6 @@ fn backend_filter(
     }
 }
 
-/// Precedence key of one compiled match (smaller sorts first).
-pub(super) fn precedence(m: &ir::RouteMatch) -> Precedence {
-    let (kind, len) = match &m.path {
-        ir::PathMatch::Exact(p) => (0, p.len()),
-        ir::PathMatch::Regex(p) => (1, p.len()),
-        ir::PathMatch::Prefix(p) => (2, p.len()),
-    };
-    (
-        kind,
-        Reverse(len),
-        u8::from(m.method.is_none()),
-        Reverse(m.headers.len()),
-        Reverse(m.query_params.len()),
-    )
-}
 
 /// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
 /// The spec's redirect port rules: an explicit port is used (omitted when it

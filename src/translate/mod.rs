@@ -39,7 +39,7 @@ pub fn translate(inputs: &Inputs) -> Output {
     let mut t = Translator::default();
     let up = t.update(inputs, &Changes::everything());
     Output {
-        model: up.model,
+        model: std::sync::Arc::unwrap_or_clone(up.model),
         status: t.into_status(),
     }
 }
@@ -63,7 +63,7 @@ struct State {
 /// What one [`Translator::update`] did.
 #[derive(Debug)]
 pub struct Update {
-    pub model: ir::Model,
+    pub model: std::sync::Arc<ir::Model>,
     /// Everything was re-translated (else only the changed routes).
     pub full: bool,
     /// Status objects that may have changed: `None` means all of them.
@@ -141,7 +141,7 @@ impl Translator {
                 .insert(gw.key.clone(), st.routes.gateway_ir(gw));
         }
         Update {
-            model,
+            model: std::sync::Arc::new(model),
             full,
             touched,
             previous,

@@ -21,8 +21,7 @@ pub(super) type TableId = (u16, Option<usize>);
 /// Order of virtual hosts in a table (exact, then wildcards, `*` last).
 type DomainOrder = (u8, Reverse<usize>, String);
 
-pub(super) type Precedence = (u8, Reverse<usize>, u8, Reverse<usize>, Reverse<usize>);
-type SortKey = (Precedence, Arc<Age>, usize, usize);
+type SortKey = (ir::Precedence, Arc<Age>, usize, usize);
 
 pub(super) struct Table {
     /// RouteConfiguration name.
@@ -157,7 +156,7 @@ impl Tables {
             let shared = (!http::uses_matched_prefix(&rule.action))
                 .then(|| Arc::new(http::with_redirect_port(rule.action.clone(), l.port, https)));
             for (mi, m) in rule.matches.iter().enumerate() {
-                let sort_key = (http::precedence(m), age.clone(), rule.index, mi);
+                let sort_key = (m.precedence(), age.clone(), rule.index, mi);
                 let route = Arc::new(ir::Route {
                     source: ir::RouteSource {
                         kind: kind.as_str(),

@@ -1,0 +1,378 @@
+use super::*;
+use crate::inputs::{Inputs, DEFAULT_CONTROLLER_NAME};
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: switchyard}
+spec: {controllerName: switchyard.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: switchyard
+  listeners:
+  - {name: any, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+  - {name: shop, port: 80, protocol: HTTP, hostname: shop.example.com}
+  - {name: wild, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: db, port: 5432, protocol: TCP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: default}
+spec: {ports: [{port: 80}, {name: pg, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: team}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps}
+"#;
+
+fn model(extra: &str) -> ir::Model {
+    let text = format!("{BASE}\n---\n{extra}");
+    let docs = crate::provider::file::parse_documents(&text).expect("manifests parse");
+    let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
+    for d in docs {
+        inputs.insert_value(d).expect("object decodes");
+    }
+    crate::provider::addresses::AddressPool::parse("127.0.0.1/32")
+        .expect("pool")
+        .assign(&mut inputs);
+    crate::translate::translate(&inputs).model
+}
+
+fn ask(m: &ir::Model, line: &str, headers: &[&str]) -> Decision {
+    let mut r = Request::parse(line).expect("request parses");
+    for h in headers {
+        r.header(h).expect("header parses");
+    }
+    evaluate(m, &r).expect("evaluates")
+}
+
+fn route_name(d: &Decision) -> Option<&str> {
+    d.route.as_ref().map(|r| r.name.as_str())
+}
+
+const PRECEDENCE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: newer, namespace: default, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /tie}}]
+    backendRefs: [{name: b, port: 80}]
+  - name: catch-all
+    backendRefs: [{name: b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: older, namespace: default, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /tie}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches:
+    - path: {type: Exact, value: /api/exact}
+    - path: {type: PathPrefix, value: /api/v1}
+    - {path: {type: PathPrefix, value: /api}, method: POST}
+    - path: {type: PathPrefix, value: /api}
+      headers: [{name: X-Version, value: "2"}, {name: x-env, type: RegularExpression, value: "prod|stage"}]
+    - path: {type: PathPrefix, value: /api}
+      queryParams: [{name: debug, value: "1"}]
+    backendRefs: [{name: a, port: 80}]
+"#;
+
+#[test]
+fn the_first_match_wins_and_every_other_rule_says_why_it_lost() {
+    let m = model(PRECEDENCE);
+    let d = ask(&m, "GET http://any.test/tie/x", &[]);
+    assert_eq!(route_name(&d), Some("older"));
+    assert_eq!(d.status, None);
+    assert_eq!(d.backends.len(), 1);
+    assert_eq!(
+        (d.backends[0].name.as_str(), d.backends[0].resolved),
+        ("a", true)
+    );
+    let reasons: Vec<(&str, usize, &str)> = d
+        .lost
+        .iter()
+        .map(|l| (l.route.name.as_str(), l.rule, l.reason.as_str()))
+        .collect();
+    assert!(
+        reasons[0].0 == "newer" && reasons[0].1 == 0 && reasons[0].2.starts_with("age:"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0 == "newer"
+            && reasons[1].1 == 1
+            && reasons[1].2.starts_with("path: the longer path"),
+        "{reasons:?}"
+    );
+    assert_eq!(d.lost[1].rule_name.as_deref(), Some("catch-all"));
+
+    let d = ask(&m, "GET http://any.test/api/exact", &[]);
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(0));
+    let d = ask(&m, "POST http://any.test/api/v2", &[]);
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(2));
+    assert!(
+        d.matched.contains(&"method POST".to_string()),
+        "{:?}",
+        d.matched
+    );
+    // Header names are case-insensitive, the regex is a full match.
+    let d = ask(
+        &m,
+        "GET http://any.test/api",
+        &["x-version: 2", "X-Env: prod"],
+    );
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(3));
+    let d = ask(
+        &m,
+        "GET http://any.test/api",
+        &["x-version: 2", "X-Env: production"],
+    );
+    assert_eq!(route_name(&d), Some("newer"));
+    let d = ask(&m, "GET http://any.test/api?debug=1&debug=2", &[]);
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(4));
+    let d = ask(&m, "GET http://any.test/api?debug=2&debug=1", &[]);
+    assert_eq!(route_name(&d), Some("newer"), "the first value counts");
+    // Segment-aware prefix; a method match outranks a header match.
+    let d = ask(
+        &m,
+        "POST http://any.test/api",
+        &["x-version: 2", "x-env: stage"],
+    );
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(2));
+    assert!(d.lost.is_empty() || d.lost.iter().all(|l| l.route.name != "older"));
+    let d = ask(&m, "GET http://any.test/apis", &[]);
+    assert_eq!(route_name(&d), Some("newer"));
+    let lost_older: Vec<&Lost> = d.lost.iter().filter(|l| l.route.name == "older").collect();
+    assert!(
+        lost_older.is_empty(),
+        "/apis matches no /api prefix: {lost_older:?}"
+    );
+    // Dot segments and repeated slashes are normalized first.
+    let d = ask(&m, "GET http://any.test//api/./x/../exact", &[]);
+    assert_eq!(d.rule.as_ref().map(|r| r.match_index), Some(0));
+    assert!(
+        d.notes.iter().any(|n| n.contains("normalizes")),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn the_most_specific_listener_owns_the_host() {
+    let m = model(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wide, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: wild}]
+  rules: [{backendRefs: [{name: a, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: shop}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /cart}}], backendRefs: [{name: b, port: 80}]}]
+"#,
+    );
+    let d = ask(&m, "GET http://SHOP.example.com:80/cart/1", &[]);
+    assert_eq!(route_name(&d), Some("shop"));
+    let l = d.listener.as_ref().expect("a listener");
+    assert_eq!(
+        (l.name.as_deref(), l.hostname.as_deref()),
+        (Some("shop"), Some("shop.example.com"))
+    );
+    // The wildcard listener's route also matches the path, but the host
+    // belongs to the more specific listener.
+    assert_eq!(d.lost.len(), 1, "{:?}", d.lost);
+    assert!(
+        d.lost[0].reason.starts_with("hostname:"),
+        "{}",
+        d.lost[0].reason
+    );
+    // Nothing of listener `shop` matches /other: 404, not the wildcard route.
+    let d = ask(&m, "GET http://shop.example.com/other", &[]);
+    assert_eq!((d.status, route_name(&d)), (Some(404), None));
+    assert_eq!(d.lost.len(), 1);
+    let d = ask(&m, "GET http://a.b.example.com/other", &[]);
+    assert_eq!(route_name(&d), Some("wide"));
+    assert_eq!(
+        d.listener.as_ref().and_then(|l| l.name.as_deref()),
+        Some("wild")
+    );
+    let d = ask(&m, "GET http://example.org/", &[]);
+    assert_eq!((d.status, route_name(&d)), (Some(404), None));
+}
+
+#[test]
+fn unresolved_backends_answer_500_and_say_why() {
+    let m = model(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: default, sectionName: any}]
+  hostnames: [split.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    backendRefs: [{name: other, namespace: team, port: 80, weight: 1}, {name: a, namespace: default, port: 80, weight: 3}]
+  - matches: [{path: {type: PathPrefix, value: /none}}]
+    backendRefs: [{name: a, namespace: default, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: apps-to-team, namespace: team}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+"#,
+    );
+    let d = ask(&m, "GET http://split.test/half", &[]);
+    assert_eq!(d.status, None);
+    let states: Vec<(&str, u32, bool, Option<&str>)> = d
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                b.weight,
+                b.resolved,
+                b.reference_grant.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("other", 1, true, Some("team/apps-to-team")),
+            ("a", 3, false, None)
+        ]
+    );
+    assert!(d.backends[1]
+        .problem
+        .as_deref()
+        .is_some_and(|p| p.starts_with("RefNotPermitted")));
+    assert!(
+        d.notes.iter().any(|n| n.contains("3 of 4 weight units")),
+        "{:?}",
+        d.notes
+    );
+    let d = ask(&m, "GET http://split.test/none", &[]);
+    assert_eq!(d.status, Some(500));
+    assert!(!d.backends[0].resolved);
+}
+
+#[test]
+fn redirects_and_rewrites_show_their_result() {
+    let m = model(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moves, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  hostnames: [moves.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.test, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-via, value: gw}]}
+    backendRefs: [{name: a, port: 80}]
+"#,
+    );
+    let d = ask(&m, "GET http://moves.test/old/page?q=1", &[]);
+    assert_eq!(d.status, Some(301));
+    assert_eq!(
+        d.location.as_deref(),
+        Some("https://moves.test/new/page?q=1")
+    );
+    let d = ask(&m, "GET http://moves.test/api/v1/x", &[]);
+    assert_eq!(d.status, None);
+    let details: Vec<&str> = d.filters.iter().map(|f| f.detail.as_str()).collect();
+    assert!(details.contains(&"hostname → internal.test"), "{details:?}");
+    assert!(details.contains(&"path /api/v1/x → /v1/x"), "{details:?}");
+    assert!(details.contains(&"set x-via: gw"), "{details:?}");
+}
+
+#[test]
+fn l4_ports_and_unknown_ports() {
+    let m = model(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: pg, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: db}]
+  rules: [{backendRefs: [{name: a, port: 5432}]}]
+"#,
+    );
+    let d = ask(&m, "tcp://127.0.0.1:5432", &[]);
+    assert_eq!(
+        d.route.as_ref().map(|r| (r.kind.as_str(), r.name.as_str())),
+        Some(("TCPRoute", "pg"))
+    );
+    assert_eq!(d.backends.len(), 1);
+    assert!(d.backends[0].resolved && d.refused.is_none());
+    let d = ask(&m, "GET http://x.test:8080/", &[]);
+    assert!(d.refused.is_some() && d.gateway.is_none());
+    let d = ask(&m, "GET http://x.test:5432/", &[]);
+    assert_eq!(
+        route_name(&d),
+        Some("pg"),
+        "a TCP listener forwards whatever bytes arrive"
+    );
+    let d = ask(&m, "GET https://x.test:80/", &[]);
+    assert!(
+        d.refused.as_deref().is_some_and(|r| r.contains("TLS")),
+        "{d:?}"
+    );
+    let mut r = Request::parse("http://x/").expect("parses");
+    r.gateway = Some(ObjKey::new("default", "nope"));
+    assert!(matches!(
+        evaluate(&m, &r),
+        Err(EvalError::UnknownGateway(_))
+    ));
+}
+
+#[test]
+fn json_has_the_documented_fields() {
+    let m = model(PRECEDENCE);
+    let v = serde_json::to_value(ask(&m, "GET http://any.test/tie", &[])).expect("serializes");
+    for field in [
+        "schema", "gateway", "listener", "route", "rule", "status", "backends", "filters", "lost",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}: {v}");
+    }
+    assert_eq!(v["route"]["kind"], "HTTPRoute");
+    assert_eq!(v["rule"]["index"], 0);
+    assert_eq!(v["backends"][0]["port"], 80);
+    assert_eq!(v["lost"][0]["route"]["name"], "newer");
+}
