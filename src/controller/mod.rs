@@ -40,7 +40,6 @@ pub struct Options {
 struct DebugState {
     cache: Arc<Cache>,
     version: Mutex<(u64, bool)>,
-    model: crate::engine::ModelHandle,
 }
 
 impl crate::admin::DebugSource for DebugState {
@@ -50,9 +49,6 @@ impl crate::admin::DebugSource for DebugState {
     }
     fn nodes_json(&self) -> serde_json::Value {
         serde_json::to_value(self.cache.node_states()).unwrap_or_default()
-    }
-    fn model(&self) -> Option<Arc<crate::ir::Model>> {
-        Some(self.model.get())
     }
     fn ready(&self) -> bool {
         self.version.lock().map(|v| v.1).unwrap_or(false)
@@ -466,7 +462,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let debug = Arc::new(DebugState {
         cache: cache.clone(),
         version: Mutex::new((0, false)),
-        model: crate::engine::ModelHandle::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -532,7 +527,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             instance: Some(opts.identity.clone()),
         },
     );
-    let mut engine = Engine::new(cache.clone()).with_model_handle(debug.model.clone());
+    let mut engine = Engine::new(cache.clone());
     let mut pool = AddressPool::parse(&opts.address_pool)?;
     let mut world = World::new(&opts.controller_name);
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
@@ -545,6 +540,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut pending_since: BTreeMap<ObjKey, Instant> = BTreeMap::new();
     let mut status_pending = false;
     let mut ack_due: Option<tokio::time::Instant> = None;
+    let mut shadow_events = crate::provider::kube::events::ShadowEvents::default();
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -577,7 +573,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             // (a Programmed grace running out, postponed or failed writes):
             // an idle controller does no per-object work.
             _ = status_retry.tick() => {
-                if !status_pending && pending_since.is_empty() {
+                if !status_pending && pending_since.is_empty() && !shadow_events.backlog() {
                     continue;
                 }
             }
@@ -622,6 +618,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let invalid = std::mem::take(&mut world.invalid);
         if !invalid.is_empty() && leadership.is_leader() {
             publish_invalid_events(&recorder, invalid).await;
+        }
+        // A Warning Event (ShadowedRule) per rule that became shadowed.
+        if leadership.is_leader() && last_snapshot.is_some() {
+            let current = engine.shadowed().current();
+            shadow_events.publish(&recorder, current, &world.raw).await;
         }
         if leadership.is_leader() {
             if let Some((snap, version)) = &last_snapshot {
