@@ -40,6 +40,7 @@ pub struct Options {
 struct DebugState {
     cache: Arc<Cache>,
     version: Mutex<(u64, bool)>,
+    model: crate::engine::ModelHandle,
 }
 
 impl crate::admin::DebugSource for DebugState {
@@ -49,6 +50,9 @@ impl crate::admin::DebugSource for DebugState {
     }
     fn nodes_json(&self) -> serde_json::Value {
         serde_json::to_value(self.cache.node_states()).unwrap_or_default()
+    }
+    fn model(&self) -> Option<Arc<crate::ir::Model>> {
+        Some(self.model.get())
     }
     fn ready(&self) -> bool {
         self.version.lock().map(|v| v.1).unwrap_or(false)
@@ -462,6 +466,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let debug = Arc::new(DebugState {
         cache: cache.clone(),
         version: Mutex::new((0, false)),
+        model: crate::engine::ModelHandle::default(),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
@@ -527,7 +532,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             instance: Some(opts.identity.clone()),
         },
     );
-    let mut engine = Engine::new(cache.clone());
+    let mut engine = Engine::new(cache.clone()).with_model_handle(debug.model.clone());
     let mut pool = AddressPool::parse(&opts.address_pool)?;
     let mut world = World::new(&opts.controller_name);
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;

@@ -1,5 +1,6 @@
 //! Kubernetes provider: watches (watch.rs), status writes (status.rs),
-//! leader election (lease.rs) and Events for shadowed rules (events.rs). The controller loop lives in `crate::controller`.
+//! leader election (lease.rs) and Events for shadowed rules (events.rs). The
+//! controller loop lives in `crate::controller`.
 
 pub mod events;
 pub mod lease;
