@@ -334,18 +334,26 @@ fn act(
             }
         }
         ir::RouteAction::Redirect(r) => {
-            let scheme = r.scheme.clone().unwrap_or_else(|| {
-                if req.protocol == Protocol::Https {
-                    "https"
-                } else {
-                    "http"
+            // Envoy's RedirectAction: a hostname replaces the Host (port
+            // included); without one the Host keeps its port unless a port is
+            // set, or the scheme changes from one whose default port it is.
+            let from = if req.protocol == Protocol::Https {
+                "https"
+            } else {
+                "http"
+            };
+            let scheme = r.scheme.clone().unwrap_or_else(|| from.to_string());
+            let host = match (&r.hostname, super::request::split_host_port(&req.host)) {
+                (Some(h), _) => h.clone(),
+                (None, (h, Some(p)))
+                    if r.port.is_some()
+                        || (scheme != from
+                            && ((from, p) == ("http", "80") || (from, p) == ("https", "443"))) =>
+                {
+                    h.to_string()
                 }
-                .to_string()
-            });
-            let host = r
-                .hostname
-                .clone()
-                .unwrap_or_else(|| super::request::split_host_port(&req.host).0.to_string());
+                (None, _) => req.host.clone(),
+            };
             let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
             let new_path = r
                 .path

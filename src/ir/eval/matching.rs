@@ -57,15 +57,46 @@ pub fn select_vhost<'a>(rc: &'a ir::RouteConfig, host: &str) -> Option<&'a ir::V
 }
 
 /// Splits `:path` into the normalized path and the raw query string, as the
-/// HTTP connection manager does before routing (`normalize_path`,
-/// `merge_slashes`); a fragment is dropped.
+/// HTTP connection manager does before routing (`normalize_path`: escaped
+/// unreserved characters decoded, other escapes upper-cased, dot segments
+/// removed; then `merge_slashes`); a fragment is dropped.
 pub fn split_path(raw: &str) -> (String, Option<String>) {
     let raw = raw.split('#').next().unwrap_or("");
     let (path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q.to_string())),
         None => (raw, None),
     };
-    (merge_slashes(&remove_dot_segments(path)), query)
+    let decoded = decode_unreserved(path);
+    (merge_slashes(&remove_dot_segments(&decoded)), query)
+}
+
+/// `%41` → `A` for RFC 3986 unreserved characters; other escapes keep
+/// their meaning with upper-case hex digits.
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let c = char::from(u8::try_from(h * 16 + l).unwrap_or(0));
+                if c.is_ascii_alphanumeric() || "-._~".contains(c) {
+                    out.push(c);
+                } else {
+                    out.push('%');
+                    out.push(char::from(b[i + 1]).to_ascii_uppercase());
+                    out.push(char::from(b[i + 2]).to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        let ch = path[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
 }
 
 /// RFC 3986 section 5.2.4.
@@ -91,56 +122,38 @@ fn remove_dot_segments(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+/// Envoy's `merge_slashes`: when the path has `//`, its non-empty segments
+/// joined with one `/`, keeping a leading and a trailing slash (so `//`
+/// stays `//`).
 fn merge_slashes(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        if !(c == '/' && out.ends_with('/')) {
-            out.push(c);
-        }
+    if !path.contains("//") {
+        return path.to_string();
     }
-    out
+    let prefix = if path.starts_with('/') { "/" } else { "" };
+    let suffix = if path.ends_with('/') { "/" } else { "" };
+    let inner: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    format!("{prefix}{}{suffix}", inner.join("/"))
 }
 
-/// The value Envoy matches for a header: every occurrence joined with `,`.
-pub fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
+/// The values Envoy matches a header condition against: each occurrence
+/// (a condition holds when one of them matches).
+pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim())
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
+        .collect()
 }
 
-/// The first value of query parameter `name` (both percent-decoded).
-pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+/// The first value of query parameter `name`, compared raw (Envoy does not
+/// percent-decode it for matching).
+pub fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
-        })
-        .find(|(k, _)| k == name)
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether a path match holds for a normalized path.
@@ -189,16 +202,21 @@ pub fn route_holds(
         held.push(format!("method {method}"));
     }
     for h in &m.headers {
-        match header_value(req.headers, &h.name) {
-            Some(v) if string_holds(&h.value, &v, re)? => {
-                held.push(format!("header {}", describe(h)));
+        let mut any = false;
+        for v in header_values(req.headers, &h.name) {
+            if string_holds(&h.value, v, re)? {
+                any = true;
+                break;
             }
-            _ => return Ok(None),
         }
+        if !any {
+            return Ok(None);
+        }
+        held.push(format!("header {}", describe(h)));
     }
     for q in &m.query_params {
         match query_value(req.query, &q.name) {
-            Some(v) if string_holds(&q.value, &v, re)? => {
+            Some(v) if string_holds(&q.value, v, re)? => {
                 held.push(format!("query {}", describe(q)));
             }
             _ => return Ok(None),
@@ -237,6 +255,12 @@ mod tests {
             ("/a/.", "/a/"),
             ("/a/b/..", "/a/"),
             ("/", "/"),
+            ("//", "//"),
+            ("///", "//"),
+            ("//static//x", "/static/x"),
+            ("/a//", "/a/"),
+            ("/%73tatic/%7e%2fx", "/static/~%2Fx"),
+            ("/a/%2E%2E/b", "/b"),
         ];
         for (raw, want) in cases {
             assert_eq!(split_path(raw).0, want, "{raw}");
@@ -267,16 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn headers_join_and_query_takes_the_first_value() {
+    fn each_header_occurrence_counts_and_query_takes_the_first_raw_value() {
         let h = vec![
             ("X-A".to_string(), "1".to_string()),
             ("x-a".to_string(), " 2 ".to_string()),
         ];
-        assert_eq!(header_value(&h, "x-a").as_deref(), Some("1,2"));
-        assert_eq!(header_value(&h, "x-b"), None);
-        assert_eq!(query_value(Some("a=1&a=2"), "a").as_deref(), Some("1"));
-        assert_eq!(query_value(Some("b&a=%41"), "a").as_deref(), Some("A"));
-        assert_eq!(query_value(Some("b&a=x"), "b").as_deref(), Some(""));
+        assert_eq!(header_values(&h, "x-a"), vec!["1", "2"]);
+        assert!(header_values(&h, "x-b").is_empty());
+        assert_eq!(query_value(Some("a=1&a=2"), "a"), Some("1"));
+        assert_eq!(query_value(Some("b&a=%41"), "a"), Some("%41"));
+        assert_eq!(query_value(Some("b&a=x"), "b"), Some(""));
         assert_eq!(query_value(Some("A=1"), "a"), None);
         assert_eq!(query_value(None, "a"), None);
     }
