@@ -36,7 +36,7 @@ pub(super) fn evaluate(
                     l.port
                 ),
                 None => format!(
-                    "no listener hostname on port {} matches Host {host} more specifically than this listener (no hostname)",
+                    "no listener on port {} has a hostname matching Host {host}; this one (no hostname) takes it",
                     l.port
                 ),
             };
