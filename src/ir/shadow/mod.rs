@@ -13,7 +13,7 @@
 //! several) and compares regular expressions as text. What the reporting
 //! side does with the result is in [`report`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -67,16 +67,12 @@ pub struct Shadowed {
 /// matches on one path, each with many conditions, get there).
 const BUDGET: usize = 1024;
 
+/// Up to this many entries, a virtual host is checked pair by pair.
+const SMALL: usize = 16;
+
 /// Every shadowed rule of the model, sorted by rule.
 pub fn shadowed(model: &Model) -> Vec<Shadowed> {
-    let mut acc = Accumulator::default();
-    let mut seen: HashSet<*const VirtualHost> = HashSet::new();
-    for vh in virtual_hosts(model) {
-        if seen.insert(Arc::as_ptr(vh)) {
-            acc.add(vh, &scan(vh));
-        }
-    }
-    acc.finish()
+    Detector::default().update(model)
 }
 
 /// Every virtual host of every HTTP route table of the model.
@@ -143,6 +139,23 @@ fn segment_prefix(p: &str, q: &str) -> bool {
 /// entry is never covered by another match of its own rule (that one is
 /// covered transitively, or the rule is reachable through it).
 fn scan(vh: &VirtualHost) -> Vec<Option<usize>> {
+    if vh.routes.len() <= SMALL {
+        scan_pairs(vh)
+    } else {
+        scan_indexed(vh)
+    }
+}
+
+/// [`scan`] by trying every earlier entry (small virtual hosts).
+fn scan_pairs(vh: &VirtualHost) -> Vec<Option<usize>> {
+    let m = |i: usize| &vh.routes[i].matcher;
+    (0..vh.routes.len())
+        .map(|i| (0..i).find(|&c| !same_rule(vh, c, i) && covers(m(c), m(i))))
+        .collect()
+}
+
+/// [`scan`] through an index of the entries seen so far.
+fn scan_indexed(vh: &VirtualHost) -> Vec<Option<usize>> {
     let mut index = Index::default();
     let mut out = Vec::with_capacity(vh.routes.len());
     for (i, r) in vh.routes.iter().enumerate() {
@@ -357,60 +370,159 @@ fn hostnames(vh: &VirtualHost) -> Vec<&str> {
     out
 }
 
-#[derive(Default)]
-struct RuleState {
-    reachable: bool,
-    covers: BTreeSet<Cover>,
+/// What one virtual host says about each rule in it: `None` when an entry
+/// of the rule is reachable there, else the covers of its entries.
+type Verdict = Vec<(RuleRef, Option<Vec<Cover>>)>;
+
+fn verdict(vh: &VirtualHost) -> Verdict {
+    let found = scan(vh);
+    // Hostnames are only needed to describe covers.
+    let hosts = if found.iter().any(Option::is_some) {
+        hostnames(vh)
+    } else {
+        Vec::new()
+    };
+    let mut rules: Vec<(RuleRef, Option<BTreeSet<Cover>>)> = Vec::new();
+    // Where each rule is in `rules` (large virtual hosts only; small ones
+    // are searched).
+    let mut at: HashMap<RuleRef, usize> = HashMap::new();
+    let small = vh.routes.len() <= SMALL;
+    for (i, r) in vh.routes.iter().enumerate() {
+        let s = &r.source;
+        let rule = RuleRef {
+            kind: s.kind,
+            route: s.route.clone(),
+            rule: s.rule,
+        };
+        let pos = if small {
+            rules.iter().position(|(r, _)| *r == rule)
+        } else {
+            at.get(&rule).copied()
+        };
+        let pos = pos.unwrap_or_else(|| {
+            if !small {
+                at.insert(rule.clone(), rules.len());
+            }
+            rules.push((rule, Some(BTreeSet::new())));
+            rules.len() - 1
+        });
+        let st = &mut rules[pos].1;
+        let Some(covers) = st else { continue };
+        let Some(c) = found.get(i).copied().flatten() else {
+            *st = None;
+            continue;
+        };
+        let by = &vh.routes[c].source;
+        covers.insert(Cover {
+            match_index: s.match_index,
+            hostname: hosts[i].to_string(),
+            by: EntryRef {
+                kind: by.kind,
+                route: by.route.clone(),
+                rule: by.rule,
+                match_index: by.match_index,
+            },
+            by_hostname: hosts[c].to_string(),
+        });
+    }
+    rules
+        .into_iter()
+        .map(|(r, c)| (r, c.map(|c| c.into_iter().collect())))
+        .collect()
 }
 
-#[derive(Default)]
-struct Accumulator {
-    rules: BTreeMap<RuleRef, RuleState>,
+/// In how many virtual hosts a rule appears, and is shadowed.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    present: u32,
+    shadowed: u32,
 }
 
-impl Accumulator {
-    fn add(&mut self, vh: &VirtualHost, found: &[Option<usize>]) {
-        let hosts = hostnames(vh);
-        for (i, r) in vh.routes.iter().enumerate() {
-            let s = &r.source;
-            let rule = RuleRef {
-                kind: s.kind,
-                route: s.route.clone(),
-                rule: s.rule,
-            };
-            let st = self.rules.entry(rule).or_default();
-            if st.reachable {
+/// The shadowed rules, kept up to date across translations: only virtual
+/// hosts that are new since the last update are examined (an incremental
+/// translation rebuilds just the ones a change touched; the others are the
+/// same shared values, recognised by address).
+#[derive(Default)]
+pub struct Detector {
+    /// Examined virtual hosts by address, each kept alive while here (so
+    /// the address stays its own) with its verdict.
+    vhosts: HashMap<usize, (Arc<VirtualHost>, Verdict)>,
+    counts: HashMap<RuleRef, Counts>,
+    /// Rules shadowed in at least one virtual host: their covers there.
+    local: HashMap<RuleRef, HashMap<usize, Vec<Cover>>>,
+}
+
+impl Detector {
+    /// Every shadowed rule of `model`, sorted by rule.
+    pub fn update(&mut self, model: &Model) -> Vec<Shadowed> {
+        let mut now: HashMap<usize, &Arc<VirtualHost>> = HashMap::new();
+        for vh in virtual_hosts(model) {
+            now.entry(Arc::as_ptr(vh) as usize).or_insert(vh);
+        }
+        let gone: Vec<usize> = self
+            .vhosts
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some((_, v)) = self.vhosts.remove(&k) {
+                self.count(k, &v, false);
+            }
+        }
+        for (k, vh) in now {
+            if self.vhosts.contains_key(&k) {
                 continue;
             }
-            let Some(c) = found.get(i).copied().flatten() else {
-                st.reachable = true;
-                st.covers.clear();
-                continue;
-            };
-            let by = &vh.routes[c].source;
-            st.covers.insert(Cover {
-                match_index: s.match_index,
-                hostname: hosts[i].to_string(),
-                by: EntryRef {
-                    kind: by.kind,
-                    route: by.route.clone(),
-                    rule: by.rule,
-                    match_index: by.match_index,
-                },
-                by_hostname: hosts[c].to_string(),
-            });
+            let v = verdict(vh);
+            self.count(k, &v, true);
+            self.vhosts.insert(k, (vh.clone(), v));
         }
+        let mut out: Vec<Shadowed> = self
+            .local
+            .iter()
+            .filter(|(r, _)| self.counts.get(*r).is_some_and(|c| c.present == c.shadowed))
+            .map(|(r, by_vhost)| {
+                let covers: BTreeSet<&Cover> = by_vhost.values().flatten().collect();
+                Shadowed {
+                    rule: r.clone(),
+                    covers: covers.into_iter().cloned().collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.rule.cmp(&b.rule));
+        out
     }
 
-    fn finish(self) -> Vec<Shadowed> {
-        self.rules
-            .into_iter()
-            .filter(|(_, st)| !st.reachable)
-            .map(|(rule, st)| Shadowed {
-                rule,
-                covers: st.covers.into_iter().collect(),
-            })
-            .collect()
+    /// Adds (or removes) what the virtual host at `key` says.
+    fn count(&mut self, key: usize, v: &Verdict, add: bool) {
+        let step = |n: &mut u32| {
+            if add {
+                *n += 1
+            } else {
+                *n = n.saturating_sub(1)
+            }
+        };
+        for (rule, covers) in v {
+            let c = self.counts.entry(rule.clone()).or_default();
+            step(&mut c.present);
+            if covers.is_some() {
+                step(&mut c.shadowed);
+            }
+            if c.present == 0 {
+                self.counts.remove(rule);
+            }
+            let Some(covers) = covers else { continue };
+            let by_vhost = self.local.entry(rule.clone()).or_default();
+            if add {
+                by_vhost.insert(key, covers.clone());
+            } else {
+                by_vhost.remove(&key);
+                if by_vhost.is_empty() {
+                    self.local.remove(rule);
+                }
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{shadowed, Cover, RuleRef, Shadowed};
+use super::{Cover, Detector, RuleRef, Shadowed};
 use crate::inputs::{Kind, ObjKey};
 use crate::ir::Model;
 
@@ -62,6 +62,7 @@ impl Shadowed {
 /// The shadowed rules as of the last translation.
 #[derive(Default)]
 pub struct Tracker {
+    detector: Detector,
     current: BTreeMap<RuleRef, Shadowed>,
     /// Notes by route, in rule order.
     notes: BTreeMap<(Kind, ObjKey), Vec<String>>,
@@ -72,7 +73,9 @@ impl Tracker {
     /// shadowed (a warning each) and those that no longer are, and sets the
     /// gauge. Returns whether anything changed.
     pub fn update(&mut self, model: &Model) -> bool {
-        let found: BTreeMap<RuleRef, Shadowed> = shadowed(model)
+        let found: BTreeMap<RuleRef, Shadowed> = self
+            .detector
+            .update(model)
             .into_iter()
             .map(|s| (s.rule.clone(), s))
             .collect();
