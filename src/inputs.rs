@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::{
     gatewayclasses::GatewayClass, gateways::Gateway, grpcroutes::GrpcRoute, httproutes::HttpRoute,
     listenersets::ListenerSet, referencegrants::ReferenceGrant, tcproutes::TcpRoute,
@@ -19,6 +18,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+pub use self::policy::BackendTlsPolicy;
 
 use crate::kinds::Retranslate;
 pub use crate::kinds::{Kind, GATEWAY_GROUP};
@@ -364,6 +365,105 @@ impl Inputs {
     /// Number of objects of every kind (for logs and metrics).
     pub fn object_count(&self) -> usize {
         crate::kinds::all().map(|k| (k.store.len)(self)).sum()
+    }
+}
+
+/// BackendTLSPolicy (`gateway.networking.k8s.io/v1`, Gateway API v1.6.1), as
+/// our own typed model: every field of the v1.6.1 CRD, with the enums as
+/// strings so a value this version does not know (a new SAN type) reaches
+/// the translator, which reports it on the policy and fails closed, instead
+/// of failing to decode (which would leave the backend without a policy,
+/// that is, in plaintext).
+pub mod policy {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct BackendTlsPolicy {
+        #[serde(
+            rename = "apiVersion",
+            default,
+            skip_serializing_if = "String::is_empty"
+        )]
+        pub api_version: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub kind: String,
+        #[serde(default)]
+        pub metadata: ObjectMeta,
+        pub spec: BackendTlsPolicySpec,
+        /// Written by controllers, never read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<serde_json::Value>,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BackendTlsPolicySpec {
+        #[serde(default)]
+        pub target_refs: Vec<TargetRef>,
+        #[serde(default)]
+        pub validation: Validation,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub options: Option<BTreeMap<String, String>>,
+    }
+
+    /// `LocalPolicyTargetReferenceWithSectionName`.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TargetRef {
+        #[serde(default)]
+        pub group: String,
+        #[serde(default)]
+        pub kind: String,
+        #[serde(default)]
+        pub name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub section_name: Option<String>,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Validation {
+        #[serde(
+            rename = "caCertificateRefs",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub ca_certificate_refs: Option<Vec<LocalObjectRef>>,
+        #[serde(
+            rename = "wellKnownCACertificates",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub well_known_ca_certificates: Option<String>,
+        #[serde(default)]
+        pub hostname: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub subject_alt_names: Option<Vec<SubjectAltName>>,
+    }
+
+    /// `LocalObjectReference`.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct LocalObjectRef {
+        #[serde(default)]
+        pub group: String,
+        #[serde(default)]
+        pub kind: String,
+        #[serde(default)]
+        pub name: String,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    pub struct SubjectAltName {
+        /// `Hostname` or `URI` in v1.6.1.
+        #[serde(rename = "type", default)]
+        pub type_: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub uri: Option<String>,
     }
 }
 

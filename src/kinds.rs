@@ -51,6 +51,9 @@ pub enum StatusWrite {
     /// `status.parents`, shared with other controllers: only the entries
     /// whose `controllerName` is ours (see `provider::kube::status`).
     RouteParents,
+    /// `status.ancestors` of a policy, shared with other controllers: only
+    /// the entries whose `controllerName` is ours (see `status::policy_ancestors`).
+    PolicyAncestors,
 }
 
 /// How much of the translation a change to an object of the kind redoes.
@@ -277,6 +280,7 @@ const TABLE: [KindInfo; 15] = [
         kind: Kind::BackendTLSPolicy,
         name: "BackendTLSPolicy",
         plural: "backendtlspolicies",
+        status: StatusWrite::PolicyAncestors,
         store: keyed!(backend_tls_policies),
         ..ROW
     },

@@ -114,8 +114,21 @@ pub enum ObjectStatus {
     },
     /// Routes: only the entries for parentRefs Switchyard owns.
     Route { parents: Vec<RouteParentStatus> },
-    /// Objects with plain conditions (e.g. BackendTLSPolicy ancestors later).
+    /// Objects with plain conditions.
     Conditions { conditions: Vec<Condition> },
+    /// A policy (BackendTLSPolicy): its status per ancestor (Gateway).
+    Policy {
+        ancestors: Vec<PolicyAncestorStatus>,
+    },
+}
+
+/// `PolicyAncestorStatus`: a policy's conditions for one ancestor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: ParentRef,
+    pub controller_name: String,
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -230,5 +243,138 @@ pub fn without_times(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(without_times).collect()),
         other => other.clone(),
+    }
+}
+
+/// A policy's `status.ancestors` after merging our entries into what the
+/// API server holds (`policy`): entries of other controllers are kept as
+/// they are, at their place; ours are replaced in place (keeping each
+/// condition's `lastTransitionTime` while its status holds), removed when
+/// no longer wanted, and new ones appended, up to 16 entries in all.
+/// `None` when nothing changes (or there is nothing of ours to write).
+pub fn policy_ancestors(
+    policy: &Value,
+    ours: Option<&ObjectStatus>,
+    controller_name: &str,
+    now: &str,
+) -> Option<Vec<Value>> {
+    const MAX: usize = 16;
+    let mine: Vec<Value> = match ours {
+        Some(ObjectStatus::Policy { ancestors }) => ancestors
+            .iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let current: &[Value] = policy
+        .pointer("/status/ancestors")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let is_ours =
+        |a: &Value| a.get("controllerName").and_then(Value::as_str) == Some(controller_name);
+    if mine.is_empty() && !current.iter().any(is_ours) {
+        return None;
+    }
+    let policy_ns = policy
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let key = |a: &Value| {
+        let r = a.get("ancestorRef");
+        let s = |k: &str, d: &str| {
+            r.and_then(|r| r.get(k))
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .unwrap_or(d)
+                .to_string()
+        };
+        (
+            s("group", crate::inputs::GATEWAY_GROUP),
+            s("kind", "Gateway"),
+            s("namespace", policy_ns),
+            s("name", ""),
+            s("sectionName", ""),
+        )
+    };
+    let others = current.iter().filter(|a| !is_ours(a)).count();
+    let mut wanted = mine;
+    wanted.truncate(MAX.saturating_sub(others));
+    let mut placed = vec![false; wanted.len()];
+    let mut merged = Vec::new();
+    for cur in current {
+        if !is_ours(cur) {
+            merged.push(cur.clone());
+            continue;
+        }
+        let slot = (0..wanted.len()).find(|&j| !placed[j] && key(&wanted[j]) == key(cur));
+        if let Some(j) = slot {
+            let mut v = wanted[j].clone();
+            stamp_conditions(&mut v, Some(cur), now);
+            merged.push(v);
+            placed[j] = true;
+        }
+    }
+    for (j, w) in wanted.into_iter().enumerate() {
+        if !placed[j] {
+            let mut v = w;
+            stamp_conditions(&mut v, None, now);
+            merged.push(v);
+        }
+    }
+    let same = merged.len() == current.len()
+        && merged
+            .iter()
+            .zip(current)
+            .all(|(a, b)| without_times(a) == without_times(b));
+    (!same).then_some(merged)
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ours(gw: &str, ok: bool) -> ObjectStatus {
+        ObjectStatus::Policy {
+            ancestors: vec![PolicyAncestorStatus {
+                ancestor_ref: ParentRef {
+                    group: crate::inputs::GATEWAY_GROUP.into(),
+                    kind: "Gateway".into(),
+                    namespace: Some("apps".into()),
+                    name: gw.into(),
+                    section_name: None,
+                    port: None,
+                },
+                controller_name: "me".into(),
+                conditions: vec![Condition::new("Accepted", ok, "Accepted", "m", 1)],
+            }],
+        }
+    }
+
+    #[test]
+    fn policy_ancestors_keep_other_controllers_and_skip_unchanged() {
+        let other =
+            json!({"ancestorRef": {"name": "x"}, "controllerName": "other", "conditions": []});
+        let p =
+            json!({"metadata": {"namespace": "apps"}, "status": {"ancestors": [other.clone()]}});
+        let merged = policy_ancestors(&p, Some(&ours("gw", true)), "me", "T1").expect("written");
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0], other);
+        assert_eq!(merged[1]["conditions"][0]["lastTransitionTime"], "T1");
+        // Written already: nothing to do; then a change keeps the entry's place.
+        let p = json!({"metadata": {"namespace": "apps"}, "status": {"ancestors": merged}});
+        assert_eq!(
+            policy_ancestors(&p, Some(&ours("gw", true)), "me", "T2"),
+            None
+        );
+        let next = policy_ancestors(&p, Some(&ours("gw", false)), "me", "T2").expect("changed");
+        assert_eq!(next[1]["conditions"][0]["lastTransitionTime"], "T2");
+        // Nothing of ours any more: our entry goes, the other stays.
+        let gone = policy_ancestors(&p, None, "me", "T3").expect("removed");
+        assert_eq!(gone, vec![other]);
+        // Another controller's policy with nothing of ours: untouched.
+        let theirs = json!({"status": {"ancestors": [gone[0].clone()]}});
+        assert_eq!(policy_ancestors(&theirs, None, "me", "T3"), None);
     }
 }

@@ -316,6 +316,11 @@ fn mark_undecodable(status: &mut StatusSet, undecodable: &BTreeMap<(Kind, ObjKey
             | ObjectStatus::Gateway { conditions, .. }
             | ObjectStatus::ListenerSet { conditions, .. }
             | ObjectStatus::Conditions { conditions } => mark(conditions, reasons::INVALID),
+            ObjectStatus::Policy { ancestors } => {
+                for a in ancestors.iter_mut() {
+                    mark(&mut a.conditions, reasons::INVALID);
+                }
+            }
         }
     }
 }

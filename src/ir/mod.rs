@@ -386,6 +386,41 @@ pub struct Cluster {
     /// session to one cluster, so weights become locality weights of one
     /// cluster). Empty for a plain Service port cluster.
     pub split: Vec<SplitMember>,
+    /// TLS to the backend (a BackendTLSPolicy applies to this Service port).
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How Envoy originates TLS to a backend: from the BackendTLSPolicy that
+/// applies to the Service port, and the Gateway's client certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// The BackendTLSPolicy this comes from.
+    pub policy: ObjKey,
+    /// SNI sent to the backend (`validation.hostname`).
+    pub sni: String,
+    pub trusted_ca: TrustedCa,
+    /// The backend's certificate must carry one of these (never empty: the
+    /// translator puts `hostname` here when the policy names no SAN).
+    pub subject_alt_names: Vec<SubjectAltName>,
+    /// SDS secret of the Gateway's client certificate
+    /// (`spec.tls.backend.clientCertificateRef`), if any.
+    pub client_certificate: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustedCa {
+    /// PEM bundle from the policy's `caCertificateRefs`.
+    Pem(String),
+    /// A CA bundle file on the Envoy host (`wellKnownCACertificates: System`).
+    File(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectAltName {
+    Dns(String),
+    Uri(String),
 }
 
 /// One backend of a weight-split cluster: its endpoints form one locality.

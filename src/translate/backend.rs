@@ -172,8 +172,24 @@ fn service_cluster(
             message: format!("Service {key} port {port} is {port_protocol}, not {wanted}"),
         });
     }
+    // A BackendTLSPolicy that applies but cannot be honoured fails closed.
+    let tls = match super::backend_tls::for_port(inputs, &key, sp.name.as_deref().unwrap_or("")) {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(_)) if carrier == Carrier::Udp => {
+            return Err(RefError {
+                reason: super::backend_tls::reason::INVALID_BACKEND_TLS_POLICY,
+                message: format!("Service {key} port {port} has a BackendTLSPolicy, and TLS cannot be originated over UDP: the backend is not used"),
+            })
+        }
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
     let protocol = match sp.app_protocol.as_deref() {
         Some("kubernetes.io/h2c") | Some("h2c") => ir::UpstreamProtocol::H2c,
+        // HTTP/1.1 over the policy's TLS.
+        Some(p) if tls.is_some() && (p.eq_ignore_ascii_case("https") || p == "kubernetes.io/https") => {
+            ir::UpstreamProtocol::Http1
+        }
         None | Some("http") | Some("kubernetes.io/ws") => ir::UpstreamProtocol::Http1,
         // TCP and UDP bytes go through whatever the application speaks.
         Some(_) if carrier != Carrier::Http => ir::UpstreamProtocol::Http1,
@@ -198,6 +214,7 @@ fn service_cluster(
         protocol,
         endpoints: endpoints(inputs, &key, sp.name.as_deref().unwrap_or("")),
         split: Vec::new(),
+        tls,
     })
 }
 

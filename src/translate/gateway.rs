@@ -247,8 +247,9 @@ fn gateway_state(
     {
         unsupported_fields.push("spec.infrastructure.parametersRef".into());
     }
-    if gw.spec.tls.is_some() {
-        unsupported_fields.push("spec.tls".into());
+    // spec.tls.backend is honoured (translate/backend_tls.rs).
+    if gw.spec.tls.as_ref().is_some_and(|t| t.frontend.is_some()) {
+        unsupported_fields.push("spec.tls.frontend".into());
     }
     // What the API server would have refused: inside a listener, that
     // listener is not accepted; anywhere else, the Gateway is not.

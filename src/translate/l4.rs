@@ -189,6 +189,7 @@ fn compile_rule(
                 protocol: ir::UpstreamProtocol::Http1,
                 endpoints: Vec::new(),
                 split,
+                tls: None,
             },
         );
         out = vec![ir::WeightedBackend {

@@ -10,6 +10,7 @@ use crate::status::{ObjectStatus, StatusSet};
 
 mod attach;
 pub mod backend;
+pub mod backend_tls;
 pub mod conditions;
 mod gateway;
 mod gatewayclass;
@@ -136,10 +137,14 @@ impl Translator {
         let st = self.state.get_or_insert_with(|| State::new(inputs));
         let mut model = ir::Model::default();
         for gw in st.gateways.values() {
-            model
-                .gateways
-                .insert(gw.key.clone(), st.routes.gateway_ir(gw));
+            let mut gw_ir = st.routes.gateway_ir(gw);
+            if let Some(Ok(cert)) = backend_tls::client_certificate(inputs, &gw.key) {
+                backend_tls::apply_client_certificate(&mut gw_ir, &cert);
+            }
+            model.gateways.insert(gw.key.clone(), gw_ir);
         }
+        let (mut touched, mut previous) = (touched, previous);
+        st.sync_policy_status(inputs, &model, touched.as_mut(), &mut previous);
         Update {
             model: std::sync::Arc::new(model),
             full,
@@ -166,7 +171,7 @@ impl State {
         }
         routes.refresh();
         for gw in gateways.values() {
-            status.objects.extend(gw.statuses());
+            status.objects.extend(gateway_statuses(inputs, gw));
         }
         State {
             gateways,
@@ -211,7 +216,7 @@ impl State {
         self.routes.refresh();
         // attachedRoutes counts may have moved.
         for gw in self.gateways.values() {
-            for (key, new) in gw.statuses() {
+            for (key, new) in gateway_statuses(inputs, gw) {
                 if self.status.objects.get(&key) != Some(&new) {
                     if let Some(old) = self.status.objects.insert(key.clone(), new) {
                         previous.objects.insert(key.clone(), old);
@@ -222,6 +227,64 @@ impl State {
         }
         (touched, previous)
     }
+}
+
+impl State {
+    /// Brings BackendTLSPolicy statuses up to date with `model` (their
+    /// ancestors are the Gateways whose routes use their Services).
+    fn sync_policy_status(
+        &mut self,
+        inputs: &Inputs,
+        model: &ir::Model,
+        mut touched: Option<&mut Vec<(Kind, ObjKey)>>,
+        previous: &mut StatusSet,
+    ) {
+        let new = backend_tls::statuses(inputs, model);
+        let start = (Kind::BackendTLSPolicy, ObjKey::default());
+        let gone: Vec<(Kind, ObjKey)> = self
+            .status
+            .objects
+            .range(start..)
+            .take_while(|((k, _), _)| *k == Kind::BackendTLSPolicy)
+            .map(|(k, _)| k.clone())
+            .filter(|k| !new.contains_key(k))
+            .collect();
+        let mut note = |k: (Kind, ObjKey), old: Option<ObjectStatus>| {
+            if let Some(t) = touched.as_deref_mut() {
+                if let Some(old) = old {
+                    previous.objects.insert(k.clone(), old);
+                }
+                t.push(k);
+            }
+        };
+        for k in gone {
+            let old = self.status.objects.remove(&k);
+            note(k, old);
+        }
+        for (k, v) in new {
+            if self.status.objects.get(&k) != Some(&v) {
+                let old = self.status.objects.insert(k.clone(), v);
+                note(k, old);
+            }
+        }
+    }
+}
+
+/// A Gateway's statuses (and its ListenerSets'), with the `ResolvedRefs`
+/// condition of its backend client certificate when it names one.
+fn gateway_statuses(
+    inputs: &Inputs,
+    gw: &gateway::GatewayState,
+) -> Vec<((Kind, ObjKey), ObjectStatus)> {
+    let mut out = gw.statuses();
+    if let Some(c) = backend_tls::gateway_condition(inputs, &gw.key, gw.generation) {
+        for ((kind, _), st) in out.iter_mut() {
+            if let (Kind::Gateway, ObjectStatus::Gateway { conditions, .. }) = (*kind, st) {
+                conditions.push(c.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Generation of an object (1 when the manifest has none, as in standalone files).

@@ -75,6 +75,11 @@ pub fn desired(
                 dropped_parents: merged.dropped,
             }
         }
+        StatusWrite::PolicyAncestors => StatusPatch {
+            status: crate::status::policy_ancestors(current, ours, controller_name, now)
+                .map(|a| json!({ "ancestors": a })),
+            dropped_parents: 0,
+        },
     }
 }
 

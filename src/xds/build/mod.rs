@@ -17,6 +17,7 @@ use sha2::Digest;
 use super::{type_url, Resource, ResourceSet, Snapshot};
 use crate::ir;
 
+mod cluster_tls;
 mod listener;
 pub use listener::build_listener;
 
@@ -284,6 +285,9 @@ pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
             any(&opts),
         );
+    }
+    if let Some(t) = &c.tls {
+        cluster_tls::apply(&mut out, t, &c.protocol);
     }
     out
 }
