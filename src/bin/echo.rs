@@ -10,6 +10,11 @@
 //! * `--tls ADDR` (with `--tls-cert`/`--tls-key`): TLS-terminating TCP echo.
 //!   After the handshake the client receives `<name> sni=<SNI or ->\n`, then
 //!   everything is echoed as with `--tcp`.
+//! * `--https ADDR` (with `--tls-cert`/`--tls-key`): HTTPS (HTTP/1.1 or
+//!   HTTP/2), answered as `--listen` is, plus an `x-echo-sni` response header
+//!   naming the SNI the client sent. With `--https-client-ca FILE` the
+//!   client must present a certificate issued by that CA; `x-echo-client-cert`
+//!   then says `verified`.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -30,8 +35,12 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+#[path = "echo/https.rs"]
+mod https;
+use https::run_https;
+
 /// How long a TLS client gets to complete its handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,10 +49,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
              (HTTP), or echoes raw bytes (TCP, UDP, TLS)",
     group(
         ArgGroup::new("mode")
-            .args(["listen", "tcp", "udp", "tls"])
+            .args(["listen", "tcp", "udp", "tls", "https"])
             .required(true)
             .multiple(true)
-    )
+    ),
+    group(ArgGroup::new("tls_modes").args(["tls", "https"]).multiple(true))
 )]
 struct Args {
     /// HTTP/1.1 + h2c address to listen on (repeatable).
@@ -59,11 +69,17 @@ struct Args {
     /// `<name> sni=<SNI or ->\n`, then echoes. Needs --tls-cert and --tls-key.
     #[arg(long = "tls", value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
     tls: Vec<SocketAddr>,
-    /// PEM certificate chain for --tls.
-    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls")]
+    /// HTTPS address (repeatable): the HTTP echo over TLS. Needs --tls-cert and --tls-key.
+    #[arg(long = "https", value_name = "ADDR", requires_all = ["tls_cert", "tls_key"])]
+    https: Vec<SocketAddr>,
+    /// CA (PEM) that HTTPS clients' certificates must be issued by (client certificates required).
+    #[arg(long = "https-client-ca", value_name = "FILE", requires = "https")]
+    https_client_ca: Option<PathBuf>,
+    /// PEM certificate chain for --tls and --https.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_modes")]
     tls_cert: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls.
-    #[arg(long = "tls-key", value_name = "FILE", requires = "tls")]
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for --tls and --https.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_modes")]
     tls_key: Option<PathBuf>,
     /// Name reported in every response (default: $ECHO_NAME, $POD_NAME, hostname).
     #[arg(long)]
@@ -135,6 +151,15 @@ fn answer(
 
 /// Builds the TLS acceptor for `--tls` from PEM files (ring provider).
 fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    tls_acceptor_with(cert, key, None)
+}
+
+/// [`tls_acceptor`], requiring client certificates issued by `client_ca` when given.
+fn tls_acceptor_with(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
@@ -146,10 +171,14 @@ fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| anyhow::anyhow!("reading private key from {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| anyhow::anyhow!("TLS protocol versions: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| anyhow::anyhow!("TLS protocol versions: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => builder.with_client_cert_verifier(https::client_verifier(ca, provider)?),
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| anyhow::anyhow!("TLS certificate/key: {e}"))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
@@ -193,6 +222,24 @@ async fn main() -> anyhow::Result<()> {
         );
         accept_loops.spawn(run_udp(socket, name.clone()));
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        if !args.https.is_empty() {
+            let https = tls_acceptor_with(cert, key, args.https_client_ca.as_deref())?;
+            for addr in &args.https {
+                let listener = bind_tcp(*addr).await?;
+                eprintln!(
+                    "switchyard-echo {name} listening on {} (https)",
+                    listener.local_addr()?
+                );
+                accept_loops.spawn(run_https(
+                    listener,
+                    https.clone(),
+                    name.clone(),
+                    stop_rx.clone(),
+                ));
+            }
+        }
+    }
     if let Some(acceptor) = acceptor {
         for addr in args.tls {
             let listener = bind_tcp(addr).await?;
@@ -227,7 +274,7 @@ async fn bind_tcp(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Accepts connections forever, spawning `handle` for each one.
-async fn accept_loop<F, Fut>(listener: TcpListener, mut handle: F)
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, mut handle: F)
 where
     F: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -365,15 +412,34 @@ async fn run_udp(socket: UdpSocket, name: Arc<str>) {
 async fn serve(
     stream: tokio::net::TcpStream,
     name: Arc<str>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     // The address this connection arrived on (also right for wildcard binds).
     let Ok(local) = stream.local_addr() else {
         return;
     };
+    serve_io(stream, local, name, stop, Vec::new()).await;
+}
+
+/// Serves HTTP on one connection (any byte stream), adding `extra`
+/// headers to every response.
+pub(crate) async fn serve_io<S>(
+    stream: S,
+    local: SocketAddr,
+    name: Arc<str>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    extra: Vec<(&'static str, String)>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let resp = answer(&name, local, &req);
+        let mut resp = answer(&name, local, &req);
+        for (k, v) in &extra {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+                resp.headers_mut().insert(*k, v);
+            }
+        }
         async move { Ok::<_, Infallible>(resp) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -464,6 +530,29 @@ mod tests {
             "c",
             "--tls-key",
             "k"
+        ])
+        .is_err());
+        // --https takes the same files; alone it is a mode.
+        assert!(Args::try_parse_from(["echo", "--https", "127.0.0.1:1"]).is_err());
+        let a = Args::try_parse_from([
+            "echo",
+            "--https",
+            "127.0.0.1:1",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--https-client-ca",
+            "ca",
+        ])
+        .expect("https");
+        assert_eq!(a.https.len(), 1);
+        assert!(Args::try_parse_from([
+            "echo",
+            "--listen",
+            "127.0.0.1:1",
+            "--https-client-ca",
+            "ca"
         ])
         .is_err());
     }
