@@ -114,6 +114,9 @@ pub struct BackendState {
     pub reference_grant: Option<String>,
     /// Why it did not resolve (its share is answered with 500).
     pub problem: Option<String>,
+    /// TLS to the backend (a BackendTLSPolicy applies): policy, SNI, SANs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -207,7 +210,35 @@ pub(super) fn backends(
                 problem: origin
                     .and_then(|o| o.problem.as_ref())
                     .map(|(reason, message)| format!("{reason}: {message}")),
+                tls: cluster.and_then(|c| c.tls.as_ref()).map(tls_summary),
             }
         })
         .collect()
+}
+
+/// "TLS to the backend (BackendTLSPolicy ns/name), SNI x, SANs DNS:a, URI:b".
+fn tls_summary(t: &ir::UpstreamTls) -> String {
+    let sans: Vec<String> = t
+        .subject_alt_names
+        .iter()
+        .map(|s| match s {
+            ir::SubjectAltName::Dns(v) => format!("DNS:{v}"),
+            ir::SubjectAltName::Uri(v) => format!("URI:{v}"),
+        })
+        .collect();
+    let ca = match &t.trusted_ca {
+        ir::TrustedCa::Pem(_) => "CA from caCertificateRefs".to_string(),
+        ir::TrustedCa::File(f) => format!("system CAs ({f})"),
+    };
+    let client = t
+        .client_certificate
+        .as_ref()
+        .map(|c| format!(", client certificate {c}"))
+        .unwrap_or_default();
+    format!(
+        "TLS to the backend (BackendTLSPolicy {}), SNI {}, SANs {}, {ca}{client}",
+        t.policy,
+        t.sni,
+        sans.join(", ")
+    )
 }

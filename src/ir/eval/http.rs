@@ -322,6 +322,12 @@ fn act(
                     s.namespace, s.name
                 ));
             }
+            for s in &d.backends {
+                if let Some(t) = &s.tls {
+                    d.notes
+                        .push(format!("backend {}/{}: {t}", s.namespace, s.name));
+                }
+            }
             if let Some(t) = f.timeouts.request.filter(|t| !t.is_zero()) {
                 d.filters
                     .push(step("Timeouts", format!("request {}s", t.as_secs_f64())));
