@@ -301,6 +301,66 @@ pub struct Forward {
     pub backends: Vec<WeightedBackend>,
     pub rewrite: Option<Rewrite>,
     pub timeouts: Timeouts,
+    /// `rules[].retry`.
+    pub retry: Option<Retry>,
+    /// RequestMirror filters, in order; an unresolved one has no cluster
+    /// and is not configured (the primary route is unaffected).
+    pub mirrors: Vec<Mirror>,
+    /// The CORS filter.
+    pub cors: Option<Cors>,
+}
+
+/// HTTPRoute rule retries. Connection errors (connect failure, reset,
+/// refused stream, per-try timeout) are always retried.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Retry {
+    /// Response codes that are retried (`retry.codes`).
+    pub codes: Vec<u32>,
+    /// Retries after the first attempt (`retry.attempts`; `None`: Envoy's default, 1).
+    pub attempts: Option<u32>,
+    /// Minimum wait before a retry (`retry.backoff`; `None`: Envoy's 25 ms).
+    pub backoff: Option<std::time::Duration>,
+}
+
+/// One RequestMirror filter: a copy of each request (`numerator` out of
+/// `denominator` of them) goes to `cluster`; its answer is discarded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Mirror {
+    /// `None`: the backendRef did not resolve; nothing is mirrored.
+    pub cluster: Option<String>,
+    pub numerator: u32,
+    pub denominator: u32,
+    pub origin: Arc<BackendOrigin>,
+}
+
+/// The CORS filter of a rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Cors {
+    pub allow_origins: Vec<CorsOrigin>,
+    /// As written; `["*"]` allows every method.
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    /// Seconds (`maxAge`, 5 when unset).
+    pub max_age: u32,
+    pub allow_credentials: bool,
+}
+
+/// An allowed `Origin`: `scheme://host[:port]` where the host may start
+/// with `*` (any number of labels), or any origin at all.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorsOrigin {
+    Any,
+    /// Lower-cased. `wildcard`: the host is any name ending with `host`
+    /// (`*.example.com` → `.example.com`, `*` alone → empty). `port: None`:
+    /// the scheme's default port, written or not.
+    Origin {
+        scheme: String,
+        host: String,
+        wildcard: bool,
+        port: Option<u16>,
+    },
 }
 
 /// HTTPRoute rule timeouts. `Some(ZERO)` disables the timeout.

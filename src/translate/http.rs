@@ -74,11 +74,17 @@ pub(super) fn compile_route(
     let clusters: BTreeSet<String> = rules
         .iter()
         .filter_map(|r| match &r.action {
-            ir::RouteAction::Forward(f) => Some(f.backends.iter()),
+            ir::RouteAction::Forward(f) => Some(
+                f.backends
+                    .iter()
+                    .map(|b| &b.cluster)
+                    .chain(f.mirrors.iter().map(|m| &m.cluster)),
+            ),
             _ => None,
         })
         .flatten()
-        .filter_map(|b| b.cluster.clone())
+        .flatten()
+        .cloned()
         .collect();
     RouteCompile::assemble(
         age(&route.metadata, kind, key),
@@ -98,12 +104,6 @@ fn compile_rule(
     backends_cache: &mut backend::Backends,
     ref_error: &mut Option<RefError>,
 ) -> Result<CompiledRule, RuleError> {
-    if rule.retry.is_some() {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
-            "retry is not supported yet".into(),
-        ));
-    }
     if rule.session_persistence.is_some() {
         return Err((
             reasons::UNSUPPORTED_VALUE,
@@ -114,6 +114,7 @@ fn compile_rule(
     let json = serde_json::to_value(rule).unwrap_or_default();
     super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
     let timeouts = compile_timeouts(rule)?;
+    let retry = super::http_policy::retry(rule)?;
     // Matches.
     let default_match = [HttpRouteRulesMatches::default()];
     let spec_matches = rule
@@ -133,16 +134,34 @@ fn compile_rule(
     let mut response_headers = ir::HeaderMods::default();
     let mut redirect = None;
     let mut rewrite: Option<ir::Rewrite> = None;
+    let mut mirrors = Vec::new();
+    let mut cors = None;
     for (j, f) in rule.filters.iter().flatten().enumerate() {
-        apply_filter(
-            f,
-            &mut request_headers,
-            &mut response_headers,
-            &mut redirect,
-            &mut rewrite,
-            &matches,
-        )
-        .map_err(|(r, e)| (r, format!("filters[{j}]: {e}")))?;
+        let at = |(r, e): RuleError| (r, format!("filters[{j}]: {e}"));
+        match (&f.r#type, &f.request_mirror, &f.cors) {
+            (FType::RequestMirror, Some(m), _) => mirrors.push(
+                super::http_policy::mirror(inputs, kind, key, m, backends_cache, ref_error)
+                    .map_err(at)?,
+            ),
+            (FType::Cors, _, Some(c)) if cors.is_none() => {
+                cors = Some(super::http_policy::cors(c).map_err(at)?)
+            }
+            (FType::Cors, _, Some(_)) => {
+                return Err(at((
+                    reasons::UNSUPPORTED_VALUE,
+                    "only one CORS filter may be used in a rule".into(),
+                )))
+            }
+            _ => apply_filter(
+                f,
+                &mut request_headers,
+                &mut response_headers,
+                &mut redirect,
+                &mut rewrite,
+                &matches,
+            )
+            .map_err(at)?,
+        }
     }
     if redirect.is_some() && rewrite.is_some() {
         return Err((
@@ -155,6 +174,12 @@ fn compile_rule(
             return Err((
                 reasons::INCOMPATIBLE_FILTERS,
                 "RequestRedirect cannot be combined with backendRefs".into(),
+            ));
+        }
+        if !mirrors.is_empty() || cors.is_some() {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                "RequestMirror and CORS filters are not supported on a RequestRedirect rule".into(),
             ));
         }
         ir::RouteAction::Redirect(r)
@@ -208,6 +233,9 @@ fn compile_rule(
             backends,
             rewrite,
             timeouts,
+            retry,
+            mirrors,
+            cors,
         })
     };
     Ok(CompiledRule {
@@ -465,9 +493,10 @@ fn apply_filter(
                 path,
             });
         }
-        FType::RequestMirror => return unsupported("RequestMirror"),
+        // Compiled by http_policy (compile_rule) when their field is set.
+        FType::RequestMirror => return missing("requestMirror"),
+        FType::Cors => return missing("cors"),
         FType::ExtensionRef => return unsupported("ExtensionRef"),
-        FType::Cors => return unsupported("CORS"),
         FType::ExternalAuth => return unsupported("ExternalAuth"),
     }
     Ok(())
@@ -534,7 +563,6 @@ fn backend_filter(
     }
 }
 
-
 /// Fills the matched prefix into a ReplacePrefixMatch rewrite/redirect.
 /// The spec's redirect port rules: an explicit port is used (omitted when it
 /// is the scheme's well-known port); without one, a redirect that changes the
@@ -588,12 +616,11 @@ pub(super) fn with_matched_prefix(action: &ir::RouteAction, m: &ir::RouteMatch) 
     };
     match action {
         ir::RouteAction::Forward(f) => ir::RouteAction::Forward(ir::Forward {
-            backends: f.backends.clone(),
             rewrite: f.rewrite.as_ref().map(|r| ir::Rewrite {
                 hostname: r.hostname.clone(),
                 path: fix(&r.path),
             }),
-            timeouts: f.timeouts.clone(),
+            ..f.clone()
         }),
         ir::RouteAction::Redirect(r) => ir::RouteAction::Redirect(ir::Redirect {
             path: fix(&r.path),

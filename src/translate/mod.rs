@@ -17,6 +17,7 @@ mod gatewayclass;
 mod grpc;
 pub mod hostname;
 mod http;
+mod http_policy;
 mod index;
 mod l4;
 mod listener;

@@ -14,6 +14,15 @@ use super::{ads, any, cluster_name, socket_address, INVALID_BACKEND_CLUSTER};
 use crate::ir;
 
 fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::Filter {
+    // Applies the per-route CORS policies; a route without one passes
+    // through. Always present, so a route gaining CORS changes only RDS.
+    let cors = hcm::HttpFilter {
+        name: super::route_policy::CORS_FILTER.into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
+        ))),
+        ..Default::default()
+    };
     let router = hcm::HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
@@ -29,7 +38,7 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
                 route_config_name: route_config.to_string(),
             },
         )),
-        http_filters: vec![router],
+        http_filters: vec![cors, router],
         // The Host header reaches the backend exactly as the client sent it,
         // port included (conformance HTTPRouteListenerPortMatching); matching
         // ignores the port (ignore_port_in_host_matching on the route table).

@@ -19,6 +19,7 @@ use crate::ir;
 
 mod cluster_tls;
 mod listener;
+mod route_policy;
 pub use listener::build_listener;
 
 /// Cluster name that is never defined: Envoy answers requests routed to it
@@ -532,6 +533,12 @@ fn build_route(r: &ir::Route) -> route::Route {
         ir::RouteAction::Redirect(rd) => route::route::Action::Redirect(build_redirect(rd)),
         ir::RouteAction::Forward(f) => forward(f),
     });
+    if let ir::RouteAction::Forward(ir::Forward { cors: Some(c), .. }) = &*r.action {
+        out.typed_per_filter_config.insert(
+            route_policy::CORS_FILTER.into(),
+            route_policy::cors_policy(c),
+        );
+    }
     out
 }
 
@@ -603,22 +610,8 @@ fn forward(f: &ir::Forward) -> route::route::Action {
             route::route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
         ..Default::default()
     };
-    let dur = |d: std::time::Duration| Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    };
-    match (f.timeouts.request, f.timeouts.backend_request) {
-        (Some(r), Some(b)) => {
-            action.timeout = Some(dur(r));
-            action.retry_policy = Some(route::RetryPolicy {
-                num_retries: Some(UInt32Value { value: 0 }),
-                per_try_timeout: Some(dur(b)),
-                ..Default::default()
-            });
-        }
-        (Some(t), None) | (None, Some(t)) => action.timeout = Some(dur(t)),
-        (None, None) => {}
-    }
+    route_policy::timeouts_and_retry(f, &mut action);
+    action.request_mirror_policies = route_policy::mirror_policies(f);
     if let Some(rw) = &f.rewrite {
         if let Some(h) = &rw.hostname {
             action.host_rewrite_specifier =
