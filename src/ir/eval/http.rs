@@ -338,6 +338,7 @@ fn act(
                     format!("backendRequest {}s", t.as_secs_f64()),
                 ));
             }
+            policy_steps(f, &mut d.filters);
         }
         ir::RouteAction::Redirect(r) => {
             // Envoy's RedirectAction: a hostname replaces the Host (port
@@ -387,6 +388,80 @@ fn act(
         &w.response_headers,
         &mut d.filters,
     );
+}
+
+/// Retry, RequestMirror and CORS of a forwarding rule.
+fn policy_steps(f: &ir::Forward, out: &mut Vec<FilterStep>) {
+    if let Some(r) = &f.retry {
+        let codes = if r.codes.is_empty() {
+            "connection errors only".to_string()
+        } else {
+            let c: Vec<String> = r.codes.iter().map(u32::to_string).collect();
+            format!("on {} and connection errors", c.join(","))
+        };
+        let attempts = r
+            .attempts
+            .map_or("1 (default)".to_string(), |a| a.to_string());
+        let backoff = r.backoff.map_or("Envoy's 25ms".to_string(), |b| {
+            format!("{}ms", b.as_millis())
+        });
+        out.push(step(
+            "Retry",
+            format!("attempts {attempts} {codes}, backoff {backoff}"),
+        ));
+    }
+    for m in &f.mirrors {
+        let o = &m.origin;
+        let port = o.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let share = if m.denominator == 100 {
+            format!("{}%", m.numerator)
+        } else {
+            format!("{}/{}", m.numerator, m.denominator)
+        };
+        let detail = match (&m.cluster, &o.problem) {
+            (Some(_), _) => format!("→ {}/{}{port} {share}", o.namespace, o.name),
+            (None, Some((reason, msg))) => format!(
+                "→ {}/{}{port}: not mirrored, {reason}: {msg}",
+                o.namespace, o.name
+            ),
+            (None, None) => format!("→ {}/{}{port}: not mirrored", o.namespace, o.name),
+        };
+        out.push(step("RequestMirror", detail));
+    }
+    if let Some(c) = &f.cors {
+        let origins: Vec<String> = c
+            .allow_origins
+            .iter()
+            .map(|o| match o {
+                ir::CorsOrigin::Any => "*".to_string(),
+                ir::CorsOrigin::Origin {
+                    scheme,
+                    host,
+                    wildcard,
+                    port,
+                } => format!(
+                    "{scheme}://{}{host}{}",
+                    if *wildcard { "*" } else { "" },
+                    port.map(|p| format!(":{p}")).unwrap_or_default()
+                ),
+            })
+            .collect();
+        let mut detail = format!("allowOrigins {}", origins.join(","));
+        for (name, v) in [
+            ("allowMethods", &c.allow_methods),
+            ("allowHeaders", &c.allow_headers),
+            ("exposeHeaders", &c.expose_headers),
+        ] {
+            if !v.is_empty() {
+                detail.push_str(&format!(" {name} {}", v.join(",")));
+            }
+        }
+        detail.push_str(&format!(
+            " maxAge {} allowCredentials {}",
+            c.max_age, c.allow_credentials
+        ));
+        out.push(step("CORS", detail));
+    }
 }
 
 fn step(kind: &str, detail: String) -> FilterStep {
