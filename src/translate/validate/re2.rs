@@ -3,8 +3,17 @@
 //! The `regex` crate is not RE2: it accepts syntax RE2 rejects (`\u0041`,
 //! `\<`, `\b{start}`, class set operations `[a&&b]`, nested classes,
 //! `(?x)`/`(?u)`/`(?R)` flags, `a**`, repetitions above 1000, Unicode
-//! property names RE2 does not know). A pattern is accepted only when it
-//! is in the subset both understand, see [`check`].
+//! property names RE2 does not know), and reads some syntax differently
+//! (`a{ 2}` and `a{01}` are counted repetitions to it, literal text to RE2).
+//! A pattern is accepted only when it is in the subset both understand the
+//! same way, see [`check`] and `docs/regex.md`.
+//!
+//! Envoy 1.40 runs RE2 in Latin-1 mode (`re2_use_latin1_mode`, on by
+//! default): a pattern is read one byte per character, so `\x{100}` and
+//! above are errors and a UTF-8 `é` is two characters. With that runtime
+//! feature off, RE2 reads UTF-8. A pattern is accepted only if both
+//! readings accept it (`[ü-é]` is a valid range of bytes but not of
+//! characters), and its size is the larger of the two estimates.
 //!
 //! Envoy also refuses a regex whose compiled RE2 program is larger than
 //! `re2.max_program_size.error_level` (default 100 instructions). RE2's
@@ -12,12 +21,13 @@
 //! is a conservative over-estimate (an upper bound of the instructions RE2
 //! emits): each literal byte costs 1; a character class costs the total
 //! length of its UTF-8 byte-range sequences (RE2 shares common suffixes, so
-//! it needs no more); `\d`, `\w`, `\s` are ASCII as in RE2; with `(?i)`
-//! anywhere, every class and literal is case-folded; `x?` costs x+1, `x*`
-//! and `x+` x+2, `x{n,m}` m·x+m, a capture group 2, an alternation of k
-//! branches k-1; the program's fixed part (fail, match, the unanchored `.*?`
-//! prefix) costs 5. A pattern whose estimate is over 100 is refused, even
-//! if RE2 would have squeezed it under the limit.
+//! it needs no more; a Latin-1 class needs fewer); `\d`, `\w`, `\s` are
+//! ASCII as in RE2; with `(?i)` anywhere, every class and literal is
+//! case-folded; `x?` costs x+1, `x*` and `x+` x+2, `x{n,m}` m·x+m, a
+//! capture group 2, an alternation of k branches k-1; the program's fixed
+//! part (fail, match, the unanchored `.*?` prefix) costs 5. A pattern whose
+//! estimate is over 100 is refused, even if RE2 would have squeezed it
+//! under the limit.
 
 use regex_syntax::ast::{self, Ast};
 use regex_syntax::hir::{self, ClassUnicode, ClassUnicodeRange};
@@ -83,19 +93,37 @@ const UNICODE_NAMES: &[&str] = &[
     "Georgian",
     "Common",
     "Inherited",
+    "Any",
 ];
 
 /// Checks that RE2 (as Envoy configures it) accepts `pattern`.
 pub fn check(pattern: &str) -> Result<(), String> {
-    let fail = |why: String| Err(format!("invalid regular expression {pattern:?}: {why}"));
-    let parsed = ast::parse::ParserBuilder::new()
+    let why = |why: String| format!("invalid regular expression {pattern:?}: {why}");
+    let size = if pattern.is_ascii() {
+        // Both readings are the same text; Latin-1 adds the \xFF limit.
+        view(pattern, true).map_err(why)?
+    } else {
+        let utf8 = view(pattern, false).map_err(why)?;
+        let bytes = view(&latin1(pattern), true)
+            .map_err(|e| why(format!("read as Latin-1 (as Envoy does): {e}")))?;
+        utf8.max(bytes)
+    };
+    if size > MAX_PROGRAM_SIZE {
+        return Err(why(format!(
+            "too large for Envoy: its RE2 program would have about {size} instructions (at most {MAX_PROGRAM_SIZE} allowed)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks one reading of a pattern (`latin1`: each character stands for a
+/// byte); returns its estimated program size.
+fn view(pattern: &str, latin1: bool) -> Result<u32, String> {
+    let tree = ast::parse::ParserBuilder::new()
         .nest_limit(100)
         .build()
-        .parse(pattern);
-    let tree = match parsed {
-        Ok(t) => t,
-        Err(e) => return fail(e.kind().to_string()),
-    };
+        .parse(pattern)
+        .map_err(|e| e.kind().to_string())?;
     // The `regex` crate must accept it too (its translation catches what the
     // parser leaves, such as unknown Unicode classes).
     if let Err(e) = regex_syntax::ParserBuilder::new()
@@ -104,31 +132,39 @@ pub fn check(pattern: &str) -> Result<(), String> {
         .parse(pattern)
     {
         let msg = e.to_string();
-        return fail(msg.lines().last().unwrap_or("").trim().to_string());
+        return Err(msg.lines().last().unwrap_or("").trim().to_string());
     }
     let w = Walker {
         pattern,
         case_insensitive: pattern.contains("(?") && has_ci_flag(&tree),
+        latin1,
     };
-    w.syntax(&tree, 1).or_else(fail)?;
-    let size = w.cost(&tree).saturating_add(5);
-    if size > MAX_PROGRAM_SIZE {
-        return fail(format!(
-            "too large for Envoy: its RE2 program would have about {size} instructions (at most {MAX_PROGRAM_SIZE} allowed)"
-        ));
-    }
-    Ok(())
+    w.syntax(&tree, 1)?;
+    Ok(w.cost(&tree).saturating_add(5))
+}
+
+/// The Latin-1 reading of a pattern: each UTF-8 byte is one character.
+fn latin1(pattern: &str) -> String {
+    pattern.bytes().map(char::from).collect()
 }
 
 /// The estimated RE2 program size of a pattern that passes the syntax check
-/// (`None` if it does not parse).
+/// (`None` if it does not parse): the larger of its two readings.
 pub fn program_size(pattern: &str) -> Option<u32> {
-    let tree = ast::parse::Parser::new().parse(pattern).ok()?;
-    let w = Walker {
-        pattern,
-        case_insensitive: has_ci_flag(&tree),
+    let size = |p: &str| {
+        let tree = ast::parse::Parser::new().parse(p).ok()?;
+        let w = Walker {
+            pattern: p,
+            case_insensitive: has_ci_flag(&tree),
+            latin1: false,
+        };
+        Some(w.cost(&tree).saturating_add(5))
     };
-    Some(w.cost(&tree).saturating_add(5))
+    let utf8 = size(pattern)?;
+    if pattern.is_ascii() {
+        return Some(utf8);
+    }
+    Some(utf8.max(size(&latin1(pattern))?))
 }
 
 fn has_ci_flag(a: &Ast) -> bool {
@@ -152,6 +188,8 @@ fn has_ci_flag(a: &Ast) -> bool {
 struct Walker<'a> {
     pattern: &'a str,
     case_insensitive: bool,
+    /// The Latin-1 reading: no character above U+00FF.
+    latin1: bool,
 }
 
 impl Walker<'_> {
@@ -161,7 +199,7 @@ impl Walker<'_> {
         match a {
             Ast::Empty(_) | Ast::Dot(_) | Ast::ClassPerl(_) => Ok(()),
             Ast::Flags(f) => flags(&f.flags),
-            Ast::Literal(l) => literal(l),
+            Ast::Literal(l) => self.literal(l),
             Ast::Assertion(x) => {
                 use ast::AssertionKind as K;
                 match x.kind {
@@ -180,6 +218,14 @@ impl Walker<'_> {
                 if matches!(*r.ast, Ast::Repetition(_)) {
                     return Err(format!(
                         "bad repetition operator {} (RE2 does not repeat a repetition)",
+                        self.text(&r.op.span)
+                    ));
+                }
+                if matches!(r.op.kind, ast::RepetitionKind::Range(_))
+                    && !plain_count(self.text(&r.op.span))
+                {
+                    return Err(format!(
+                        "{} is a repetition to the regex crate but literal text to RE2 (write {{n}}, {{n,}} or {{n,m}} without spaces or leading zeros)",
                         self.text(&r.op.span)
                     ));
                 }
@@ -240,8 +286,8 @@ impl Walker<'_> {
         use ast::ClassSetItem as I;
         match item {
             I::Empty(_) | I::Ascii(_) | I::Perl(_) => Ok(()),
-            I::Literal(l) => literal(l),
-            I::Range(r) => literal(&r.start).and_then(|()| literal(&r.end)),
+            I::Literal(l) => self.literal(l),
+            I::Range(r) => self.literal(&r.start).and_then(|()| self.literal(&r.end)),
             I::Unicode(u) => unicode_class(u),
             I::Bracketed(b) => Err(format!(
                 "nested class {} is not RE2 syntax",
@@ -249,6 +295,31 @@ impl Walker<'_> {
             )),
             I::Union(u) => u.items.iter().try_for_each(|i| self.set_item(i)),
         }
+    }
+
+    fn literal(&self, l: &ast::Literal) -> Result<(), String> {
+        match &l.kind {
+            ast::LiteralKind::HexFixed(
+                ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
+            )
+            | ast::LiteralKind::HexBrace(
+                ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
+            ) => return Err("\\u and \\U escapes are not RE2 syntax (use \\x{...})".into()),
+            ast::LiteralKind::Octal => return Err("octal escapes are not accepted".into()),
+            // RE2 takes any escaped ASCII character that is not a letter or
+            // a digit literally; the regex crate rejects the others.
+            ast::LiteralKind::Superfluous if !(l.c.is_ascii_punctuation() || l.c == ' ') => {
+                return Err(format!("escape \\{} is not RE2 syntax", l.c))
+            }
+            _ => {}
+        }
+        if self.latin1 && u32::from(l.c) > 0xFF {
+            return Err(format!(
+                "{}: Envoy's RE2 reads patterns as Latin-1, where there is no character above \\x{{FF}}",
+                self.text(&l.span)
+            ));
+        }
+        Ok(())
     }
 
     fn text(&self, span: &ast::Span) -> &str {
@@ -386,22 +457,6 @@ fn flags(f: &ast::Flags) -> Result<(), String> {
     Ok(())
 }
 
-fn literal(l: &ast::Literal) -> Result<(), String> {
-    match &l.kind {
-        ast::LiteralKind::HexFixed(
-            ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
-        )
-        | ast::LiteralKind::HexBrace(
-            ast::HexLiteralKind::UnicodeShort | ast::HexLiteralKind::UnicodeLong,
-        ) => Err("\\u and \\U escapes are not RE2 syntax (use \\x{...})".into()),
-        ast::LiteralKind::Octal => Err("octal escapes are not RE2 syntax".into()),
-        ast::LiteralKind::Superfluous if !l.c.is_ascii_punctuation() || l.c == '_' => {
-            Err(format!("escape \\{} is not RE2 syntax", l.c))
-        }
-        _ => Ok(()),
-    }
-}
-
 fn unicode_class(c: &ast::ClassUnicode) -> Result<(), String> {
     let name = match &c.kind {
         ast::ClassUnicodeKind::OneLetter(l) => l.to_string(),
@@ -416,6 +471,25 @@ fn unicode_class(c: &ast::ClassUnicode) -> Result<(), String> {
         Err(format!(
             "Unicode class {name:?} is not accepted (general categories such as L, Lu, Nd and common scripts are)"
         ))
+    }
+}
+
+/// Whether a counted repetition operator (`{2}`, `{2,}`, `{2,5}`, with an
+/// optional `?`) is one RE2 reads as a repetition: RE2 takes `{` as a
+/// literal unless plain decimal numbers without leading zeros follow.
+fn plain_count(op: &str) -> bool {
+    let op = op.strip_suffix('?').unwrap_or(op);
+    let Some(inner) = op.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
+        return false;
+    };
+    let number = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !(s.len() > 1 && s.starts_with('0'))
+    };
+    match inner.split_once(',') {
+        Some((lo, hi)) => number(lo) && (hi.is_empty() || number(hi)),
+        None => number(inner),
     }
 }
 
@@ -509,6 +583,24 @@ mod tests {
             "\\p{sc=Greek}",
             "(",
             "[z-a]",
+            // Literal text to RE2, a counted repetition to the regex crate.
+            "a{ 2}",
+            "a{2 }",
+            "a{2, 3}",
+            "a{01}",
+            "a{1,01}",
+            // Latin-1: nothing above \xFF; a range valid only as bytes.
+            "\\x{100}",
+            "[\\x{80}-\\x{10FFFF}]",
+            "[ü-é]",
+            "[é-a]",
+            "\\é",
+            // RE2 syntax the regex crate does not have (refused).
+            "\\Qa.b\\E",
+            "\\0",
+            "\\C",
+            "\\p{^Greek}",
+            "[[a]]",
         ] {
             assert!(check(bad).is_err(), "{bad} should be rejected");
         }
@@ -530,6 +622,19 @@ mod tests {
             "\\.",
             "a|b|c",
             "",
+            "\\_",
+            "a\\ b",
+            "\\#\\~\\%",
+            "\\x{FF}",
+            "\\x{0000041}",
+            "/café",
+            "/caf[é]+",
+            "\\p{Any}",
+            "a{0}",
+            "a{10,}",
+            "a{2}?",
+            "a{0,3}",
+            "(?<n>x)",
         ] {
             assert!(check(good).is_ok(), "{good}: {:?}", check(good));
         }
