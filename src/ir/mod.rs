@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::inputs::ObjKey;
 
 pub mod eval;
+pub mod re2;
 pub mod shadow;
 
 /// Everything to serve, per Gateway.
