@@ -388,14 +388,20 @@ impl Walker<'_> {
         }
     }
 
+    /// A literal is one instruction per UTF-8 byte; case-folded, it is one
+    /// (RE2 folds ASCII in the instruction) unless its fold set leaves ASCII
+    /// (`k` also matches the Kelvin sign, `s` the long s): then a class.
     fn literal_cost(&self, c: char) -> u32 {
         let len = c.len_utf8() as u32;
-        if self.case_insensitive && !c.is_ascii() {
-            let mut cls = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
-            cls.case_fold_simple();
-            class_cost(&cls)
-        } else {
+        if !self.case_insensitive {
+            return len;
+        }
+        let mut cls = ClassUnicode::new([ClassUnicodeRange::new(c, c)]);
+        cls.case_fold_simple();
+        if cls.is_ascii() {
             len
+        } else {
+            class_cost(&cls)
         }
     }
 
@@ -680,6 +686,16 @@ mod tests {
             ("[^a]", 6),
             ("é", 6),
             ("(?i)é", 6),
+            // Measured with re2_use_latin1_mode off (UTF-8): k and s fold
+            // to the Kelvin sign and the long s there.
+            ("(?i)kkkkkkkkkk", 44),
+            ("(?i)s", 7),
+            ("(?i)[a-z]", 10),
+            ("(?i)\\w", 12),
+            (".{6}", 52),
+            ("[^/]{5}", 44),
+            ("\\p{Greek}", 66),
+            ("\\p{Zs}", 18),
         ] {
             let ours = program_size(p).expect(p);
             eprintln!("{p:24} envoy {envoy:3} ours {ours:4}");
