@@ -344,7 +344,7 @@ fn check_equal(
     let up = t.update(inputs, changes);
     let full = translate(inputs);
     assert!(
-        up.model == full.model,
+        *up.model == full.model,
         "{label}: incremental IR differs from a full translation\nincremental: {:#?}\nfull: {:#?}",
         up.model,
         full.model
@@ -360,7 +360,7 @@ fn check_equal(
         snap == build(&full.model),
         "{label}: reused encodings differ from a fresh build"
     );
-    up.model
+    std::sync::Arc::unwrap_or_clone(up.model)
 }
 
 /// Runs `steps` random edits; returns how many changed the IR.

@@ -471,8 +471,11 @@ fn sample_host(domain: &str) -> String {
     }
 }
 
+/// Method, path with query, and headers of a sample request.
+type Sample = (String, String, Vec<(String, String)>);
+
 /// Requests that satisfy a match (none when a regex has no literal form).
-fn route_samples(m: &ir::RouteMatch) -> Vec<(String, String, Vec<(String, String)>)> {
+fn route_samples(m: &ir::RouteMatch) -> Vec<Sample> {
     let literal =
         |r: &str| (!r.chars().any(|c| "\\.+*?()|[]{}^$".contains(c))).then(|| r.to_string());
     let paths: Vec<String> = match &m.path {

@@ -141,7 +141,7 @@ pub fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a
     headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
+        .map(|(_, v)| v.trim_matches([' ', '\t']))
         .collect()
 }
 

@@ -11,7 +11,6 @@
 mod decision;
 mod http;
 mod matching;
-mod re_shim;
 mod request;
 
 pub use decision::{
@@ -22,7 +21,7 @@ pub use request::{parse_gateway, ParseError, Protocol, Request};
 
 use crate::inputs::ObjKey;
 use crate::ir;
-pub use re_shim::RegexCache;
+pub use crate::ir::re2::RegexCache;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EvalError {
@@ -130,7 +129,7 @@ fn select_chain<'m>(
     let sni = if req.protocol.is_tls() {
         req.sni
             .as_deref()
-            .map(|s| host_for_matching(s))
+            .map(host_for_matching)
             .filter(|s| !s.is_empty())
     } else {
         None
@@ -151,7 +150,7 @@ fn select_chain<'m>(
     let chain = by_name.or_else(|| {
         l.chains.iter().find(|c| {
             c.server_names.is_empty()
-                && !(matches!(c.tls, ir::ChainTls::Passthrough) && !req.protocol.is_tls())
+                && (req.protocol.is_tls() || !matches!(c.tls, ir::ChainTls::Passthrough))
         })
     });
     let Some(chain) = chain else {
