@@ -203,10 +203,13 @@ fn service_cluster(
     let port_u16 = u16::try_from(port).unwrap_or(0);
     Ok(ir::Cluster {
         // A UDP port has its own cluster: the same number may be a TCP port too.
-        name: if carrier == Carrier::Udp {
-            names::udp_cluster(&key, port_u16)
-        } else {
-            names::cluster(&key, port_u16)
+        // A TLS cluster has its own name (`.../tls`): adding or removing a
+        // policy switches routes to another cluster (make-before-break),
+        // never rewrites a live cluster in place.
+        name: match (carrier, &tls) {
+            (Carrier::Udp, _) => names::udp_cluster(&key, port_u16),
+            (_, Some(_)) => format!("{}/tls", names::cluster(&key, port_u16)),
+            (_, None) => names::cluster(&key, port_u16),
         },
         service: key.clone(),
         port: port_u16,
