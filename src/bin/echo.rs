@@ -37,6 +37,8 @@ use tokio_rustls::TlsAcceptor;
 
 #[path = "echo/https.rs"]
 mod https;
+#[path = "echo/script.rs"]
+mod script; // key=/fail= query parameters and /__echo/count (retries, mirrors)
 use https::run_https;
 
 /// How long a TLS client gets to complete its handshake.
@@ -434,13 +436,14 @@ pub(crate) async fn serve_io<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let mut resp = answer(&name, local, &req);
+        let (mut resp, delay) = script::answer(&name, local, &req)
+            .unwrap_or_else(|| (answer(&name, local, &req), None));
         for (k, v) in &extra {
             if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
                 resp.headers_mut().insert(*k, v);
             }
         }
-        async move { Ok::<_, Infallible>(resp) }
+        async move { Ok::<_, Infallible>(script::after(delay, resp).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
