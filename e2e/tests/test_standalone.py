@@ -165,8 +165,8 @@ def test_invalid_regex_and_unknown_filter_reported_other_routes_keep_working(gw)
     backendRefs: [{name: svc-1, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /mirror}}]
     filters:
-    - type: RequestMirror
-      requestMirror: {backendRef: {name: svc-1, port: 80}}
+    - type: ExtensionRef
+      extensionRef: {group: example.com, kind: Thing, name: x}
     backendRefs: [{name: svc-1, port: 80}]
   - backendRefs: [{name: svc-0, port: 80}]
 """) + "---\n" + route("fully-invalid", "fully-invalid.test", """\
@@ -174,7 +174,7 @@ def test_invalid_regex_and_unknown_filter_reported_other_routes_keep_working(gw)
     backendRefs: [{name: svc-1, port: 80}]
 """))
     text = gw.wait_status("HTTPRoute", "invalid", "type: PartiallyInvalid")
-    assert "Dropped Rule" in text and "unclosed" in text and "RequestMirror" in text
+    assert "Dropped Rule" in text and "unclosed" in text and "ExtensionRef" in text
     text = gw.wait_status("HTTPRoute", "fully-invalid", "reason: UnsupportedValue")
     assert "status: 'False'" in text
     # The valid rule of the partially invalid route serves; dropped rules do not.
