@@ -98,7 +98,11 @@ impl Builder {
             Some((ir, cr, er)) if ir == c => (cr.clone(), er.clone()),
             _ => {
                 let cr = Resource::new(&c.name, &build_cluster(c));
-                let er = Resource::new(&c.name, &build_endpoints(c));
+                let mut er = Resource::new(&c.name, &build_endpoints(c));
+                // Envoy warms a changed cluster until its endpoints arrive
+                // again (else it waits initial_fetch_timeout): a new cluster
+                // version makes a new endpoints version, so both are sent.
+                er.version = format!("{}.{}", cr.version, er.version);
                 self.clusters
                     .insert(c.name.clone(), (c.clone(), cr.clone(), er.clone()));
                 (cr, er)
@@ -256,6 +260,15 @@ pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
         }),
         // Removed endpoints stop taking traffic at once, not after health checks.
         ignore_health_on_host_removal: true,
+        // Envoy's default allows 3 retries in flight per cluster: a route's
+        // retry policy would silently not retry under load.
+        circuit_breakers: Some(cluster::CircuitBreakers {
+            thresholds: vec![cluster::circuit_breakers::Thresholds {
+                max_retries: Some(UInt32Value { value: 1024 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
         ..Default::default()
     };
     if !c.split.is_empty() {
