@@ -22,5 +22,7 @@ pub mod status;
 pub mod status_file;
 pub mod supervisor;
 pub mod synthetic;
+#[cfg(test)]
+pub mod testing;
 pub mod translate;
 pub mod xds;

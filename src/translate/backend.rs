@@ -59,6 +59,19 @@ impl Backends {
         self.lookups.extend(other.lookups);
     }
 
+    /// [`Backends::resolve`], and what the backendRef named (for explain).
+    pub fn resolve_with_origin(
+        &mut self,
+        inputs: &Inputs,
+        route_kind: &str,
+        route_ns: &str,
+        r: &BackendRef<'_>,
+    ) -> (Result<String, RefError>, std::sync::Arc<ir::BackendOrigin>) {
+        let resolved = self.resolve(inputs, route_kind, route_ns, r);
+        let origin = origin(inputs, route_kind, route_ns, r, resolved.as_ref().err());
+        (resolved, origin)
+    }
+
     /// Resolves a backendRef of a route in `route_ns` (of kind `route_kind`)
     /// to a cluster name; the cluster itself is in `self.clusters`.
     pub fn resolve(

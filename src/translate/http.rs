@@ -204,14 +204,8 @@ fn compile_rule(
                 namespace: b.namespace.as_deref(),
                 port: b.port,
             };
-            let resolved = backends_cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
-            let origin = super::backend::origin(
-                inputs,
-                kind.as_str(),
-                &key.namespace,
-                &r,
-                resolved.as_ref().err(),
-            );
+            let (resolved, origin) =
+                backends_cache.resolve_with_origin(inputs, kind.as_str(), &key.namespace, &r);
             let cluster = match resolved {
                 Ok(name) => Some(name),
                 Err(e) => {

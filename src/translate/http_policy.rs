@@ -113,14 +113,8 @@ pub(super) fn mirror(
         namespace: b.namespace.as_deref(),
         port: b.port,
     };
-    let resolved = backends.resolve(inputs, kind.as_str(), &key.namespace, &r);
-    let origin = backend::origin(
-        inputs,
-        kind.as_str(),
-        &key.namespace,
-        &r,
-        resolved.as_ref().err(),
-    );
+    let (resolved, origin) =
+        backends.resolve_with_origin(inputs, kind.as_str(), &key.namespace, &r);
     let cluster = match resolved {
         Ok(c) => Some(c),
         Err(mut e) => {

@@ -137,14 +137,8 @@ fn compile_rule(
             namespace: b.namespace.as_deref(),
             port: b.port,
         };
-        let resolved = cache.resolve(inputs, kind.as_str(), &key.namespace, &r);
-        let origin = backend::origin(
-            inputs,
-            kind.as_str(),
-            &key.namespace,
-            &r,
-            resolved.as_ref().err(),
-        );
+        let (resolved, origin) =
+            cache.resolve_with_origin(inputs, kind.as_str(), &key.namespace, &r);
         let cluster = match resolved {
             Ok(name) => Some(name),
             Err(e) => {

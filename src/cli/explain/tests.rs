@@ -1,16 +1,7 @@
 use super::*;
-use crate::inputs::{Inputs, DEFAULT_CONTROLLER_NAME};
 
 fn model(text: &str) -> ir::Model {
-    let docs = crate::provider::file::parse_documents(text).expect("manifests parse");
-    let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
-    for d in docs {
-        inputs.insert_value(d).expect("object decodes");
-    }
-    crate::provider::addresses::AddressPool::parse("127.0.0.1/32")
-        .expect("pool")
-        .assign(&mut inputs);
-    crate::translate::translate(&inputs).model
+    crate::testing::model(text, "127.0.0.1/32")
 }
 
 fn config(api_backend: &str, extra_rule: &str) -> String {

@@ -1,5 +1,4 @@
 use super::*;
-use crate::inputs::{Inputs, DEFAULT_CONTROLLER_NAME};
 
 const BASE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -43,16 +42,7 @@ metadata: {name: apps}
 "#;
 
 fn model(extra: &str) -> ir::Model {
-    let text = format!("{BASE}\n---\n{extra}");
-    let docs = crate::provider::file::parse_documents(&text).expect("manifests parse");
-    let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
-    for d in docs {
-        inputs.insert_value(d).expect("object decodes");
-    }
-    crate::provider::addresses::AddressPool::parse("127.0.0.1/32")
-        .expect("pool")
-        .assign(&mut inputs);
-    crate::translate::translate(&inputs).model
+    crate::testing::model(&format!("{BASE}\n---\n{extra}"), "127.0.0.1/32")
 }
 
 fn ask(m: &ir::Model, line: &str, headers: &[&str]) -> Decision {

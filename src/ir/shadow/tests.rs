@@ -2,7 +2,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::*;
-use crate::inputs::{Inputs, DEFAULT_CONTROLLER_NAME};
 use crate::ir::{HeaderMatch, Route, RouteSource};
 use crate::provider::addresses::AddressPool;
 
@@ -35,16 +34,7 @@ fn route(name: &str, created: &str, hostnames: &str, rules: &str) -> String {
 }
 
 fn model(docs: &[String]) -> Model {
-    let text = format!("{BASE}{}", docs.concat());
-    let values = crate::provider::file::parse_documents(&text).expect("yaml");
-    let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
-    for v in values {
-        inputs.insert_value(v).expect("decode");
-    }
-    AddressPool::parse("127.0.0.0/24")
-        .expect("pool")
-        .assign(&mut inputs);
-    crate::translate::translate(&inputs).model
+    crate::testing::model(&format!("{BASE}{}", docs.concat()), "127.0.0.0/24")
 }
 
 /// (route name, rule) of every shadowed rule.
@@ -581,10 +571,7 @@ fn the_detector_follows_incremental_translations() {
         "  - matches: [{path: {type: PathPrefix, value: /p}}]\n    backendRefs: [{name: s, port: 80}]\n",
     );
     let text = format!("{BASE}{a}{}{other}", b("/p"));
-    let mut inputs = Inputs::new(DEFAULT_CONTROLLER_NAME);
-    for v in crate::provider::file::parse_documents(&text).expect("yaml") {
-        inputs.insert_value(v).expect("decode");
-    }
+    let mut inputs = crate::testing::inputs(&text);
     AddressPool::parse("127.0.0.0/24")
         .expect("pool")
         .assign(&mut inputs);
