@@ -13,8 +13,9 @@
 //! - Gateways and ListenerSets: a violation inside `spec.listeners[i]`
 //!   makes that listener not accepted (`UnsupportedValue`); any other one
 //!   makes the Gateway (ListenerSet) not accepted.
-//! - ReferenceGrants and BackendTLSPolicies that violate their schema are
-//!   ignored (no grant, no policy), with the reason logged by their users.
+//! - A ReferenceGrant that violates its schema grants nothing; a
+//!   BackendTLSPolicy that does is reported `Accepted=False Invalid` and the
+//!   backends it targets fail closed (see translate::backend_tls).
 
 use std::fmt;
 
