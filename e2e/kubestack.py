@@ -84,8 +84,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+_CLUSTER_LOCK = None
+
+
 def cluster_up():
-    """Starts the local cluster (or reuses a healthy one)."""
+    """Starts the local cluster (or reuses a healthy one). The process then
+    holds an exclusive lock on it until it exits: two test runs (e.g. from two
+    work trees) would otherwise start two controllers that fight over the
+    same Gateways and statuses."""
+    global _CLUSTER_LOCK
+    if _CLUSTER_LOCK is None:
+        import fcntl
+        _CLUSTER_LOCK = open(os.environ.get("SWITCHYARD_CLUSTER_LOCK", "/tmp/switchyard-cluster.lock"), "w")
+        fcntl.flock(_CLUSTER_LOCK, fcntl.LOCK_EX)
     r = subprocess.run([str(E2E / "cluster" / "up.sh")], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise AssertionError(f"cluster up failed:\n{r.stdout}\n{r.stderr}")
