@@ -152,6 +152,11 @@ pub struct Inputs {
     /// Addresses the provider assigned to Gateways that did not ask for
     /// static ones (`spec.addresses`).
     pub assigned_addresses: BTreeMap<ObjKey, Vec<String>>,
+    /// The addresses the Envoy fleet can bind (`--address-pool`), set by
+    /// the provider with `assigned_addresses`. A static Gateway address
+    /// outside it is not usable. `None` (only in tests that skip address
+    /// assignment): static addresses are taken as given.
+    pub address_pool: Option<ipnet::IpNet>,
     /// Kinds whose CRDs are not installed (Kubernetes mode).
     pub missing_kinds: Vec<String>,
     /// `gateway.networking.k8s.io/bundle-version` of the installed CRDs

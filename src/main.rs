@@ -141,6 +141,12 @@ enum Command {
         /// every Gateway's configuration and private keys. Tests only.
         #[arg(long, env = "SWITCHYARD_XDS_INSECURE")]
         xds_insecure: bool,
+        /// Create a Service per Gateway in its namespace (with the
+        /// Gateway's addresses as endpoints and spec.infrastructure
+        /// labels/annotations); `false` needs no write access to Services
+        /// and EndpointSlices.
+        #[arg(long, env = "SWITCHYARD_GATEWAY_SERVICES", default_value_t = true, action = clap::ArgAction::Set)]
+        gateway_services: bool,
     },
     /// Issue the xDS mTLS certificates: a CA (reused if present), the xDS
     /// server's, and one per Envoy client with its identity.
@@ -389,6 +395,7 @@ fn main() -> anyhow::Result<()> {
             debounce_ms,
             xds_tls_dir,
             xds_insecure,
+            gateway_services,
         } => {
             let identity = if identity.is_empty() {
                 format!(
@@ -415,6 +422,7 @@ fn main() -> anyhow::Result<()> {
                     lease_duration: Duration::from_secs(lease_duration_secs.max(3)),
                     debounce: Duration::from_millis(debounce_ms),
                     xds_tls_dir: (!xds_insecure).then_some(xds_tls_dir),
+                    gateway_services,
                 },
             ))
         }

@@ -29,6 +29,8 @@ import kubestack as ks  # noqa: E402
 
 PROFILES = "GATEWAY-HTTP,GATEWAY-GRPC,GATEWAY-TLS,GATEWAY-TCP,GATEWAY-UDP"
 POOL = "127.0.2.0/24"
+USABLE_ADDRESS = "127.0.2.250"
+UNUSABLE_ADDRESS = "192.0.2.10"
 REPORT = HERE / "report.yaml"
 BASELINE = HERE / "passing.txt"
 # Failing tests wait for the suite's timeouts; these keep a full run under
@@ -126,7 +128,10 @@ def main():
                 30, "GatewayClass switchyard Accepted")
         # The suite removes its base resources afterwards, so that the cluster
         # is left as found (other tests' controllers would otherwise serve them).
-        args = ["-gateway-class=switchyard", "-mode=default", f"-timeout-config-overrides={TIMEOUTS}"]
+        # GatewayStaticAddresses: usable = inside the pool Envoy binds,
+        # unusable = outside it (docs/gateway-infrastructure.md).
+        args = ["-gateway-class=switchyard", "-mode=default", f"-timeout-config-overrides={TIMEOUTS}",
+                f"-usable-address={USABLE_ADDRESS}", f"-unusable-address={UNUSABLE_ADDRESS}"]
         log = stack.workdir / "conformance.log"
         if opts.mode == "full":
             args += [f"-conformance-profiles={PROFILES}", f"-report-output={REPORT}", "-organization=switchyard",

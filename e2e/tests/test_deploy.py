@@ -93,8 +93,11 @@ def test_controller_rbac_is_least_privilege():
         verbs = set(rule["verbs"])
         writes = verbs & {"create", "update", "patch", "delete", "deletecollection"}
         if writes:
-            # Only status subresources, Events, and one CRD read are allowed beyond reads.
-            assert all(r.endswith("/status") or r == "events" for r in rule["resources"]), rule
+            # Only status subresources, Events, one CRD read, and the Services +
+            # EndpointSlices of Gateways (create/patch/delete, never update) beyond reads.
+            gateway_services = rule["resources"] in (["services"], ["endpointslices"])
+            assert gateway_services or all(r.endswith("/status") or r == "events" for r in rule["resources"]), rule
+            assert not gateway_services or verbs == {"create", "patch", "delete"}, rule
         assert "*" not in rule["resources"] and "*" not in verbs, rule
     assert not any("secrets" in r["resources"] and set(r["verbs"]) - {"get", "list", "watch"} for r in role["rules"])
 
@@ -214,6 +217,10 @@ def _assert_least_privilege(name, docs):
             assert verbs == {"create", "patch"} and rule["apiGroups"] == ["events.k8s.io"], (name, rule)
         elif rule["resources"] == ["customresourcedefinitions"]:
             assert verbs == {"get"} and rule.get("resourceNames"), (name, rule)
+        elif set(verbs) & {"create", "patch", "delete"}:
+            # The Service + EndpointSlices each Gateway gets (provider/kube/infra.rs).
+            assert rule["resources"] in (["services"], ["endpointslices"]), (name, rule)
+            assert verbs == {"create", "patch", "delete"}, (name, "gateway services", rule)
         else:
             assert verbs <= {"get", "list", "watch"}, (name, "reads only", rule)
     lease_rules = [r for d in docs if d["kind"] == "Role" and d["metadata"]["name"] != "switchyard-certgen"

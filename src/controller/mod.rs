@@ -35,6 +35,9 @@ pub struct Options {
     /// mTLS certificate directory of the xDS server; `None` only with
     /// `--xds-insecure`.
     pub xds_tls_dir: Option<std::path::PathBuf>,
+    /// Create a Service (and EndpointSlices) per Gateway, carrying
+    /// `spec.infrastructure` metadata (provider/kube/infra.rs).
+    pub gateway_services: bool,
 }
 
 struct DebugState {
@@ -551,6 +554,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut status_pending = false;
     let mut ack_due: Option<tokio::time::Instant> = None;
     let mut shadow_events = crate::provider::kube::events::ShadowEvents::default();
+    let mut infra = opts.gateway_services.then(|| {
+        crate::provider::kube::infra::InfraWriter::new(client.clone(), opts.controller_name.clone())
+    });
+    let mut infra_pending = false;
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -583,7 +590,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             // (a Programmed grace running out, postponed or failed writes):
             // an idle controller does no per-object work.
             _ = status_retry.tick() => {
-                if !status_pending && pending_since.is_empty() && !shadow_events.backlog() {
+                if !status_pending && !infra_pending && pending_since.is_empty() && !shadow_events.backlog() {
                     continue;
                 }
             }
@@ -655,6 +662,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 pending_since.retain(|gw, _| pending.contains(gw));
                 mark_undecodable(&mut status, &world.undecodable);
                 status_pending = writer.write(&status, &world.raw, &leadership).await.1;
+                if let Some(infra) = infra.as_mut().filter(|_| leadership.is_leader()) {
+                    let desired =
+                        crate::provider::kube::infra::desired(&world.inputs, engine.status());
+                    infra_pending = infra.sync(&desired).await;
+                }
             }
         }
     }

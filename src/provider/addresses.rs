@@ -16,6 +16,7 @@ pub enum PoolError {
 
 #[derive(Clone, Debug)]
 pub struct AddressPool {
+    net: IpNet,
     addresses: Vec<IpAddr>,
     assigned: BTreeMap<ObjKey, IpAddr>,
 }
@@ -44,14 +45,18 @@ impl AddressPool {
         let mut addresses = addresses;
         addresses.dedup();
         Ok(AddressPool {
+            net,
             addresses,
             assigned: BTreeMap::new(),
         })
     }
 
     /// Assigns addresses to our Gateways that did not ask for static ones
-    /// (or asked for an empty value), keeping earlier assignments.
+    /// (or asked for an empty value), keeping earlier assignments, and
+    /// tells the translator which addresses the fleet can bind (the pool):
+    /// a static `spec.addresses` value outside it is `AddressNotUsable`.
     pub fn assign(&mut self, inputs: &mut Inputs) {
+        inputs.address_pool = Some(self.net);
         let ours: Vec<ObjKey> = inputs
             .gateways
             .iter()
@@ -129,6 +134,17 @@ mod tests {
         );
         assert_eq!(p.addresses.len(), 254);
         assert!(AddressPool::parse("nope").is_err());
+    }
+
+    #[test]
+    fn assign_publishes_the_pool_for_static_address_checks() {
+        let mut inputs = Inputs::new("c");
+        AddressPool::parse("10.0.0.0/29")
+            .expect("pool")
+            .assign(&mut inputs);
+        let net = inputs.address_pool.expect("pool published");
+        assert!(net.contains(&"10.0.0.6".parse::<IpAddr>().expect("ip")));
+        assert!(!net.contains(&"10.0.0.9".parse::<IpAddr>().expect("ip")));
     }
 
     fn inputs_with(gws: &[(&str, Option<&str>)]) -> Inputs {

@@ -123,10 +123,31 @@ impl GatewayState {
                     .collect()
             })
             .unwrap_or_default();
-        let listeners = self
+        let mut listeners: Vec<_> = self
             .own_listeners()
             .map(|l| listener_status(l, gen))
             .collect();
+        // Without an address (or not accepted) no Envoy listener exists:
+        // a listener is not programmed, whatever its own state.
+        if let Some(why) = conditions
+            .iter()
+            .find(|c| c.type_ == types::PROGRAMMED && !c.is_true())
+            .map(|c| c.message.clone())
+        {
+            for l in &mut listeners {
+                for c in &mut l.conditions {
+                    if c.type_ == types::PROGRAMMED && c.is_true() {
+                        *c = Condition::new(
+                            types::PROGRAMMED,
+                            false,
+                            reasons::PENDING,
+                            format!("the Gateway is not programmed: {why}"),
+                            gen,
+                        );
+                    }
+                }
+            }
+        }
         let attached_listener_sets = self
             .listener_sets
             .keys()
@@ -355,11 +376,23 @@ fn gateway_address(
                     }
                     continue;
                 }
-                if value.parse::<IpAddr>().is_err() {
+                let Ok(ip) = value.parse::<IpAddr>() else {
                     return Err((
                         reasons::UNSUPPORTED_ADDRESS,
                         reasons::ADDRESS_NOT_USABLE,
                         format!("spec.addresses[{i}]: {value:?} is not an IP address"),
+                    ));
+                };
+                if let Some(pool) = inputs.address_pool.filter(|p| !p.contains(&ip)) {
+                    // Accepted (the request is valid) but not programmed:
+                    // no Envoy of the fleet can bind it.
+                    return Err((
+                        reasons::ADDRESS_NOT_USABLE,
+                        reasons::ADDRESS_NOT_USABLE,
+                        format!(
+                            "spec.addresses[{i}]: {value} is outside the address pool {pool} \
+                             that the Envoy fleet can bind (--address-pool)"
+                        ),
                     ));
                 }
                 out.push(value.to_string());

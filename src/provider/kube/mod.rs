@@ -1,8 +1,10 @@
 //! Kubernetes provider: watches (watch.rs), status writes (status.rs),
-//! leader election (lease.rs) and Events for shadowed rules (events.rs). The
-//! controller loop lives in `crate::controller`.
+//! leader election (lease.rs), Events for shadowed rules (events.rs) and
+//! the Service each Gateway gets (infra.rs). The controller loop lives in
+//! `crate::controller`.
 
 pub mod events;
+pub mod infra;
 pub mod lease;
 pub mod status;
 pub mod watch;
