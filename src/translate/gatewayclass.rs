@@ -31,6 +31,8 @@ pub fn supported_features() -> Vec<&'static str> {
         "BackendTLSPolicySANValidation",
         "Gateway",
         "GatewayBackendClientCertificate",
+        "GatewayFrontendClientCertificateValidation",
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
         "GatewayHTTPListenerIsolation",
         "GatewayPort8080",
         "GRPCRoute",

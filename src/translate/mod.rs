@@ -13,6 +13,7 @@ pub mod backend;
 pub mod backend_tls;
 pub mod conditions;
 mod gateway;
+mod frontend_tls;
 mod gatewayclass;
 mod grpc;
 pub mod hostname;
