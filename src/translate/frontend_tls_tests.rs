@@ -414,3 +414,29 @@ fn the_ca_is_an_sds_validation_context_secret() {
         .as_str()
         .is_some_and(|p| p.contains("BEGIN CERTIFICATE")));
 }
+
+#[test]
+fn explain_notes_the_client_certificate_the_listener_wants() {
+    let tls = "{frontend: {default: {validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}, \
+               perPort: [{port: 8443, tls: {validation: {mode: AllowInsecureFallback, caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}}]}}";
+    let out = translate(&inputs(tls, ""));
+    let ask = |line: &str| {
+        let r = crate::ir::eval::Request::parse(line).expect("request");
+        crate::ir::eval::evaluate(&out.model, &r).expect("evaluates")
+    };
+    let strict = ask("https://app.example.com:443/");
+    assert!(
+        strict.notes.iter().any(|n| n.contains("requires a client certificate")
+            && n.contains("apps/gw/client-ca/default")),
+        "{:?}",
+        strict.notes
+    );
+    let fallback = ask("https://alt.example.com:8443/");
+    assert!(
+        fallback.notes.iter().any(|n| n.contains("AllowInsecureFallback")),
+        "{:?}",
+        fallback.notes
+    );
+    let plain = ask("http://app.example.com:80/");
+    assert!(plain.notes.iter().all(|n| !n.contains("client certificate")));
+}
