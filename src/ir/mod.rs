@@ -576,9 +576,6 @@ pub mod names {
     /// (`default`, or the port of a `perPort` entry). Object names have no
     /// `/`, so it never collides with a Secret's name.
     pub fn client_ca(gateway: &ObjKey, entry: &str) -> String {
-        format!(
-            "{}/{}/client-ca/{}",
-            gateway.namespace, gateway.name, entry
-        )
+        format!("{}/{}/client-ca/{}", gateway.namespace, gateway.name, entry)
     }
 }

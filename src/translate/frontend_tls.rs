@@ -81,7 +81,8 @@ fn resolve(
             .filter(|n| !n.is_empty())
             .unwrap_or(&gw_key.namespace);
         let object = ObjKey::new(ns, r.name);
-        let kind_ok = super::backend_tls::is_core(r.group) && matches!(r.kind, "ConfigMap" | "Secret");
+        let kind_ok =
+            super::backend_tls::is_core(r.group) && matches!(r.kind, "ConfigMap" | "Secret");
         if kind_ok {
             let from = Ref {
                 group: GATEWAY_GROUP,

@@ -82,7 +82,9 @@ fn translate(inputs: &Inputs) -> crate::translate::Output {
     crate::translate::translate(inputs)
 }
 
-fn gateway_status(out: &crate::translate::Output) -> (Vec<Condition>, Vec<crate::status::ListenerStatus>) {
+fn gateway_status(
+    out: &crate::translate::Output,
+) -> (Vec<Condition>, Vec<crate::status::ListenerStatus>) {
     match out.status.get(Kind::Gateway, &ObjKey::new("apps", "gw")) {
         Some(ObjectStatus::Gateway {
             conditions,
@@ -200,8 +202,14 @@ fn default_applies_to_https_listeners_and_per_port_overrides_it() {
         }
     }
     let (gw, _) = gateway_status(&out);
-    assert!(gw.iter().all(|c| c.type_ != "InsecureFrontendValidationMode"));
-    assert!(gw.iter().find(|c| c.type_ == "Accepted").expect("Accepted").is_true());
+    assert!(gw
+        .iter()
+        .all(|c| c.type_ != "InsecureFrontendValidationMode"));
+    assert!(gw
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .expect("Accepted")
+        .is_true());
 }
 
 #[test]
@@ -209,7 +217,10 @@ fn a_per_port_entry_without_validation_turns_it_off_on_that_port() {
     let tls = "{frontend: {default: {validation: {caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}, \
                perPort: [{port: 8443, tls: {}}]}}";
     let out = translate(&inputs(tls, ""));
-    assert!(matches!(chain_validation(&out, 443, "https"), Some(Some(_))));
+    assert!(matches!(
+        chain_validation(&out, 443, "https"),
+        Some(Some(_))
+    ));
     assert_eq!(chain_validation(&out, 8443, "https-alt"), Some(None));
     assert_eq!(client_cas(&out).len(), 1);
 }
@@ -219,7 +230,11 @@ fn insecure_fallback_is_in_the_ir_and_on_the_gateway() {
     let tls = "{frontend: {default: {validation: {mode: AllowValidOnly, caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}, \
                perPort: [{port: 8443, tls: {validation: {mode: AllowInsecureFallback, caCertificateRefs: [{group: '', kind: ConfigMap, name: ca}]}}}]}}";
     let out = translate(&inputs(tls, ""));
-    let v = |port, s| chain_validation(&out, port, s).flatten().expect("validation");
+    let v = |port, s| {
+        chain_validation(&out, port, s)
+            .flatten()
+            .expect("validation")
+    };
     assert!(!v(443, "https").insecure_fallback);
     assert!(v(8443, "https-alt").insecure_fallback);
     let (gw, _) = gateway_status(&out);
@@ -260,7 +275,10 @@ fn a_missing_config_map_takes_the_listener_out_and_leaves_the_others() {
         let c = listener(&out, name);
         assert!(cond(&c, "Accepted").1 && cond(&c, "Programmed").1, "{name}");
     }
-    assert!(matches!(chain_validation(&out, 8443, "https-alt"), Some(Some(_))));
+    assert!(matches!(
+        chain_validation(&out, 8443, "https-alt"),
+        Some(Some(_))
+    ));
     let (gw, _) = gateway_status(&out);
     let acc = gw.iter().find(|c| c.type_ == "Accepted").expect("Accepted");
     assert_eq!(acc.reason, "ListenersNotValid");
@@ -281,7 +299,10 @@ fn an_unparsable_ca_names_the_object_and_the_field() {
     );
     assert_eq!(cond(&c, "Accepted").2, "NoValidCACertificate");
     let acc = cond(&listener(&out, "https-alt"), "Accepted").clone();
-    assert_eq!(acc.2, "NoValidCACertificate", "the default targets 8443 too");
+    assert_eq!(
+        acc.2, "NoValidCACertificate",
+        "the default targets 8443 too"
+    );
 }
 
 #[test]
@@ -315,7 +336,10 @@ fn another_namespace_needs_a_reference_grant() {
     let out = translate(&inputs);
     let c = listener(&out, "https");
     assert!(cond(&c, "ResolvedRefs").1, "{:?}", cond(&c, "ResolvedRefs"));
-    assert!(matches!(chain_validation(&out, 443, "https"), Some(Some(_))));
+    assert!(matches!(
+        chain_validation(&out, 443, "https"),
+        Some(Some(_))
+    ));
 }
 
 #[test]
@@ -348,7 +372,10 @@ fn a_secret_can_hold_the_ca() {
         .expect("decodes");
     let out = translate(&inputs);
     assert!(cond(&listener(&out, "https"), "ResolvedRefs").1);
-    assert!(matches!(chain_validation(&out, 443, "https"), Some(Some(_))));
+    assert!(matches!(
+        chain_validation(&out, 443, "https"),
+        Some(Some(_))
+    ));
 }
 
 #[test]
@@ -363,7 +390,10 @@ fn envoy_requires_a_trusted_certificate_or_accepts_any_on_fallback() {
             insecure_fallback: false,
         }),
     );
-    assert_eq!(strict.require_client_certificate.map(|b| b.value), Some(true));
+    assert_eq!(
+        strict.require_client_certificate.map(|b| b.value),
+        Some(true)
+    );
     let common = strict.common_tls_context.expect("common");
     assert!(matches!(
         common.validation_context_type,
@@ -378,14 +408,21 @@ fn envoy_requires_a_trusted_certificate_or_accepts_any_on_fallback() {
             insecure_fallback: true,
         }),
     );
-    assert_eq!(fallback.require_client_certificate.map(|b| b.value), Some(false));
-    let Some(ValidationContextType::CombinedValidationContext(c)) =
-        fallback.common_tls_context.expect("common").validation_context_type
+    assert_eq!(
+        fallback.require_client_certificate.map(|b| b.value),
+        Some(false)
+    );
+    let Some(ValidationContextType::CombinedValidationContext(c)) = fallback
+        .common_tls_context
+        .expect("common")
+        .validation_context_type
     else {
         panic!("a combined validation context");
     };
     assert_eq!(
-        c.default_validation_context.expect("default").trust_chain_verification,
+        c.default_validation_context
+            .expect("default")
+            .trust_chain_verification,
         tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
     );
     assert_eq!(
@@ -395,7 +432,11 @@ fn envoy_requires_a_trusted_certificate_or_accepts_any_on_fallback() {
 
     let plain = crate::xds::build::downstream_tls_context(&["apps/cert".into()], &[], None);
     assert!(plain.require_client_certificate.is_none());
-    assert!(plain.common_tls_context.expect("common").validation_context_type.is_none());
+    assert!(plain
+        .common_tls_context
+        .expect("common")
+        .validation_context_type
+        .is_none());
 }
 
 #[test]
@@ -426,17 +467,26 @@ fn explain_notes_the_client_certificate_the_listener_wants() {
     };
     let strict = ask("https://app.example.com:443/");
     assert!(
-        strict.notes.iter().any(|n| n.contains("requires a client certificate")
-            && n.contains("apps/gw/client-ca/default")),
+        strict
+            .notes
+            .iter()
+            .any(|n| n.contains("requires a client certificate")
+                && n.contains("apps/gw/client-ca/default")),
         "{:?}",
         strict.notes
     );
     let fallback = ask("https://alt.example.com:8443/");
     assert!(
-        fallback.notes.iter().any(|n| n.contains("AllowInsecureFallback")),
+        fallback
+            .notes
+            .iter()
+            .any(|n| n.contains("AllowInsecureFallback")),
         "{:?}",
         fallback.notes
     );
     let plain = ask("http://app.example.com:80/");
-    assert!(plain.notes.iter().all(|n| !n.contains("client certificate")));
+    assert!(plain
+        .notes
+        .iter()
+        .all(|n| !n.contains("client certificate")));
 }

@@ -173,10 +173,9 @@ pub fn downstream_tls_context(
             validation_context_type,
             ..Default::default()
         }),
-        require_client_certificate: client
-            .map(|c| envoy_types::pb::google::protobuf::BoolValue {
-                value: !c.insecure_fallback,
-            }),
+        require_client_certificate: client.map(|c| envoy_types::pb::google::protobuf::BoolValue {
+            value: !c.insecure_fallback,
+        }),
         ..Default::default()
     }
 }
