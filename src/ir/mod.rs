@@ -31,6 +31,9 @@ pub struct Gateway {
     pub clusters: BTreeMap<String, Cluster>,
     /// TLS certificates its listeners serve, by secret name.
     pub secrets: BTreeMap<String, TlsCertificate>,
+    /// CA bundles its listeners validate client certificates against
+    /// (`spec.tls.frontend`), by secret name: SDS secrets too.
+    pub client_cas: BTreeMap<String, ClientCa>,
 }
 
 /// One Envoy listener: an (address, port, transport) with filter chains.
@@ -84,6 +87,10 @@ pub enum ChainTls {
     Terminate {
         secrets: Vec<String>,
         alpn: Vec<String>,
+        /// Client certificate validation (`spec.tls.frontend` of the
+        /// Gateway, HTTPS listeners only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_validation: Option<ClientValidation>,
     },
     /// The client's TLS goes to the backend untouched (chosen by SNI).
     Passthrough,
@@ -499,6 +506,23 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// How a terminating chain checks client certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientValidation {
+    /// SDS secret (a [`ClientCa`]) holding the trusted CA bundle.
+    pub ca: String,
+    /// `AllowInsecureFallback`: a missing or untrusted client certificate
+    /// is accepted (else the handshake fails without a trusted one).
+    pub insecure_fallback: bool,
+}
+
+/// A CA bundle served as an SDS validation-context secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClientCa {
+    pub name: String,
+    pub pem: String,
+}
+
 #[derive(Clone, PartialEq, Serialize)]
 pub struct TlsCertificate {
     pub name: String,
@@ -547,5 +571,11 @@ pub mod names {
     }
     pub fn secret(secret: &ObjKey) -> String {
         format!("{}/{}", secret.namespace, secret.name)
+    }
+    /// The client CA bundle of one `spec.tls.frontend` entry of a Gateway
+    /// (`default`, or the port of a `perPort` entry). Object names have no
+    /// `/`, so it never collides with a Secret's name.
+    pub fn client_ca(gateway: &ObjKey, entry: &str) -> String {
+        format!("{}/{}/client-ca/{}", gateway.namespace, gateway.name, entry)
     }
 }

@@ -37,8 +37,9 @@ const MAX_ANCESTORS: usize = 16;
 pub mod reason {
     pub const CONFLICTED: &str = "Conflicted";
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
-    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
+    pub use crate::translate::conditions::reasons::{
+        INVALID_CA_CERTIFICATE_REF, NO_VALID_CA_CERTIFICATE,
+    };
     pub const INVALID_CLIENT_CERTIFICATE_REF: &str = "InvalidClientCertificateRef";
     /// Route `ResolvedRefs=False`: the backend's BackendTLSPolicy cannot be honoured.
     pub const INVALID_BACKEND_TLS_POLICY: &str = "InvalidBackendTLSPolicy";
@@ -69,7 +70,7 @@ fn service_targets(p: &BackendTlsPolicy) -> impl Iterator<Item = (&str, Option<&
         })
 }
 
-fn is_core(group: &str) -> bool {
+pub(super) fn is_core(group: &str) -> bool {
     group.is_empty() || group == "core"
 }
 
@@ -197,7 +198,8 @@ pub fn evaluate(inputs: &Inputs, key: &ObjKey, p: &BackendTlsPolicy) -> Evaluati
     let mut bundle = String::new();
     for (i, r) in refs.iter().enumerate() {
         let at = format!("spec.validation.caCertificateRefs[{i}]");
-        match ca_bundle(inputs, &key.namespace, r) {
+        let object = ObjKey::new(key.namespace.clone(), r.name.clone());
+        match ca_bundle(inputs, &r.group, &r.kind, &object) {
             Ok(pem) => {
                 bundle.push_str(pem.trim_end());
                 bundle.push('\n');
@@ -253,21 +255,27 @@ pub fn evaluate(inputs: &Inputs, key: &ObjKey, p: &BackendTlsPolicy) -> Evaluati
     }
 }
 
-enum CaError {
+/// Why a `caCertificateRefs` entry gives no CA bundle.
+pub(super) enum CaError {
+    /// Not a kind that can hold one.
     Kind(String),
+    /// The object is missing, has no `ca.crt`, or that is not a bundle.
     Ref(String),
 }
 
-/// The PEM bundle behind one `caCertificateRefs` entry (ConfigMap or
-/// Secret in the policy's namespace, key `ca.crt`), checked to hold
-/// certificates Envoy can use as trust anchors.
-fn ca_bundle(
+/// The PEM bundle behind one `caCertificateRefs` entry (`group`/`kind`
+/// object `key`: a core ConfigMap or Secret, key `ca.crt`), checked to hold
+/// certificates Envoy can use as trust anchors. Shared by BackendTLSPolicy
+/// and the Gateway's client certificate validation (`spec.tls.frontend`);
+/// ReferenceGrants are the caller's business.
+pub(super) fn ca_bundle(
     inputs: &Inputs,
-    ns: &str,
-    r: &crate::inputs::policy::LocalObjectRef,
+    group: &str,
+    kind: &str,
+    key: &ObjKey,
 ) -> Result<String, CaError> {
-    let key = ObjKey::new(ns, r.name.clone());
-    let text = match (is_core(&r.group), r.kind.as_str()) {
+    let key = key.clone();
+    let text = match (is_core(group), kind) {
         (true, "ConfigMap") => {
             let Some(cm) = inputs.config_maps.get(&key) else {
                 return Err(CaError::Ref(format!("ConfigMap {key} not found")));
@@ -301,16 +309,16 @@ fn ca_bundle(
                 .ok_or_else(|| CaError::Ref(format!("Secret {key} has no key ca.crt")))?
         }
         (_, kind) => {
-            let group = if r.group.is_empty() { "core" } else { &r.group };
+            let group = if group.is_empty() { "core" } else { group };
             return Err(CaError::Kind(format!(
                 "{group}/{kind} {}: only core ConfigMaps and Secrets can hold CA certificates",
-                r.name
+                key.name
             )));
         }
     };
     check_ca_pem(&text)
         .map(|()| text)
-        .map_err(|m| CaError::Ref(format!("{} {key} key ca.crt: {m}", r.kind)))
+        .map_err(|m| CaError::Ref(format!("{kind} {key} key ca.crt: {m}")))
 }
 
 /// Whether `pem` holds at least one certificate, and only certificates

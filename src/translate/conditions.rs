@@ -8,6 +8,8 @@ pub mod types {
     pub const SUPPORTED_VERSION: &str = "SupportedVersion";
     pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
     pub const OVERLAPPING_TLS_CONFIG: &str = "OverlappingTLSConfig";
+    /// Gateway: some `spec.tls.frontend` entry is `AllowInsecureFallback`.
+    pub const INSECURE_FRONTEND_VALIDATION_MODE: &str = "InsecureFrontendValidationMode";
 }
 
 pub mod reasons {
@@ -29,6 +31,7 @@ pub mod reasons {
     pub const UNSUPPORTED_ADDRESS: &str = "UnsupportedAddress";
     pub const ADDRESS_NOT_ASSIGNED: &str = "AddressNotAssigned";
     pub const ADDRESS_NOT_USABLE: &str = "AddressNotUsable";
+    pub const CONFIGURATION_CHANGED: &str = "ConfigurationChanged";
     // ListenerSet
     pub const NOT_ALLOWED: &str = "NotAllowed";
     pub const PARENT_NOT_ACCEPTED: &str = "ParentNotAccepted";
@@ -41,6 +44,9 @@ pub mod reasons {
     pub const PROTOCOL_CONFLICT: &str = "ProtocolConflict";
     pub const NO_CONFLICTS: &str = "NoConflicts";
     pub const OVERLAPPING_HOSTNAMES: &str = "OverlappingHostnames";
+    pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";
+    pub const INVALID_CA_CERTIFICATE_REF: &str = "InvalidCACertificateRef";
+    pub const INVALID_CA_CERTIFICATE_KIND: &str = "InvalidCACertificateKind";
     // Route
     pub const NOT_ALLOWED_BY_LISTENERS: &str = "NotAllowedByListeners";
     pub const NO_MATCHING_LISTENER_HOSTNAME: &str = "NoMatchingListenerHostname";

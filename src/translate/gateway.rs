@@ -24,6 +24,11 @@ pub struct GatewayState {
     pub unsupported: Option<String>,
     pub listeners: Vec<ListenerState>,
     pub secrets: BTreeMap<String, ir::TlsCertificate>,
+    /// CA bundles of `spec.tls.frontend` its listeners use, by SDS name.
+    pub client_cas: BTreeMap<String, ir::ClientCa>,
+    /// `InsecureFrontendValidationMode`'s message when some
+    /// `spec.tls.frontend` entry is `AllowInsecureFallback`.
+    pub insecure_frontend: Option<String>,
     /// ListenerSets naming this Gateway as parent; the listeners of those
     /// it allows are in `listeners` (with `parent` set).
     pub listener_sets: BTreeMap<ObjKey, ListenerSetInfo>,
@@ -39,6 +44,8 @@ impl GatewayState {
             unsupported: None,
             listeners,
             secrets: BTreeMap::new(),
+            client_cas: BTreeMap::new(),
+            insecure_frontend: None,
             listener_sets: BTreeMap::new(),
         }
     }
@@ -111,6 +118,15 @@ impl GatewayState {
             ),
         };
         conditions.push(programmed);
+        if let Some(msg) = &self.insecure_frontend {
+            conditions.push(Condition::new(
+                types::INSECURE_FRONTEND_VALIDATION_MODE,
+                true,
+                reasons::CONFIGURATION_CHANGED,
+                msg.clone(),
+                gen,
+            ));
+        }
         let addresses = self
             .address
             .as_ref()
@@ -268,10 +284,8 @@ fn gateway_state(
     {
         unsupported_fields.push("spec.infrastructure.parametersRef".into());
     }
-    // spec.tls.backend is honoured (translate/backend_tls.rs).
-    if gw.spec.tls.as_ref().is_some_and(|t| t.frontend.is_some()) {
-        unsupported_fields.push("spec.tls.frontend".into());
-    }
+    // spec.tls.backend and spec.tls.frontend are honoured
+    // (translate/backend_tls.rs, translate/frontend_tls.rs).
     // What the API server would have refused: inside a listener, that
     // listener is not accepted; anywhere else, the Gateway is not.
     let violations = super::validate::stored(inputs, Kind::Gateway, key);
@@ -331,6 +345,8 @@ fn gateway_state(
             },
         );
     }
+    let mut client_cas = BTreeMap::new();
+    super::frontend_tls::apply(inputs, key, gw, &mut listeners, &mut client_cas);
     detect_conflicts(&mut listeners, &ranks);
     mark_overlapping_tls(&mut listeners);
     GatewayState {
@@ -340,6 +356,8 @@ fn gateway_state(
         unsupported,
         listeners,
         secrets,
+        client_cas,
+        insecure_frontend: super::frontend_tls::insecure_fallback(gw),
         listener_sets,
     }
 }

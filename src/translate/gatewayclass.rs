@@ -32,6 +32,8 @@ pub fn supported_features() -> Vec<&'static str> {
         "Gateway",
         "GatewayAddressEmpty",
         "GatewayBackendClientCertificate",
+        "GatewayFrontendClientCertificateValidation",
+        "GatewayFrontendClientCertificateValidationInsecureFallback",
         "GatewayHTTPListenerIsolation",
         "GatewayInfrastructurePropagation",
         "GatewayPort8080",

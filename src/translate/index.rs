@@ -655,12 +655,21 @@ impl RouteIndex {
                                 out.secrets.insert(s.clone(), sec.clone());
                             }
                         }
+                        let client_validation =
+                            l.client_validation.as_ref().and_then(|v| v.ir.clone());
+                        if let Some(ca) = client_validation
+                            .as_ref()
+                            .and_then(|v| gw.client_cas.get(&v.ca))
+                        {
+                            out.client_cas.insert(ca.name.clone(), ca.clone());
+                        }
                         chains.push(ir::FilterChain {
                             name: l.name.clone(),
                             server_names: l.hostname.iter().cloned().collect(),
                             tls: ir::ChainTls::Terminate {
                                 secrets: l.secrets.clone(),
                                 alpn: vec!["h2".into(), "http/1.1".into()],
+                                client_validation,
                             },
                             app: ir::App::Http(self.tables.route_config(&gw.key, &table_id(gw, i))),
                         });

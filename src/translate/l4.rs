@@ -296,6 +296,7 @@ pub(super) fn tls_chains(
         _ => ir::ChainTls::Terminate {
             secrets: l.secrets.clone(),
             alpn: Vec::new(),
+            client_validation: None,
         },
     };
     let mut sorted: Vec<&Entry> = entries.into_iter().flatten().collect();

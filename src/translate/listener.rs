@@ -68,6 +68,9 @@ pub struct ListenerState {
     /// certificate is served: reported as `ResolvedRefs=False`
     /// (`InvalidCertificateRef`) while the listener keeps serving.
     pub stale_certificate: Option<String>,
+    /// Client certificate validation from the Gateway's `spec.tls.frontend`
+    /// (HTTPS listeners it targets).
+    pub client_validation: Option<super::frontend_tls::ListenerValidation>,
     pub attached_routes: i32,
     pub spec: GatewayListeners,
 }
@@ -114,22 +117,28 @@ pub(super) fn listener_status(l: &ListenerState, gen: i64) -> ListenerStatus {
             Condition::new(types::ACCEPTED, false, r, m.clone(), gen)
         }
     });
-    conditions.push(match (&l.resolved, &l.stale_certificate) {
-        (Ok(()), Some(m)) => Condition::new(
+    let frontend_refs = l
+        .client_validation
+        .as_ref()
+        .and_then(|v| v.refs.as_ref().err());
+    conditions.push(match (&l.resolved, frontend_refs, &l.stale_certificate) {
+        (Err((r, m)), _, _) | (Ok(()), Some((r, m)), _) => {
+            Condition::new(types::RESOLVED_REFS, false, r, m.clone(), gen)
+        }
+        (Ok(()), None, Some(m)) => Condition::new(
             types::RESOLVED_REFS,
             false,
             reasons::INVALID_CERTIFICATE_REF,
             m.clone(),
             gen,
         ),
-        (Ok(()), None) => Condition::new(
+        (Ok(()), None, None) => Condition::new(
             types::RESOLVED_REFS,
             true,
             reasons::RESOLVED_REFS,
             "All references resolved",
             gen,
         ),
-        (Err((r, m)), _) => Condition::new(types::RESOLVED_REFS, false, r, m.clone(), gen),
     });
     conditions.push(match &l.conflict {
         None => Condition::new(
@@ -212,6 +221,7 @@ pub(super) fn validate_listener(
         accepted: Ok(()),
         resolved: Ok(()),
         stale_certificate: None,
+        client_validation: None,
         conflict: None,
         overlapping_tls: None,
         secrets: Vec::new(),
@@ -602,6 +612,7 @@ pub(crate) mod tests {
             accepted: Ok(()),
             resolved: Ok(()),
             stale_certificate: None,
+            client_validation: None,
             conflict: None,
             overlapping_tls: None,
             secrets: Vec::new(),

@@ -12,6 +12,7 @@ mod attach;
 pub mod backend;
 pub mod backend_tls;
 pub mod conditions;
+mod frontend_tls;
 mod gateway;
 mod gatewayclass;
 mod grpc;

@@ -203,6 +203,25 @@ fn select_chain<'m>(
         },
         why,
     });
+    if let ir::ChainTls::Terminate {
+        client_validation: Some(v),
+        ..
+    } = &chain.tls
+    {
+        d.notes.push(if v.insecure_fallback {
+            format!(
+                "the listener asks for a client certificate (CA {}) but accepts the connection \
+                 without one or with one that fails validation (AllowInsecureFallback)",
+                v.ca
+            )
+        } else {
+            format!(
+                "the listener requires a client certificate that chains to CA {}: without \
+                 one the TLS handshake fails",
+                v.ca
+            )
+        });
+    }
     Some(chain)
 }
 

@@ -132,21 +132,60 @@ fn udp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::ListenerFilter {
     }
 }
 
-fn downstream_tls(secrets: &[String], alpn: &[String]) -> core::TransportSocket {
-    let ctx = tls::DownstreamTlsContext {
+/// Envoy's TLS server context: the listener's certificates (SDS), ALPN, and
+/// the client certificate check of `spec.tls.frontend` when it has one.
+pub fn downstream_tls_context(
+    secrets: &[String],
+    alpn: &[String],
+    client: Option<&ir::ClientValidation>,
+) -> tls::DownstreamTlsContext {
+    use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
+    let sds = |name: &str| tls::SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ads()),
+    };
+    // The CA bundle is an SDS secret: a rotated CA updates that secret
+    // alone, and the listener (whose change would drain its connections)
+    // stays as it is.
+    let validation_context_type = client.map(|c| {
+        if c.insecure_fallback {
+            // Ask for a certificate, but neither require one nor fail the
+            // handshake when it does not chain to the CA; the SDS context
+            // (the CA) is merged over this default one.
+            ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+                default_validation_context: Some(tls::CertificateValidationContext {
+                    trust_chain_verification:
+                        tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted
+                            as i32,
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(sds(&c.ca)),
+                ..Default::default()
+            })
+        } else {
+            ValidationContextType::ValidationContextSdsSecretConfig(sds(&c.ca))
+        }
+    });
+    tls::DownstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
-            tls_certificate_sds_secret_configs: secrets
-                .iter()
-                .map(|s| tls::SdsSecretConfig {
-                    name: s.clone(),
-                    sds_config: Some(ads()),
-                })
-                .collect(),
+            tls_certificate_sds_secret_configs: secrets.iter().map(|s| sds(s)).collect(),
             alpn_protocols: alpn.to_vec(),
+            validation_context_type,
             ..Default::default()
         }),
+        require_client_certificate: client.map(|c| envoy_types::pb::google::protobuf::BoolValue {
+            value: !c.insecure_fallback,
+        }),
         ..Default::default()
-    };
+    }
+}
+
+fn downstream_tls(
+    secrets: &[String],
+    alpn: &[String],
+    client: Option<&ir::ClientValidation>,
+) -> core::TransportSocket {
+    let ctx = downstream_tls_context(secrets, alpn, client);
     core::TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(core::transport_socket::ConfigType::TypedConfig(any(&ctx))),
@@ -196,7 +235,11 @@ pub fn build_listener(l: &ir::Listener) -> listener::Listener {
         };
         let transport_socket = match &ch.tls {
             ir::ChainTls::None => None,
-            ir::ChainTls::Terminate { secrets, alpn } => Some(downstream_tls(secrets, alpn)),
+            ir::ChainTls::Terminate {
+                secrets,
+                alpn,
+                client_validation,
+            } => Some(downstream_tls(secrets, alpn, client_validation.as_ref())),
             ir::ChainTls::Passthrough => {
                 m.transport_protocol = "tls".into();
                 None

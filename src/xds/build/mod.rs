@@ -20,7 +20,7 @@ use crate::ir;
 mod cluster_tls;
 mod listener;
 mod route_policy;
-pub use listener::build_listener;
+pub use listener::{build_listener, downstream_tls_context};
 
 /// Cluster name that is never defined: Envoy answers requests routed to it
 /// with `cluster_not_found_response_code` (500), which is what the spec asks
@@ -48,6 +48,7 @@ pub fn build(model: &ir::Model) -> Snapshot {
 pub struct Builder {
     clusters: HashMap<String, (ir::Cluster, Resource, Resource)>,
     secrets: HashMap<String, (ir::TlsCertificate, Resource)>,
+    client_cas: HashMap<String, (ir::ClientCa, Resource)>,
     /// Route configurations by name, with the virtual hosts they were
     /// spliced from: unchanged when every virtual host is the same value.
     route_configs: HashMap<String, (Vec<Arc<ir::VirtualHost>>, Resource)>,
@@ -72,6 +73,10 @@ impl Builder {
                 used_secrets.insert(s.name.as_str());
                 set.insert(type_url::SECRET, self.secret(s));
             }
+            for ca in gw.client_cas.values() {
+                used_secrets.insert(ca.name.as_str());
+                set.insert(type_url::SECRET, self.client_ca(ca));
+            }
             for l in &gw.listeners {
                 set.insert(
                     type_url::LISTENER,
@@ -89,6 +94,8 @@ impl Builder {
         self.clusters
             .retain(|k, _| used_clusters.contains(k.as_str()));
         self.secrets
+            .retain(|k, _| used_secrets.contains(k.as_str()));
+        self.client_cas
             .retain(|k, _| used_secrets.contains(k.as_str()));
         snap
     }
@@ -130,6 +137,18 @@ impl Builder {
     /// Endpoints of a cluster (only its endpoints changed).
     pub fn endpoints(&mut self, c: &ir::Cluster) -> Resource {
         self.cluster(c).1
+    }
+
+    fn client_ca(&mut self, ca: &ir::ClientCa) -> Resource {
+        match self.client_cas.get(&ca.name) {
+            Some((ir, r)) if ir == ca => r.clone(),
+            _ => {
+                let r = Resource::new(&ca.name, &build_client_ca(ca));
+                self.client_cas
+                    .insert(ca.name.clone(), (ca.clone(), r.clone()));
+                r
+            }
+        }
     }
 
     fn secret(&mut self, s: &ir::TlsCertificate) -> Resource {
@@ -374,6 +393,23 @@ pub fn build_secret(s: &ir::TlsCertificate) -> tls::Secret {
             private_key: Some(inline(&s.private_key)),
             ..Default::default()
         })),
+    }
+}
+
+/// A CA bundle clients' certificates must chain to, as an SDS
+/// validation-context secret.
+pub fn build_client_ca(ca: &ir::ClientCa) -> tls::Secret {
+    tls::Secret {
+        name: ca.name.clone(),
+        r#type: Some(tls::secret::Type::ValidationContext(
+            tls::CertificateValidationContext {
+                trusted_ca: Some(core::DataSource {
+                    specifier: Some(core::data_source::Specifier::InlineString(ca.pem.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
     }
 }
 
