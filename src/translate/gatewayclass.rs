@@ -32,6 +32,7 @@ pub fn supported_features() -> Vec<&'static str> {
         "Gateway",
         "GatewayBackendClientCertificate",
         "GatewayHTTPListenerIsolation",
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
         "GatewayPort8080",
         "GRPCRoute",
         "GRPCRouteNamedRouteRule",
