@@ -8,10 +8,15 @@ standalone --config-dir` (or `switchyard explain -f DIR`): one GatewayClass,
 one Gateway `default/explain` with several HTTP listeners on `gw_port` that
 differ by hostname, Namespaces, Services with EndpointSlices (each answered by
 one echo backend `backend-<i>` on `backend_ports[i]`), ReferenceGrants, and
-one file per HTTPRoute. `requests` is a list of dicts in the explain request
+one file per HTTPRoute. With `https_port` and `cert` (PEM certificate and key)
+the Gateway also has HTTPS listeners on `https_port` with the same hostnames
+(names suffixed `-s`), and a share of the requests are `https://` with an
+`sni` that is sometimes another host than the Host (or "" for no SNI): 421
+Misdirected Request when the Host belongs to another HTTPS listener than the
+one the SNI chose. `requests` is a list of dicts in the explain request
 format (`id`, `method`, `url`, `headers` as [[name, value], ...], sometimes
-`gateway` and `address`); the Host header to send is the URL's authority
-(port included). Keys starting with `_` are notes for the test only
+`gateway` and `address`, `sni` for https); the Host header to send is the
+URL's authority (port included). Keys starting with `_` are notes for the test only
 (`_target`: which route and rule the request was built for) and must be
 removed before the requests go to explain (see `explain_input`).
 
@@ -183,21 +188,37 @@ def _match_yaml(m):
     return "{" + ", ".join(parts) + "}"
 
 
+# Server names for https requests whose SNI is not the Host ("" : no SNI).
+SNI_NAMES = tuple(h for h in REQUEST_HOSTS if not h[0].isdigit()) + ("",)
+
+
 class _Gen:
-    def __init__(self, seed, gw_port, backend_ports):
+    def __init__(self, seed, gw_port, backend_ports, https_port=None, cert=None):
         self.rng = random.Random(seed)
         self.seed = seed
         self.gw_port = gw_port
+        self.https_port = https_port
+        self.cert = cert
         self.backend_ports = backend_ports
         self.grants = set()  # (from_ns, to_ns, service name or None for all)
         self.routes = []
 
     # ---- configuration -------------------------------------------------
+    def listener_names(self):
+        names = [n for n, _, _ in LISTENERS]
+        return names + [n + "-s" for n in names] if self.https_port else names
+
     def base(self):
         listeners = "".join(
             f"  - {{name: {n}, port: {self.gw_port}, protocol: HTTP"
             + (f", hostname: {_q(h)}" if h else "") + f", allowedRoutes: {a}}}\n"
             for n, h, a in LISTENERS)
+        if self.https_port:
+            listeners += "".join(
+                f"  - {{name: {n}-s, port: {self.https_port}, protocol: HTTPS"
+                + (f", hostname: {_q(h)}" if h else "") + f", allowedRoutes: {a}, "
+                "tls: {certificateRefs: [{name: explain-cert}]}}\n"
+                for n, h, a in LISTENERS)
         docs = [
             "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: switchyard}\n"
             "spec: {controllerName: switchyard.dev/gateway-controller}\n",
@@ -205,6 +226,10 @@ class _Gen:
             f"spec:\n  gatewayClassName: switchyard\n  listeners:\n{listeners}",
         ]
         labels = {"default": "{}", "team-a": "{expose: \"yes\"}", "team-b": "{expose: \"no\"}"}
+        if self.https_port:
+            crt, key = (json.dumps(x) for x in self.cert)
+            docs.append(f"apiVersion: v1\nkind: Secret\nmetadata: {{name: explain-cert, namespace: {GATEWAY[0]}}}\n"
+                        f"type: kubernetes.io/tls\nstringData:\n  tls.crt: {crt}\n  tls.key: {key}\n")
         for ns in NAMESPACES:
             docs.append(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {labels[ns]}}}\n")
         for (ns, name), i in sorted(SERVICES.items()):
@@ -358,9 +383,9 @@ class _Gen:
         if r < 0.75:
             rt.parents = [None]
         elif r < 0.93:
-            rt.parents = [rng.choice(LISTENERS)[0]]
+            rt.parents = [rng.choice(self.listener_names())]
         else:
-            rt.parents = sorted(rng.sample([n for n, _, _ in LISTENERS], 2))
+            rt.parents = sorted(rng.sample(self.listener_names(), 2))
         rt.timestamp = rng.choice(TIMESTAMPS)
         twin = rng.choice(self.routes) if self.routes and rng.random() < 0.25 else None
         if twin:
@@ -520,8 +545,15 @@ class _Gen:
     def _request(self, rid, method, host, path, query, headers, target):
         rng = self.rng
         qs = "&".join(n if v is None else f"{n}={v}" for n, v in query)
-        url = f"http://{host}:{self.gw_port}{path}" + (f"?{qs}" if qs else "")
+        https = self.https_port and rng.random() < 0.4
+        url = f"{'https' if https else 'http'}://{host}:{self.https_port if https else self.gw_port}{path}" \
+            + (f"?{qs}" if qs else "")
         req = {"id": rid, "method": method, "url": url, "headers": headers}
+        if https:
+            # The server name: the Host's (as a browser sends it) or another
+            # one (a reused connection, a misdirected request).
+            same = host.lower() if not host[0].isdigit() else ""
+            req["sni"] = same if rng.random() < 0.4 else rng.choice(SNI_NAMES)
         # The Host header sent is the URL's authority, port included (as curl
         # sends it); optional fields of the request format, now and then.
         if rng.random() < 0.1:
@@ -532,11 +564,13 @@ class _Gen:
         return req
 
 
-def generate(seed, gw_port=8080, backend_ports=None, routes=None, requests=1200):
-    """(manifests {file name: YAML text}, requests [dict]) for `seed`."""
+def generate(seed, gw_port=8080, backend_ports=None, routes=None, requests=1200, https_port=None, cert=None):
+    """(manifests {file name: YAML text}, requests [dict]) for `seed`;
+    `https_port` and `cert` ((certificate PEM, key PEM)) add HTTPS listeners."""
     backend_ports = backend_ports or [9001 + i for i in range(BACKENDS)]
     assert len(backend_ports) >= BACKENDS, f"need {BACKENDS} backend ports"
-    g = _Gen(seed, gw_port, backend_ports)
+    assert (https_port is None) == (cert is None), "https_port and cert go together"
+    g = _Gen(seed, gw_port, backend_ports, https_port, cert)
     manifests = {"00-base.yaml": g.base()}
     grants = g.reference_grants()
     if grants:

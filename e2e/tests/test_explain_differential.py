@@ -1,7 +1,9 @@
 """Differential test of `switchyard explain` against the real Envoy.
 
 Each round generates (from a seed) a Gateway with several HTTP listeners on
-one port, 10-30 HTTPRoutes in three namespaces (overlapping prefixes, exact
+one port and HTTPS listeners with the same hostnames on another (requests
+over TLS whose SNI is sometimes not the Host: 421 Misdirected Request when
+another HTTPS listener owns the Host), 10-30 HTTPRoutes in three namespaces (overlapping prefixes, exact
 paths, regexes, methods, headers, query parameters, weights, wildcard
 hostnames, ReferenceGrants present and missing, redirects, rewrites, a few
 invalid rules) and ~1,200 requests aimed at those matches and their near
@@ -21,6 +23,7 @@ import json
 import os
 import random
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -53,12 +56,24 @@ def explain_available():
 
 # ---- the Envoy side --------------------------------------------------------
 
+TLS = ssl.create_default_context()
+TLS.check_hostname = False
+TLS.verify_mode = ssl.CERT_NONE
+TLS.set_alpn_protocols(["http/1.1"])
+
+
 def send_all(addr, port, requests, threads=4):
     """Sends every request to Envoy over keep-alive connections (one per
-    thread); returns {id: observed answer}."""
+    thread); an https request gets a TLS connection of its own with the
+    request's SNI. Returns {id: observed answer}."""
     local = threading.local()
 
-    def conn():
+    def conn(req, parts):
+        if parts.scheme == "https":
+            c = local.tls = http.client.HTTPConnection(addr, parts.port, timeout=10)
+            c.connect()
+            c.sock = TLS.wrap_socket(c.sock, server_hostname=req.get("sni") or None)
+            return c
         c = getattr(local, "conn", None)
         if c is None:
             c = local.conn = http.client.HTTPConnection(addr, port, timeout=10)
@@ -68,7 +83,7 @@ def send_all(addr, port, requests, threads=4):
         parts = urlsplit(req["url"])
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         for attempt in range(3):
-            c = conn()
+            c = conn(req, parts)
             try:
                 c.putrequest(req["method"], target, skip_host=True, skip_accept_encoding=True)
                 c.putheader("Host", req.get("_host_header") or parts.netloc)
@@ -79,13 +94,16 @@ def send_all(addr, port, requests, threads=4):
                 c.endheaders()
                 r = c.getresponse()
                 raw = r.read()
-                if r.getheader("connection", "").lower() == "close":
+                if parts.scheme == "https":
+                    c.close()
+                elif r.getheader("connection", "").lower() == "close":
                     c.close()
                     local.conn = None
                 break
             except (OSError, http.client.HTTPException) as e:
                 c.close()
-                local.conn = None
+                if parts.scheme != "https":
+                    local.conn = None
                 if attempt == 2:
                     return req["id"], {"status": None, "error": repr(e)}
                 time.sleep(0.05)
@@ -232,6 +250,9 @@ def features(req):
         out.append("repeated header")
     if parts.hostname and parts.netloc.split(":")[0] != parts.netloc.split(":")[0].lower():
         out.append("host case")
+    if parts.scheme == "https":
+        out.append("https, SNI = Host" if req.get("sni") == (parts.hostname or "").lower()
+                   else "https, no SNI" if not req.get("sni") else "https, SNI other than Host")
     return out
 
 
@@ -302,8 +323,13 @@ def _configure(seed):
 
     def configure(stack, g):
         stack.start_backends()
+        d = stack.dir
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=example.com", "-keyout", str(d / "tls.key"),
+                        "-out", str(d / "tls.crt")], check=True, capture_output=True)
+        cert = ((d / "tls.crt").read_text(), (d / "tls.key").read_text())
         manifests, requests = explain_gen.generate(seed, gw_port=stack.gw_port, backend_ports=stack.backend_ports,
-                                                   requests=REQUESTS)
+                                                   requests=REQUESTS, https_port=harness.free_port(), cert=cert)
         for name, text in manifests.items():
             stack.write(name, text)
         stack.start_switchyard()
@@ -342,6 +368,11 @@ def test_explain_agrees_with_envoy(request, round_):
                  for e in answers if isinstance(e.get("route"), dict)}
         assert forwarded >= 100 and len(rules) >= 5, \
             f"seed {seed}: too little coverage ({forwarded} requests forwarded, {len(rules)} rules hit)"
+        # HTTPS requests whose SNI chose another listener than the Host's.
+        misdirected = sum(1 for o in observed.values() if o["status"] == 421)
+        https_ok = sum(1 for r in requests if r["url"].startswith("https:") and observed[r["id"]]["status"] == 200)
+        assert misdirected >= 10 and https_ok >= 20, \
+            f"seed {seed}: too little HTTPS coverage ({misdirected} answered 421, {https_ok} forwarded over TLS)"
     finally:
         stack_gen.close()
 

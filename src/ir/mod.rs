@@ -139,6 +139,12 @@ pub struct VirtualHost {
     pub route_domains: Vec<(String, usize)>,
     /// The Gateway listener (`sectionName`, hostname) that owns this host.
     pub listener: Option<(String, Option<String>)>,
+    /// The host belongs to another HTTPS listener of the port than the one
+    /// whose route table this is (the connection's SNI chose that one): every
+    /// request is answered 421 Misdirected Request, and `routes` is empty.
+    /// `listener` names the listener that owns the host.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub misdirected: bool,
     /// The xDS builder's encoding of this virtual host, made once per value.
     #[serde(skip)]
     pub encoded: Memo<Encoded>,

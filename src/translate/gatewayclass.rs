@@ -35,6 +35,7 @@ pub fn supported_features() -> Vec<&'static str> {
         "GatewayFrontendClientCertificateValidation",
         "GatewayFrontendClientCertificateValidationInsecureFallback",
         "GatewayHTTPListenerIsolation",
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
         "GatewayInfrastructurePropagation",
         "GatewayPort8080",
         "GatewayStaticAddresses",

@@ -2,6 +2,11 @@
 //! HTTPS listener has its own. Each keeps the route entries of every domain
 //! in precedence order and the virtual hosts built from them; only the
 //! virtual hosts whose entries changed are rebuilt.
+//!
+//! When several HTTPS listeners share a port, the table of each also has a
+//! virtual host for every other listener's hostname (`*` for one without):
+//! a Host that belongs to another listener than the one the connection's SNI
+//! chose is answered 421 Misdirected Request (docs/misdirected-requests.md).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,8 +31,18 @@ type SortKey = (ir::Precedence, Arc<Age>, usize, usize);
 pub(super) struct Table {
     /// RouteConfiguration name.
     pub name: String,
-    /// The listeners sharing the table, with their hostnames.
+    /// The listeners whose hostnames decide which one owns a Host: for an
+    /// HTTP table, the listeners sharing it; for an HTTPS table, its own
+    /// listener (hostname `None`: SNI chose it already) or, when several
+    /// HTTPS listeners share the port, all of them with their hostnames.
     listeners: Vec<(usize, Option<String>)>,
+    /// The HTTPS listener this table serves; a Host owned by another of
+    /// `listeners` is misdirected (421). `None` for an HTTP table.
+    serving: Option<usize>,
+    /// Domains that keep a virtual host without route entries (listener
+    /// hostnames; `*` for a listener without one when hosts can be
+    /// misdirected).
+    kept: BTreeSet<String>,
     /// Name and hostname of each of those listeners (for `explain`).
     listener_names: BTreeMap<usize, (String, Option<String>)>,
     /// Route entries per domain, in precedence order. Every listener
@@ -82,27 +97,50 @@ impl Tables {
                         None => names::http_route_config(&gw.key, l.port),
                     },
                     listeners: Vec::new(),
+                    serving: None,
+                    kept: BTreeSet::new(),
                     listener_names: BTreeMap::new(),
                     domains: BTreeMap::new(),
                     vhosts: BTreeMap::new(),
                     dirty: BTreeSet::new(),
                     all_dirty: true,
                 });
-            // An HTTPS table serves one listener, whatever its hostname
-            // (SNI chose it already).
-            let hostname = if id.1.is_some() {
-                None
-            } else {
-                l.hostname.clone().filter(|h| !h.is_empty())
-            };
-            if let Some(h) = &hostname {
-                table.domains.entry(h.clone()).or_default();
-            }
-            table.listeners.push((i, hostname));
             let own_hostname = l.hostname.clone().filter(|h| !h.is_empty());
             table
                 .listener_names
-                .insert(i, (l.name.clone(), own_hostname));
+                .insert(i, (l.name.clone(), own_hostname.clone()));
+            if id.1.is_none() {
+                if let Some(h) = &own_hostname {
+                    table.domains.entry(h.clone()).or_default();
+                    table.kept.insert(h.clone());
+                }
+                table.listeners.push((i, own_hostname));
+                continue;
+            }
+            table.serving = Some(i);
+            let peers: Vec<usize> = (0..gw.listeners.len())
+                .filter(|&j| {
+                    let p = &gw.listeners[j];
+                    served(j) && p.protocol == "HTTPS" && p.port == l.port
+                })
+                .collect();
+            if peers.len() < 2 {
+                // The only HTTPS listener of the port serves any Host its
+                // routes name (SNI chose it already): nothing to misdirect to.
+                table.listeners.push((i, None));
+                continue;
+            }
+            // Several HTTPS listeners: a Host belongs to the most specific
+            // listener whose hostname matches it, as SNI would choose.
+            for j in peers {
+                let p = &gw.listeners[j];
+                let h = p.hostname.clone().filter(|h| !h.is_empty());
+                let domain = h.clone().unwrap_or_else(|| "*".to_string());
+                table.domains.entry(domain.clone()).or_default();
+                table.kept.insert(domain);
+                table.listener_names.insert(j, (p.name.clone(), h.clone()));
+                table.listeners.push((j, h));
+            }
         }
     }
 
@@ -230,7 +268,7 @@ impl Tables {
                 !(*e.route.source.route == *key && e.route.source.kind == kind.as_str())
             });
             table.dirty.insert(d.clone());
-            if entries.is_empty() && !table.listeners.iter().any(|(_, h)| h.as_ref() == Some(d)) {
+            if entries.is_empty() && !table.kept.contains(d) {
                 emptied.push(d.clone());
             }
         }
@@ -290,7 +328,8 @@ impl Tables {
 /// routes of its domain's owning listener, and every listener hostname has
 /// a virtual host (maybe without routes: 404) so that a more specific
 /// listener without a matching route never falls through to a wider
-/// listener's routes.
+/// listener's routes. In the table of an HTTPS listener, a domain owned by
+/// another HTTPS listener of the port is misdirected (421).
 fn virtual_host(table: &Table, wildcards: &[&String], d: &str) -> ir::VirtualHost {
     let domains = &table.domains;
     let own_listener = table
@@ -302,6 +341,22 @@ fn virtual_host(table: &Table, wildcards: &[&String], d: &str) -> ir::VirtualHos
         })
         .min_by_key(|(_, h)| hostname::specificity_key(h.as_deref().unwrap_or("*")))
         .map(|(i, _)| *i);
+    let listener = own_listener.and_then(|i| table.listener_names.get(&i).cloned());
+    if let (Some(serving), Some(owner)) = (table.serving, own_listener) {
+        if serving != owner {
+            // Another HTTPS listener of the port owns this Host: the
+            // connection's SNI chose the wrong one (RFC 9110 §15.5.20).
+            return ir::VirtualHost {
+                name: format!("{}/{d}", table.name),
+                domains: vec![d.to_string()],
+                routes: Vec::new(),
+                route_domains: Vec::new(),
+                listener,
+                misdirected: true,
+                encoded: ir::Memo::default(),
+            };
+        }
+    }
     let mine = |e: &&Entry| own_listener.is_none_or(|o| o == e.listener);
     let mut routes: Vec<Arc<ir::Route>> = Vec::new();
     let mut route_domains = Vec::new();
@@ -325,7 +380,8 @@ fn virtual_host(table: &Table, wildcards: &[&String], d: &str) -> ir::VirtualHos
         domains: vec![d.to_string()],
         routes,
         route_domains,
-        listener: own_listener.and_then(|i| table.listener_names.get(&i).cloned()),
+        listener,
+        misdirected: false,
         encoded: ir::Memo::default(),
     }
 }

@@ -26,6 +26,10 @@ pub(super) fn evaluate(
         return;
     };
     d.virtual_host = vh.domains.first().cloned();
+    if vh.misdirected {
+        misdirected(vh, &host, d);
+        return;
+    }
     if let (Some(l), Some((name, hostname))) = (d.listener.as_mut(), &vh.listener) {
         l.name = Some(name.clone());
         l.hostname = hostname.clone();
@@ -99,6 +103,29 @@ pub(super) fn evaluate(
     }
     lost_elsewhere(rc, vh, &host, Some(&mut seen_rules), holds, d);
     act(gw, w, req, &path, query.as_deref(), d);
+}
+
+/// The Host belongs to another HTTPS listener of the port than the one the
+/// connection's SNI chose: Envoy answers 421 Misdirected Request.
+fn misdirected(vh: &ir::VirtualHost, host: &str, d: &mut Decision) {
+    d.status = Some(421);
+    let owner = match &vh.listener {
+        Some((name, Some(h))) => format!("listener {name} (hostname {h})"),
+        Some((name, None)) => format!("listener {name} (no hostname)"),
+        None => "another listener".to_string(),
+    };
+    let chosen = d
+        .listener
+        .as_ref()
+        .map(|l| match (&l.name, &l.hostname) {
+            (Some(n), Some(h)) => format!("listener {n} (hostname {h})"),
+            (Some(n), None) => format!("listener {n} (no hostname)"),
+            _ => "another listener".to_string(),
+        })
+        .unwrap_or_else(|| "another listener".to_string());
+    d.notes.push(format!(
+        "misdirected: Host {host} belongs to {owner}, but the TLS server name (SNI) chose {chosen}; the Gateway answers 421 so the client retries on a connection of its own"
+    ));
 }
 
 fn rule_key(r: &ir::Route) -> (&'static str, &crate::inputs::ObjKey, usize) {

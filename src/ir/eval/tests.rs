@@ -366,3 +366,173 @@ fn json_has_the_documented_fields() {
     assert_eq!(v["backends"][0]["port"], 80);
     assert_eq!(v["lost"][0]["route"]["name"], "newer");
 }
+
+/// The golden case `https-misdirected`: the conformance test
+/// HTTPRouteHTTPSListenerDetectMisdirectedRequests's Gateway and routes, plus
+/// a TLS passthrough listener on the same port and a lone HTTPS listener.
+fn misdirect_model() -> ir::Model {
+    crate::testing::model(
+        include_str!("../../../tests/golden/https-misdirected/input.yaml"),
+        "127.0.0.1/32",
+    )
+}
+
+/// `https://HOST:443/detect-misdirected-requests` on a connection with `sni`.
+fn ask_sni(m: &ir::Model, sni: &str, host: &str) -> Decision {
+    let mut r = Request::parse(&format!(
+        "GET https://{host}:443/detect-misdirected-requests"
+    ))
+    .expect("request parses");
+    r.sni = Some(sni.to_string());
+    evaluate(m, &r).expect("evaluates")
+}
+
+#[test]
+fn https_hosts_of_another_listener_are_misdirected() {
+    let m = misdirect_model();
+    // Every case of the conformance test: (SNI, Host, the Gateway's status
+    // or the route that forwards).
+    let cases: &[(&str, &str, &str)] = &[
+        ("example.org", "example.org", "test-1"),
+        ("example.org", "second-example.org", "421"),
+        ("example.org", "unknown-example.org", "404"),
+        ("second-example.org", "second-example.org", "test-2"),
+        ("second-example.org", "example.org", "421"),
+        ("second-example.org", "unknown-example.org", "421"),
+        (
+            "third-example.wildcard.org",
+            "third-example.wildcard.org",
+            "test-3",
+        ),
+        (
+            "third-example.wildcard.org",
+            "fith-example.wildcard.org",
+            "test-3",
+        ),
+        (
+            "third-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            "421",
+        ),
+        ("third-example.wildcard.org", "second-example.org", "421"),
+        ("third-example.wildcard.org", "unknown-example.org", "421"),
+        (
+            "fourth-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            "test-4",
+        ),
+        (
+            "fourth-example.wildcard.org",
+            "fith-example.wildcard.org",
+            "421",
+        ),
+        ("unknown-example.org", "example.org", "test-1"),
+        ("unknown-example.org", "unknown-example.org", "404"),
+    ];
+    for &(sni, host, want) in cases {
+        let d = ask_sni(&m, sni, host);
+        let got = match (d.status, route_name(&d)) {
+            (Some(s), None) => s.to_string(),
+            (None, Some(r)) => r.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(got, want, "SNI {sni}, Host {host}: {:?}", d.notes);
+        assert!(
+            d.refused.is_none(),
+            "SNI {sni}, Host {host}: {:?}",
+            d.refused
+        );
+    }
+}
+
+#[test]
+fn a_misdirected_request_names_both_listeners() {
+    let m = misdirect_model();
+    let d = ask_sni(
+        &m,
+        "third-example.wildcard.org",
+        "Fourth-Example.wildcard.org",
+    );
+    assert_eq!(d.status, Some(421));
+    // The listener stays the one SNI chose; the note names the owner.
+    let l = d.listener.as_ref().expect("a listener");
+    assert_eq!(
+        (l.name.as_deref(), l.hostname.as_deref()),
+        (Some("https-with-wildcard-hostname"), Some("*.wildcard.org"))
+    );
+    assert_eq!(
+        d.virtual_host.as_deref(),
+        Some("fourth-example.wildcard.org")
+    );
+    let note = d.notes.join("\n");
+    assert!(
+        note.contains(
+            "listener https-with-hostname-matching-wildcard (hostname fourth-example.wildcard.org)"
+        ) && note.contains("chose listener https-with-wildcard-hostname"),
+        "{note}"
+    );
+    assert!(d.route.is_none() && d.backends.is_empty() && d.lost.is_empty());
+    // Owned by the listener without a hostname.
+    let d = ask_sni(&m, "second-example.org", "nowhere.test");
+    assert_eq!(d.status, Some(421));
+    assert!(
+        d.notes.join("\n").contains("listener https (no hostname)"),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn misdirection_follows_the_host_not_the_route_hostnames() {
+    let m = misdirect_model();
+    // A route of the catch-all listener names x.wildcard.org, which the
+    // wildcard listener owns: 421 on the catch-all's connections...
+    let d = ask_sni(&m, "example.org", "x.wildcard.org");
+    assert_eq!((d.status, route_name(&d)), (Some(421), None));
+    // ... while its other hostname is served there.
+    let d = ask_sni(&m, "example.org", "example.net");
+    assert_eq!((d.status, route_name(&d)), (None, Some("overreach")));
+    // With SNI x.wildcard.org the wildcard listener serves it with its own route.
+    let d = ask_sni(&m, "x.wildcard.org", "x.wildcard.org");
+    assert_eq!(route_name(&d), Some("test-3"));
+    // The TLS listener's hostname is not an HTTPS listener's: the catch-all
+    // HTTPS listener owns the Host (404: no route), no 421.
+    let d = ask_sni(&m, "example.org", "pass.example.org");
+    assert_eq!((d.status, route_name(&d)), (Some(404), None));
+    // Without SNI the listener without a hostname takes the connection.
+    let mut r = Request::parse("GET https://second-example.org/detect-misdirected-requests")
+        .expect("request parses");
+    r.sni = None;
+    assert_eq!(evaluate(&m, &r).expect("evaluates").status, Some(421));
+}
+
+#[test]
+fn a_lone_https_listener_and_plain_http_listeners_never_answer_421() {
+    let m = misdirect_model();
+    // Port 9443 has one HTTPS listener (alone.example.org): another Host
+    // finds no virtual host, 404 as before.
+    let mut r = Request::parse("GET https://other.example.org:9443/").expect("request parses");
+    r.sni = Some("alone.example.org".into());
+    let d = evaluate(&m, &r).expect("evaluates");
+    assert_eq!((d.status, route_name(&d)), (Some(404), None));
+    r.host = "alone.example.org:9443".into();
+    assert_eq!(
+        route_name(&evaluate(&m, &r).expect("evaluates")),
+        Some("alone")
+    );
+    // HTTP listeners sharing a port are isolated, never misdirected.
+    let m = model("");
+    let d = ask(&m, "GET http://shop.example.com/", &[]);
+    assert_eq!(d.status, Some(404));
+    fn no_misdirected(m: &ir::Model) -> bool {
+        m.gateways
+            .values()
+            .flat_map(|g| g.listeners.iter().flat_map(|l| l.chains.iter()))
+            .filter_map(|c| match &c.app {
+                ir::App::Http(rc) => Some(rc),
+                _ => None,
+            })
+            .all(|rc| rc.virtual_hosts.iter().all(|v| !v.misdirected))
+    }
+    assert!(no_misdirected(&m));
+}

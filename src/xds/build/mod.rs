@@ -437,10 +437,36 @@ pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
 }
 
 fn build_virtual_host(vh: &ir::VirtualHost) -> route::VirtualHost {
+    let routes = if vh.misdirected {
+        vec![misdirected_route()]
+    } else {
+        vh.routes.iter().map(|r| build_route(r)).collect()
+    };
     route::VirtualHost {
         name: vh.name.clone(),
         domains: vh.domains.clone(),
-        routes: vh.routes.iter().map(|r| build_route(r)).collect(),
+        routes,
+        ..Default::default()
+    }
+}
+
+/// Every request of a misdirected host (another HTTPS listener of the port
+/// owns it): 421 Misdirected Request, so that a client that reused a
+/// connection opens one with the right SNI.
+fn misdirected_route() -> route::Route {
+    route::Route {
+        name: "misdirected".into(),
+        r#match: Some(route::RouteMatch {
+            path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::route::Action::DirectResponse(
+            route::DirectResponseAction {
+                status: 421,
+                body: None,
+                body_format: None,
+            },
+        )),
         ..Default::default()
     }
 }
