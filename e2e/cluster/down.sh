@@ -94,10 +94,13 @@ foreign_runs() {
 }
 ours() {
   local p
-  for p in /proc/[0-9]*; do is_ours "${p#/proc/}" && echo "${p#/proc/}"; done
+  for p in /proc/[0-9]*; do { is_ours "${p#/proc/}" || of_run "${p#/proc/}" "$RUN"; } && echo "${p#/proc/}"; done
 }
 # A PID from a pid file, if it still runs one of our binaries (never a reused PID).
-pidfile() { local p; [ -f "$RUN/pids/$1.pid" ] && p=$(cat "$RUN/pids/$1.pid") && is_ours "$p" && echo "$p"; }
+# (A kubelet binary from elsewhere, KUBELET=..., names our run directory.)
+pidfile() {
+  local p; [ -f "$RUN/pids/$1.pid" ] && p=$(cat "$RUN/pids/$1.pid") && { is_ours "$p" || of_run "$p" "$RUN"; } && echo "$p"
+}
 
 # 0. Another checkout's cluster: its kubelet first (it stops its Pods), then
 #    the rest, each only if its command line names that run directory.

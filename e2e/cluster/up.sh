@@ -214,11 +214,16 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
 wait_for "the default ServiceAccount" 60 kube-controller-manager kubectl get serviceaccount default -n default
 
 # --- process kubelet -------------------------------------------------------------
+# An older kubelet binary (KUBELET from a checkout without log serving)
+# knows none of the serving flags: it runs without them, kubectl logs aside.
+serving=()
+if "$KUBELET" --help 2>/dev/null | grep -q -- --tls-cert-file; then
+  serving=(--port "$KUBELET_PORT" --tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key"
+           --client-ca-file "$PKI/ca.crt")
+fi
 start kubelet "$KUBELET" --kubeconfig "$KUBECONFIG" --node-name "$NODE" \
   --bridge "$BRIDGE" --bridge-ip "$BRIDGE_IP" --pod-cidr "$POD_CIDR" --run-dir "$RUN/pods" \
-  --image-map "$HERE/images.yaml" --bin-dir "$BIN" \
-  --port "$KUBELET_PORT" --tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key" \
-  --client-ca-file "$PKI/ca.crt"
+  --image-map "$HERE/images.yaml" --bin-dir "$BIN" "${serving[@]}"
 wait_for "node $NODE Ready" 60 kubelet node_ready
 echo "$SETTINGS" >"$RUN/settings"
 
