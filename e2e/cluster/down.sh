@@ -5,7 +5,11 @@
 #
 # Processes are found by pid file first, then (fallback) by executable path:
 # only binaries from this checkout's e2e/bin and target/*/switchyard-kubelet,
-# never by a broad name.
+# never by a broad name. A cluster that another checkout of this repository
+# started on this machine (same bridge, ports, node) is stopped too, through
+# that checkout's run directory: its kubelet and etcd name it on their command
+# lines (--run-dir, --data-dir), and only processes whose command line names
+# it are signalled.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 E2E=$(dirname "$HERE")
@@ -40,22 +44,88 @@ wait_gone() { # seconds (may be fractional), pids...
 }
 pidfile() { [ -f "$RUN/pids/$1.pid" ] && cat "$RUN/pids/$1.pid"; }
 
+# e2e/bin may be a symlink (shared between checkouts): the kernel reports
+# the resolved path.
+BIN_REAL=$(readlink -f "$BIN" 2>/dev/null || echo "$BIN")
+KUBELET_REAL=$(readlink -f "${KUBELET:-/nonexistent}" 2>/dev/null || true)
 # Is this PID one of this checkout's cluster binaries (by executable path)?
 is_ours() {
   local exe
   exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
   case $exe in
     "$BIN"/etcd|"$BIN"/kube-apiserver|"$BIN"/kube-controller-manager|"$BIN"/echo-basic|"$BIN"/coredns) return 0 ;;
+    "$BIN_REAL"/etcd|"$BIN_REAL"/kube-apiserver|"$BIN_REAL"/kube-controller-manager) return 0 ;;
+    "$BIN_REAL"/echo-basic|"$BIN_REAL"/coredns) return 0 ;;
     "$TARGET"/*/switchyard-kubelet) return 0 ;;
   esac
+  [ -n "$KUBELET_REAL" ] && [ "$exe" = "$KUBELET_REAL" ] && return 0
   return 1
+}
+# Is this PID a cluster component whose command line names run directory $2?
+of_run() {
+  local exe
+  exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  case ${exe##*/} in
+    etcd|kube-apiserver|kube-controller-manager|switchyard-kubelet) ;;
+    *) return 1 ;;
+  esac
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -q "^$2/"
+}
+# Run directories of clusters other checkouts started here: from the command
+# lines of kubelets on our bridge and of etcds on our client port.
+foreign_runs() {
+  local p exe args r
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    args=$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null) || continue
+    r=
+    case ${exe##*/} in
+      switchyard-kubelet)
+        echo "$args" | grep -qx -- "$BRIDGE" || continue
+        r=$(echo "$args" | grep -A1 -x -- --run-dir | tail -n1) ;;
+      etcd)
+        echo "$args" | grep -q -- "127.0.0.1:${ETCD_PORT:-23790}$" || continue
+        r=$(echo "$args" | grep -A1 -x -- --data-dir | tail -n1) ;;
+      *) continue ;;
+    esac
+    r=${r%/*}
+    case $r in */e2e/run) [ "$r" != "$RUN" ] && echo "$r" ;; esac
+  done | sort -u
 }
 ours() {
   local p
-  for p in /proc/[0-9]*; do is_ours "${p#/proc/}" && echo "${p#/proc/}"; done
+  for p in /proc/[0-9]*; do { is_ours "${p#/proc/}" || of_run "${p#/proc/}" "$RUN"; } && echo "${p#/proc/}"; done
 }
 # A PID from a pid file, if it still runs one of our binaries (never a reused PID).
-pidfile() { local p; [ -f "$RUN/pids/$1.pid" ] && p=$(cat "$RUN/pids/$1.pid") && is_ours "$p" && echo "$p"; }
+# (A kubelet binary from elsewhere, KUBELET=..., names our run directory.)
+pidfile() {
+  local p; [ -f "$RUN/pids/$1.pid" ] && p=$(cat "$RUN/pids/$1.pid") && { is_ours "$p" || of_run "$p" "$RUN"; } && echo "$p"
+}
+
+# 0. Another checkout's cluster: its kubelet first (it stops its Pods), then
+#    the rest, each only if its command line names that run directory.
+for other in $(foreign_runs); do
+  echo "cluster-down: stopping the cluster started from $other" >&2
+  ps_of() { local f=$other/pids/$1.pid p; [ -f "$f" ] && p=$(cat "$f") && of_run "$p" "$other" && echo "$p"; }
+  if k=$(ps_of kubelet) && alive "$k"; then kill -TERM "$k" 2>/dev/null; wait_gone 12 "$k"; fi
+  op=()
+  for name in kubelet kube-controller-manager kube-apiserver etcd; do
+    p=$(ps_of $name) && alive "$p" && op+=("$p") && kill -TERM "$p" 2>/dev/null
+  done
+  # Without pid files: whatever still names that run directory.
+  for p in /proc/[0-9]*; do of_run "${p#/proc/}" "$other" && op+=("${p#/proc/}") && kill -TERM "${p#/proc/}" 2>/dev/null; done
+  if [ ${#op[@]} -gt 0 ]; then
+    wait_gone 3 "${op[@]}"
+    for p in "${op[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+    wait_gone 2 "${op[@]}"
+  fi
+  for f in "$other"/pods/*/*.pid; do
+    [ -f "$f" ] || continue
+    read -r p exe <"$f"
+    [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$exe" ] && kill -KILL "$p" 2>/dev/null
+  done
+  grep -E " $other/" /proc/mounts 2>/dev/null | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+done
 
 # 1. The kubelet first: on SIGTERM it stops its Pods and removes their netns.
 if k=$(pidfile kubelet) && alive "$k"; then

@@ -5,8 +5,15 @@
 # experimental-channel CRDs and waits until they are Established.
 #
 # Writes the admin kubeconfig to e2e/run/kubeconfig. Idempotent: a healthy
-# cluster is reused; anything else is torn down (down.sh) and started afresh.
-# Every wait is bounded; on a timeout the relevant log's tail is printed.
+# cluster started by this script, from this checkout, with the same kubelet
+# binary and settings is reused; anything else (including a cluster another
+# checkout started on this machine, found by down.sh) is torn down and started
+# afresh. Every wait is bounded; on a timeout the relevant log's tail is printed.
+#
+# The kubelet serves container logs (pods/log, `kubectl logs`) over HTTPS on
+# KUBELET_PORT with a serving certificate from the cluster CA; the API server
+# reaches it at the Node's InternalIP, verifies that certificate and
+# authenticates with a client certificate the kubelet checks.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 E2E=$(dirname "$HERE")
@@ -24,6 +31,7 @@ POD_CIDR=${POD_CIDR:-10.244.0.0/24}
 API_PORT=${API_PORT:-6443}
 ETCD_PORT=${ETCD_PORT:-23790}
 NODE=${NODE:-e2e-node}
+KUBELET_PORT=${KUBELET_PORT:-10250}
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.1}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 KUBELET=${KUBELET:-$TARGET/debug/switchyard-kubelet}
@@ -50,8 +58,13 @@ node_ready() {
 
 # A rebuilt binary shows as "(deleted)" behind the running process: start afresh.
 current() { ! readlink "/proc/$(cat "$PIDS/$1.pid")/exe" 2>/dev/null | grep -q '(deleted)$'; }
+# What the running cluster was started with; another kubelet binary (e.g.
+# KUBELET pointing at another checkout's) or other settings mean a restart.
+# Bump the version when the flags below change incompatibly.
+SETTINGS="v2 kubelet=$(readlink -f "$KUBELET" 2>/dev/null || echo "$KUBELET") port=$KUBELET_PORT node=$NODE bridge=$BRIDGE_IP"
+same_settings() { [ "$(cat "$RUN/settings" 2>/dev/null)" = "$SETTINGS" ]; }
 
-if [ -f "$KUBECONFIG" ] && alive etcd && alive kube-apiserver && alive kube-controller-manager && alive kubelet \
+if [ -f "$KUBECONFIG" ] && same_settings && alive etcd && alive kube-apiserver && alive kube-controller-manager && alive kubelet \
     && current kubelet && current kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1 && node_ready; then
   printf 'cluster already up (reused, %.1f s); export KUBECONFIG=%s\n' "$(elapsed)" "$KUBECONFIG"
   exit 0
@@ -76,7 +89,16 @@ fail() { # message, log name
 }
 start() { # name, command...
   local name=$1; shift
-  setsid "$@" >"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
+  # Only stdin/stdout/stderr are passed on: a daemon that inherited a lock's
+  # descriptor (ours, fd 9, or that of a `flock LOCKFILE up.sh` around us)
+  # would hold that lock for as long as the cluster runs.
+  (
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+    done
+    exec setsid "$@"
+  ) >"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
 }
 wait_for() { # description, seconds, log name, command...
@@ -106,9 +128,21 @@ subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$BRIDGE_IP,DNS:localhost,DNS:kuberne
 cert admin "/O=system:masters/CN=kubernetes-admin" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
+# The kubelet port: its serving certificate (for the address the API server
+# dials, the Node's InternalIP) and the API server's client certificate.
+cert kubelet "/O=system:nodes/CN=system:node:$NODE" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$BRIDGE_IP,IP:127.0.0.1,DNS:$NODE,DNS:localhost"
+cert apiserver-kubelet-client "/O=kube-apiserver-kubelet-client/CN=kube-apiserver-kubelet-client" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
 openssl_q genrsa -out "$PKI/sa.key" 2048
 openssl_q rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
-[ -s "$PKI/apiserver.crt" ] && [ -s "$PKI/admin.crt" ] && [ -s "$PKI/sa.pub" ] || fail "generating certificates failed"
+for f in apiserver admin kubelet apiserver-kubelet-client; do
+  [ -s "$PKI/$f.crt" ] || fail "generating certificates failed ($f)"
+done
+[ -s "$PKI/sa.pub" ] || fail "generating certificates failed (sa)"
 chmod 600 "$PKI"/*.key
 
 b64() { base64 -w0 <"$1"; }
@@ -158,6 +192,10 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --service-cluster-ip-range 10.96.0.0/16 \
   --authorization-mode Node,RBAC \
   --disable-admission-plugins ServiceAccount \
+  --kubelet-preferred-address-types InternalIP \
+  --kubelet-certificate-authority "$PKI/ca.crt" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
   --allow-privileged=true --profiling=false --event-ttl 10m \
   --enable-priority-and-fairness=false
 wait_for kube-apiserver 120 kube-apiserver kubectl get --raw /readyz
@@ -176,10 +214,18 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
 wait_for "the default ServiceAccount" 60 kube-controller-manager kubectl get serviceaccount default -n default
 
 # --- process kubelet -------------------------------------------------------------
+# An older kubelet binary (KUBELET from a checkout without log serving)
+# knows none of the serving flags: it runs without them, kubectl logs aside.
+serving=()
+if "$KUBELET" --help 2>/dev/null | grep -q -- --tls-cert-file; then
+  serving=(--port "$KUBELET_PORT" --tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key"
+           --client-ca-file "$PKI/ca.crt")
+fi
 start kubelet "$KUBELET" --kubeconfig "$KUBECONFIG" --node-name "$NODE" \
   --bridge "$BRIDGE" --bridge-ip "$BRIDGE_IP" --pod-cidr "$POD_CIDR" --run-dir "$RUN/pods" \
-  --image-map "$HERE/images.yaml" --bin-dir "$BIN"
+  --image-map "$HERE/images.yaml" --bin-dir "$BIN" "${serving[@]}"
 wait_for "node $NODE Ready" 60 kubelet node_ready
+echo "$SETTINGS" >"$RUN/settings"
 
 # --- Gateway API CRDs (experimental channel), from deploy/crds -----------------
 CRDS=$ROOT/deploy/crds/experimental

@@ -8,12 +8,19 @@
 //! for. Images map to local binaries through a small YAML table; an unknown
 //! image gets the waiting reason `ImageNotMapped` instead of a hang.
 //!
+//! Each container's stdout and stderr are kept as CRI log files (`logs`),
+//! served over HTTPS on the kubelet port for the API server's pods/log
+//! subresource (`server`), so `kubectl logs` works.
+//!
 //! Test infrastructure, not product code: no cgroups, no images, no probes
 //! beyond "the declared TCP ports accept connections".
 #![forbid(unsafe_code)]
 
+mod logs;
+mod server;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -73,6 +80,35 @@ struct Args {
     /// Directory where relative binary names are looked up.
     #[arg(long)]
     bin_dir: PathBuf,
+    /// HTTPS port for the API server (container logs); advertised in the
+    /// Node's status.daemonEndpoints. Served only with a serving certificate.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Address the HTTPS server listens on (default: --bridge-ip, the
+    /// Node's InternalIP).
+    #[arg(long)]
+    address: Option<IpAddr>,
+    /// Serving certificate (PEM) for the kubelet port; without it and
+    /// --tls-private-key-file nothing is served and the Node advertises port 0.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CA whose client certificates may call the kubelet port (the API
+    /// server's --kubelet-client-certificate); without it, anyone may.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The port advertised on the Node: 0 when nothing is served.
+    fn served_port(&self) -> u16 {
+        if self.tls_cert_file.is_some() {
+            self.port
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -116,6 +152,8 @@ struct Kubelet {
     ip_cursor: Mutex<u8>,
     /// Mount points created on the host (removed, if empty, at shutdown).
     created: Mutex<Vec<PathBuf>>,
+    /// Where each Pod's container logs are (read by the HTTPS server).
+    logs: Arc<logs::LogState>,
 }
 
 fn pod_key(p: &Pod) -> String {
@@ -182,6 +220,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("reading the kubeconfig")?;
     let client = Client::try_from(config).context("connecting to the API server")?;
+    let log_state = Arc::new(logs::LogState::default());
+    // Listen before the Node advertises the port.
+    if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
+        let acceptor = server::tls_acceptor(cert, key, args.client_ca_file.as_deref())?;
+        let addr = (args.address.unwrap_or(IpAddr::V4(args.bridge_ip)), args.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr:?} (the kubelet port)"))?;
+        tokio::spawn(server::serve(listener, acceptor, log_state.clone()));
+    }
     register_node(&client, &args).await?;
     tokio::spawn(heartbeat(client.clone(), args.clone()));
 
@@ -193,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         used_ips: Mutex::new(HashSet::new()),
         ip_cursor: Mutex::new(254),
         created: Mutex::new(Vec::new()),
+        logs: log_state,
     });
 
     let mut stream = watcher::watcher(Api::<Pod>::all(client), watcher::Config::default())
@@ -325,6 +374,8 @@ async fn patch_node_status(nodes: &Api<Node>, args: &Args) -> anyhow::Result<()>
         ],
         "addresses": [{"type": "InternalIP", "address": args.bridge_ip.to_string()},
                       {"type": "Hostname", "address": args.node_name}],
+        // Where the API server reaches this kubelet (pods/log); 0 = not served.
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": args.served_port()}},
         "capacity": {"cpu": "2", "memory": "24Gi", "pods": "250"},
         "allocatable": {"cpu": "2", "memory": "24Gi", "pods": "250"},
         "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.36.3-switchyard",
@@ -712,6 +763,10 @@ impl Kubelet {
             name,
             uid,
         };
+        // Logs of an earlier incarnation run by a previous kubelet process
+        // (same UID): its processes are gone, restart counts start over.
+        let _ = std::fs::remove_dir_all(run.dir.join("logs"));
+        self.logs.register_pod(&run.key(), &run.dir);
         let result = run.run(&mut stop).await;
         if let Err(e) = &result {
             warn!(pod = %run.key(), "{e:#}");
@@ -959,6 +1014,11 @@ impl PodRun<'_> {
             let mut child = cmd
                 .spawn()
                 .with_context(|| format!("starting init container {}", c.name))?;
+            logs::capture(
+                &mut child,
+                logs::log_file(&self.dir, &c.name, 0),
+                &self.kubelet.logs,
+            );
             loop {
                 if let Some(st) = child.try_wait()? {
                     if !st.success() {
@@ -1349,16 +1409,10 @@ impl PodRun<'_> {
         if let Some(dir) = &c.working_dir {
             cmd.current_dir(dir);
         }
-        let log = self.dir.join(format!("{}.log", c.name));
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-        {
-            if let Ok(f2) = f.try_clone() {
-                cmd.stdout(f).stderr(f2);
-            }
-        }
+        // Both streams go through the kubelet into the CRI log file
+        // (`logs::capture` after spawning).
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         cmd
     }
 
@@ -1366,9 +1420,14 @@ impl PodRun<'_> {
         let c = &self.ctrs[i];
         let bin = &c.bin;
         let mut cmd = self.command(bin, &c.argv, &c.env, &c.mounts, &c.spec);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+        logs::capture(
+            &mut child,
+            logs::log_file(&self.dir, &c.spec.name, c.restarts),
+            &self.kubelet.logs,
+        );
         info!(pod = %self.key(), container = %c.spec.name, ip = %self.ip, pid = child.id(),
               "started {} {:?}", bin.display(), c.argv);
         // "PID EXECUTABLE" for down.sh, which kills the PID only while it

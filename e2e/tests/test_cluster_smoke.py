@@ -13,6 +13,7 @@ Skipped when the cluster binaries are not built (`make cluster-build`).
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -198,3 +199,88 @@ def test_unknown_image_is_reported_not_hung(cluster):
         assert "example.com/nothing:1" in w["message"]
     finally:
         kubectl("delete", "pod", "unmapped", "-n", "default", "--wait=true", "--timeout=30s", check=False)
+
+
+LOGS_POD = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-logs, namespace: default, labels: {{app: echo-logs}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: echo-logs
+    image: registry.k8s.io/gateway-api/echo-basic:v1.5.1
+    env:
+    - {{name: HTTP_PORT, value: "3000"}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    ports: [{{containerPort: 3000}}]
+"""
+
+
+@needs_binaries
+def test_kubectl_logs_through_the_kubelet(cluster):
+    """`kubectl logs` reaches the process kubelet through the API server
+    (pods/log → https://<InternalIP>:<daemonEndpoints port>/containerLogs,
+    certificates verified both ways) and honours the options the
+    conformance suite's mirror tests use (sinceTime) and the usual ones."""
+    node = json.loads(kubectl("get", "node", "e2e-node", "-o", "json"))
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250, node["status"]
+    assert {"type": "InternalIP", "address": "10.244.0.1"} in node["status"]["addresses"]
+
+    kubectl("delete", "pod", "echo-logs", "-n", "default", "--ignore-not-found", "--wait=true", "--timeout=30s")
+    kubectl("apply", "-f", "-", stdin=LOGS_POD)
+    try:
+        def ip():
+            p = json.loads(kubectl("get", "pod", "echo-logs", "-n", "default", "-o", "json"))
+            ready = any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in p.get("status", {}).get("conditions", []))
+            return p["status"].get("podIP") if ready else None
+
+        pod_ip = wait(ip, 60, "the echo-basic Pod Ready")
+        # What echo-basic prints at start-up is there.
+        wait(lambda: "Starting server, listening on port 3000" in kubectl("logs", "echo-logs", "-n", "default"),
+             20, "echo-basic's start-up line in kubectl logs")
+        before = time.time()
+        time.sleep(1.1)  # sinceTime has 1 s granularity
+        marker = f"/smoke-logs-{int(before)}"
+        for i in range(3):
+            with urllib.request.urlopen(f"http://{pod_ip}:3000{marker}?n={i}", timeout=3) as r:
+                assert r.status == 200
+        # The line conformance/utils/http/mirror.go looks for, found with
+        # sinceTime as DumpEchoLogs asks for it.
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(before + 1))
+        recent = wait(lambda: (lambda out: out if out.count(marker) == 3 else None)(
+            kubectl("logs", "echo-logs", "-n", "default", f"--since-time={since}")), 10, "3 echoed requests")
+        lines = [l for l in recent.splitlines() if l]
+        assert all(marker in l for l in lines), f"sinceTime let older lines through: {lines}"
+        assert lines[0].startswith(f"Echoing back request made to {marker}?n=0 to client ("), lines
+        # --since (sinceSeconds) long enough includes the start-up line too.
+        assert "Starting server" in kubectl("logs", "echo-logs", "-n", "default", "--since=1h")
+        # Timestamps: RFC 3339, the real kubelet's prefix.
+        stamped = kubectl("logs", "echo-logs", "-n", "default", "--timestamps", "--tail=1").splitlines()
+        assert len(stamped) == 1 and stamped[0].endswith(f"{marker}?n=2 to client (10.244.0.1:" +
+                                                         stamped[0].rsplit(":", 1)[1]), stamped
+        ts = stamped[0].split(" ", 1)[0]
+        assert ts.startswith(time.strftime("%Y-%m-%dT", time.gmtime())) and ts.endswith("Z"), ts
+        assert kubectl("logs", "echo-logs", "-n", "default", "--limit-bytes=8") == "Starting"
+        # No earlier run: --previous is an error, as with a real kubelet.
+        r = subprocess.run([KUBECTL, "logs", "echo-logs", "-n", "default", "--previous"], capture_output=True,
+                           text=True, env=dict(os.environ, KUBECONFIG=str(KUBECONFIG)), timeout=30)
+        assert r.returncode != 0 and "previous terminated container" in r.stderr, r.stderr
+        # follow: a request made while following shows up in the stream.
+        follow = subprocess.Popen([KUBECTL, "logs", "-f", "echo-logs", "-n", "default", "--tail=0"],
+                                  stdout=subprocess.PIPE, text=True, env=dict(os.environ, KUBECONFIG=str(KUBECONFIG)))
+        killer = threading.Timer(15, follow.kill)  # bounds the readline below
+        killer.start()
+        try:
+            time.sleep(1)
+            urllib.request.urlopen(f"http://{pod_ip}:3000/followed", timeout=3).read()
+            line = follow.stdout.readline()
+            assert line.startswith("Echoing back request made to /followed to client"), line
+        finally:
+            killer.cancel()
+            follow.kill()
+            follow.wait()
+    finally:
+        kubectl("delete", "pod", "echo-logs", "-n", "default", "--wait=true", "--timeout=30s", check=False)

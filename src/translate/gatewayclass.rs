@@ -20,11 +20,11 @@ fn version_supported(v: &str) -> bool {
 }
 
 /// Features Switchyard honours (sorted, as `status.supportedFeatures` wants).
-/// Only what the conformance suite proves here: RequestMirror works (see
-/// e2e/tests/test_http_extended.py) but its conformance tests read the
-/// mirror Pod's logs, which the local cluster's process kubelet does not
-/// serve. HTTPRouteRetryBackendTimeout/ConnectionError have no v1.6.1
-/// conformance test; the end-to-end tests cover them.
+/// Only what the conformance suite proves here. The RequestMirror tests read
+/// the mirror Pod's logs (pods/log), which the local cluster's process
+/// kubelet serves like a real one. HTTPRouteRetryBackendTimeout/
+/// ConnectionError have no v1.6.1 conformance test; the end-to-end tests
+/// cover them.
 pub fn supported_features() -> Vec<&'static str> {
     let mut f = vec![
         "BackendTLSPolicy",
@@ -59,6 +59,9 @@ pub fn supported_features() -> Vec<&'static str> {
         "HTTPRoutePathRewrite",
         "HTTPRoutePortRedirect",
         "HTTPRouteQueryParamMatching",
+        "HTTPRouteRequestMirror",
+        "HTTPRouteRequestMultipleMirrors",
+        "HTTPRouteRequestPercentageMirror",
         "HTTPRouteRequestTimeout",
         "HTTPRouteRetry",
         "HTTPRouteRetryBackendTimeout",
