@@ -21,7 +21,10 @@ pub struct GatewayState {
     pub key: ObjKey,
     pub generation: i64,
     pub address: Result<Vec<String>, (&'static str, &'static str, String)>,
-    pub unsupported: Option<String>,
+    /// Why the Gateway is not accepted regardless of its listeners
+    /// (reason, message): fields Switchyard cannot honour, what the API
+    /// server would have refused, an unusable infrastructure.parametersRef.
+    pub unsupported: Option<(&'static str, String)>,
     pub listeners: Vec<ListenerState>,
     pub secrets: BTreeMap<String, ir::TlsCertificate>,
     /// CA bundles of `spec.tls.frontend` its listeners use, by SDS name.
@@ -62,11 +65,11 @@ impl GatewayState {
         let all_valid = valid == own;
         let mut conditions = Vec::new();
         let address_error = self.address.as_ref().err();
-        let accepted = if let Some(msg) = &self.unsupported {
+        let accepted = if let Some((reason, msg)) = &self.unsupported {
             Condition::new(
                 types::ACCEPTED,
                 false,
-                reasons::UNSUPPORTED_VALUE,
+                *reason,
                 msg.clone(),
                 gen,
             )
@@ -270,20 +273,28 @@ fn gateway_state(
 ) -> GatewayState {
     let gen = generation(&gw.metadata);
     let unknown = inputs.unknown(Kind::Gateway, key);
-    let mut unsupported_fields: Vec<String> = unknown
+    let unsupported_fields: Vec<String> = unknown
         .iter()
         .filter(|p| !p.starts_with("spec.listeners["))
         .cloned()
         .collect();
-    if gw
+    // No parameters kind exists for Switchyard's Gateways: any reference is
+    // one "not supported" by the implementation, which the spec reports as
+    // InvalidParameters.
+    let invalid_parameters = gw
         .spec
         .infrastructure
         .as_ref()
         .and_then(|i| i.parameters_ref.as_ref())
-        .is_some()
-    {
-        unsupported_fields.push("spec.infrastructure.parametersRef".into());
-    }
+        .map(|p| {
+            format!(
+                "spec.infrastructure.parametersRef: {}/{} {:?} is not a parameters kind Switchyard \
+                 supports (none is; remove the reference)",
+                if p.group.is_empty() { "core" } else { p.group.as_str() },
+                p.kind,
+                p.name
+            )
+        });
     // spec.tls.backend and spec.tls.frontend are honoured
     // (translate/backend_tls.rs, translate/frontend_tls.rs).
     // What the API server would have refused: inside a listener, that
@@ -291,13 +302,22 @@ fn gateway_state(
     let violations = super::validate::stored(inputs, Kind::Gateway, key);
     let (listener_violations, gateway_violations) = super::validate::by_listener(violations);
     let mut unsupported = (!unsupported_fields.is_empty()).then(|| {
-        format!(
-            "fields not supported by this Switchyard: {}",
-            unsupported_fields.join(", ")
+        (
+            reasons::UNSUPPORTED_VALUE,
+            format!(
+                "fields not supported by this Switchyard: {}",
+                unsupported_fields.join(", ")
+            ),
         )
     });
+    if let Some(msg) = invalid_parameters {
+        unsupported = Some((reasons::INVALID_PARAMETERS, msg));
+    }
     if !gateway_violations.is_empty() {
-        unsupported = Some(super::validate::summary(&gateway_violations));
+        unsupported = Some((
+            reasons::UNSUPPORTED_VALUE,
+            super::validate::summary(&gateway_violations),
+        ));
     }
 
     let address = gateway_address(inputs, key, gw);
