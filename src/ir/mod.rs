@@ -309,6 +309,29 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// The CORS filter.
     pub cors: Option<Cors>,
+    /// `rules[].sessionPersistence`.
+    pub session: Option<SessionPersistence>,
+}
+
+/// `rules[].sessionPersistence`: the first response tells the client which
+/// endpoint answered (a cookie or a header); later requests carrying it go
+/// to that endpoint while it is in the rule's cluster, and to another one
+/// (with a new token) when it is gone.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionPersistence {
+    /// Cookie or header name: `sessionName`, or one made for the rule.
+    pub name: String,
+    pub kind: SessionKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// `None`: a session cookie (no `Max-Age`, no expiry). `Some`: a
+    /// permanent cookie with this `Max-Age`; Envoy also refuses the token
+    /// once it has expired.
+    Cookie { max_age: Option<std::time::Duration> },
+    Header,
 }
 
 /// HTTPRoute rule retries. Connection errors (connect failure, reset,

@@ -104,12 +104,6 @@ fn compile_rule(
     backends_cache: &mut backend::Backends,
     ref_error: &mut Option<RefError>,
 ) -> Result<CompiledRule, RuleError> {
-    if rule.session_persistence.is_some() {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
-            "sessionPersistence is not supported yet".into(),
-        ));
-    }
     // Values the schema accepts but Envoy would refuse drop the rule.
     let json = serde_json::to_value(rule).unwrap_or_default();
     super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
@@ -182,6 +176,14 @@ fn compile_rule(
                 "RequestMirror and CORS filters are not supported on a RequestRedirect rule".into(),
             ));
         }
+        if rule.session_persistence.is_some() {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                "sessionPersistence: a RequestRedirect rule sends no request to a backend, so \
+                 there is no session to keep"
+                    .into(),
+            ));
+        }
         ir::RouteAction::Redirect(r)
     } else {
         let mut backends = Vec::new();
@@ -223,6 +225,8 @@ fn compile_rule(
                 });
             }
         }
+        let session =
+            super::session::session_persistence(kind, key, index, rule, &backends)?;
         ir::RouteAction::Forward(ir::Forward {
             backends,
             rewrite,
@@ -230,6 +234,7 @@ fn compile_rule(
             retry,
             mirrors,
             cors,
+            session,
         })
     };
     Ok(CompiledRule {

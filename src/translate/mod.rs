@@ -23,6 +23,7 @@ mod l4;
 mod listener;
 mod listenerset;
 mod refgrant;
+pub mod session;
 mod tables;
 pub mod validate;
 

@@ -552,6 +552,15 @@ fn build_route(r: &ir::Route) -> route::Route {
             route_policy::cors_policy(c),
         );
     }
+    if let ir::RouteAction::Forward(ir::Forward {
+        session: Some(s), ..
+    }) = &*r.action
+    {
+        out.typed_per_filter_config.insert(
+            route_policy::STATEFUL_SESSION_FILTER.into(),
+            route_policy::stateful_session(s, &r.matcher.path),
+        );
+    }
     out
 }
 
