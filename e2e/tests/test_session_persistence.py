@@ -10,6 +10,9 @@ endpoint took each request.
 - Permanent cookie: Max-Age is absoluteTimeout.
 - Header: the token comes back in the named response header, and requests
   carrying it stick likewise.
+- A weighted split across two Services keeps a session on its endpoint
+  whichever Service it is in (one Envoy cluster with a locality per
+  backend), while new clients follow the weights.
 - The pinned endpoint is removed: the next request carrying the old token
   goes to another endpoint (200, never an error) with a new token, which
   sticks from then on.
@@ -31,12 +34,12 @@ def gw3(request):
     yield from start_stack(request, backends=N)
 
 
-def pool_manifest(ports):
-    """Service `pool` whose endpoints are the echo backends on `ports`."""
-    out = "apiVersion: v1\nkind: Service\nmetadata: {name: pool, namespace: default}\nspec: {ports: [{name: http, port: 80}]}\n"
+def pool_manifest(ports, svc="pool"):
+    """Service `svc` whose endpoints are the echo backends on `ports`."""
+    out = f"apiVersion: v1\nkind: Service\nmetadata: {{name: {svc}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
     for i, port in enumerate(ports):
-        out += (f"---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: pool-{port}, namespace: default, "
-                f"labels: {{kubernetes.io/service-name: pool}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\n"
+        out += (f"---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{port}, namespace: default, "
+                f"labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\n"
                 f"endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n")
     return out
 
@@ -224,3 +227,53 @@ def test_permanent_session_ends_after_absolute_timeout(sticky):
     time.sleep(2.2)
     s, _, h = sticky.get("expiring.test", "/", headers={"Cookie": f"brief={value}"})
     assert s == 200 and set_cookie(h) is not None and set_cookie(h)[1] != value, h
+
+
+def test_session_holds_across_a_weighted_split(sticky):
+    """Service left (backend-0, backend-1) and Service right (backend-2),
+    split 50/50 in one rule: fresh clients reach both Services; a client
+    pinned to any endpoint, in either Service, stays there (with
+    weighted_clusters Envoy would send about half of its requests to the
+    other Service)."""
+    ports = sticky.stack.backend_ports
+    sticky.write("split.yaml", pool_manifest(ports[:2], "left") + "---\n" + pool_manifest(ports[2:], "right")
+                 + "---\n" + route("split", "split.test", """\
+  - sessionPersistence: {sessionName: sid}
+    backendRefs: [{name: left, port: 80, weight: 50}, {name: right, port: 80, weight: 50}]
+"""))
+    sticky.wait_for("split.test", "/")
+    tokens = {}
+    for _ in range(200):
+        s, body, h = sticky.get("split.test", "/")
+        assert s == 200
+        tokens.setdefault(name_of(body), set_cookie(h)[1])
+        if len(tokens) == N:
+            break
+    assert set(tokens) == {f"backend-{i}" for i in range(N)}, tokens
+    for backend, token in sorted(tokens.items()):
+        for _ in range(40):
+            s, body, h = sticky.get("split.test", "/", headers={"Cookie": f"sid={token}"})
+            assert s == 200 and name_of(body) == backend, (backend, body)
+            assert "set-cookie" not in h
+    # The split cluster follows the Services' endpoints: backend-1 leaves
+    # Service left, and its client moves (200, a new token) to an endpoint
+    # that is still there; the other clients stay where they were.
+    sticky.write("split.yaml", pool_manifest(ports[:1], "left") + "---\n" + pool_manifest(ports[2:], "right")
+                 + "---\n" + route("split", "split.test", """\
+  - sessionPersistence: {sessionName: sid}
+    backendRefs: [{name: left, port: 80, weight: 50}, {name: right, port: 80, weight: 50}]
+"""))
+    deadline = time.time() + 15
+    moved = None
+    while time.time() < deadline and moved is None:
+        s, body, h = sticky.get("split.test", "/", headers={"Cookie": f"sid={tokens['backend-1']}"})
+        assert s == 200, (s, body)
+        if name_of(body) != "backend-1":
+            moved = name_of(body)
+            assert set_cookie(h) is not None
+        time.sleep(0.01)
+    assert moved in ("backend-0", "backend-2"), moved
+    for backend in ("backend-0", "backend-2"):
+        for _ in range(20):
+            _, body, _ = sticky.get("split.test", "/", headers={"Cookie": f"sid={tokens[backend]}"})
+            assert name_of(body) == backend

@@ -78,7 +78,8 @@ pub(super) fn compile_route(
                 f.backends
                     .iter()
                     .map(|b| &b.cluster)
-                    .chain(f.mirrors.iter().map(|m| &m.cluster)),
+                    .chain(f.mirrors.iter().map(|m| &m.cluster))
+                    .chain(f.session.iter().map(|s| &s.cluster)),
             ),
             _ => None,
         })
@@ -225,8 +226,16 @@ fn compile_rule(
                 });
             }
         }
-        let session =
-            super::session::session_persistence(kind, key, index, rule, &backends)?;
+        let mut session = super::session::session_persistence(kind, key, index, rule)?;
+        if let Some(s) = &mut session {
+            s.cluster = super::session::merge_split(
+                kind,
+                key,
+                index,
+                &backends,
+                &mut backends_cache.clusters,
+            )?;
+        }
         ir::RouteAction::Forward(ir::Forward {
             backends,
             rewrite,

@@ -58,14 +58,13 @@ const RESERVED_HEADERS: [&str; 12] = [
     "content-type",
 ];
 
-/// `rules[].sessionPersistence` of a forwarding rule whose resolved backends
-/// are `backends` (those with a weight above zero).
+/// `rules[].sessionPersistence` of a forwarding rule (its backends are
+/// merged by [`merge_split`] when there are several).
 pub(super) fn session_persistence(
     kind: Kind,
     key: &ObjKey,
     index: usize,
     rule: &HttpRouteRules,
-    backends: &[ir::WeightedBackend],
 ) -> Result<Option<ir::SessionPersistence>, RuleError> {
     let Some(sp) = &rule.session_persistence else {
         return Ok(None);
@@ -75,21 +74,6 @@ pub(super) fn session_persistence(
         return Err(unsupported(format!(
             "{F}.idleTimeout: not a Gateway API v1.6.1 field (it was removed), and Envoy's \
              stateful session has no idle timeout"
-        )));
-    }
-    // Envoy pins the session to an endpoint of the cluster the route chose;
-    // with several clusters a weighted pick may choose another cluster, where
-    // the pinned endpoint does not exist, and the session is silently lost.
-    // The spec requires persistence across the backends of a split.
-    let mut clusters: Vec<Option<&str>> = backends.iter().map(|b| b.cluster.as_deref()).collect();
-    clusters.sort_unstable();
-    clusters.dedup();
-    if clusters.len() > 1 {
-        return Err(unsupported(format!(
-            "{F}: the rule splits traffic across {} backends; Envoy keeps a session only within \
-             one backend's endpoints, and the spec requires it across the split (use one \
-             backendRef per rule with session persistence)",
-            clusters.len()
         )));
     }
     let absolute = match sp.absolute_timeout.as_deref() {
@@ -128,6 +112,7 @@ pub(super) fn session_persistence(
         return Ok(Some(ir::SessionPersistence {
             name,
             kind: ir::SessionKind::Header,
+            cluster: None,
         }));
     }
     let permanent = matches!(
@@ -160,7 +145,93 @@ pub(super) fn session_persistence(
     Ok(Some(ir::SessionPersistence {
         name,
         kind: ir::SessionKind::Cookie { max_age },
+        cluster: None,
     }))
+}
+
+fn distinct_clusters(backends: &[ir::WeightedBackend]) -> usize {
+    let mut clusters: Vec<Option<&str>> = backends.iter().map(|b| b.cluster.as_deref()).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    clusters.len()
+}
+
+/// A rule with session persistence whose backendRefs name several backends
+/// (Service ports): Envoy pins a session to an endpoint of the cluster the
+/// route picked, so with `weighted_clusters` a weighted pick of another
+/// cluster loses the session (half the requests of a 50/50 split). The spec
+/// requires the session to hold across the split. So the backends become
+/// one cluster made for the rule, one locality per backend weighted like its
+/// backendRef: a new client is spread by the weights, a pinned one stays on
+/// its endpoint whichever backend it is in. Refused when the backends cannot
+/// share one cluster: an unresolved backend (its share must answer 500),
+/// backendRef filters, or different protocols or backend TLS. Returns the
+/// cluster's name (`None`: one backend, nothing to merge).
+pub(super) fn merge_split(
+    kind: Kind,
+    key: &ObjKey,
+    index: usize,
+    backends: &[ir::WeightedBackend],
+    clusters: &mut std::collections::BTreeMap<String, ir::Cluster>,
+) -> Result<Option<String>, RuleError> {
+    const F: &str = "sessionPersistence";
+    if distinct_clusters(backends) < 2 {
+        return Ok(None);
+    }
+    let mut members = Vec::new();
+    let mut shape: Option<(&ir::UpstreamProtocol, &Option<ir::UpstreamTls>)> = None;
+    for b in backends {
+        let at = b
+            .origin
+            .as_ref()
+            .map_or_else(String::new, |o| format!(" ({}/{})", o.namespace, o.name));
+        let Some(c) = b.cluster.as_deref().and_then(|c| clusters.get(c)) else {
+            return Err(unsupported(format!(
+                "{F}: a backend of the split{at} did not resolve; its share must answer 500, \
+                 which one cluster holding the other backends for the session cannot do"
+            )));
+        };
+        if !b.request_headers.is_empty() || !b.response_headers.is_empty() {
+            return Err(unsupported(format!(
+                "{F}: backendRef filters{at} cannot apply inside the one cluster that keeps \
+                 sessions across the split"
+            )));
+        }
+        match shape {
+            None => shape = Some((&c.protocol, &c.tls)),
+            Some((p, t)) if *p != c.protocol || *t != c.tls => {
+                return Err(unsupported(format!(
+                    "{F}: the backends of the split{at} differ in protocol or backend TLS and \
+                     cannot share the one cluster that keeps sessions across the split"
+                )))
+            }
+            Some(_) => {}
+        }
+        members.push(ir::SplitMember {
+            service: c.service.clone(),
+            port_name: c.port_name.clone(),
+            weight: b.weight,
+            endpoints: c.endpoints.clone(),
+        });
+    }
+    let (protocol, tls) = shape
+        .map(|(p, t)| (p.clone(), t.clone()))
+        .unwrap_or((ir::UpstreamProtocol::Http1, None));
+    let name = ir::names::session_split_cluster(kind.as_str(), key, index);
+    clusters.insert(
+        name.clone(),
+        ir::Cluster {
+            name: name.clone(),
+            service: key.clone(),
+            port: 0,
+            port_name: String::new(),
+            protocol,
+            endpoints: Vec::new(),
+            split: members,
+            tls,
+        },
+    );
+    Ok(Some(name))
 }
 
 /// The cookie `Path` for one match of a rule (GEP-1619): `/` for a rule
@@ -224,7 +295,7 @@ mod tests {
     }
 
     fn sp(yaml: &str) -> Result<Option<ir::SessionPersistence>, RuleError> {
-        session_persistence(Kind::HTTPRoute, &key(), 2, &rule(yaml), &[backend("ns/s/80")])
+        session_persistence(Kind::HTTPRoute, &key(), 2, &rule(yaml))
     }
 
     #[test]
@@ -280,20 +351,56 @@ mod tests {
     }
 
     #[test]
-    fn header_sessions_and_one_backend_per_rule() {
+    fn header_sessions() {
         let s = sp("sessionPersistence: {type: Header, sessionName: x-session}")
             .expect("ok")
             .expect("some");
         assert_eq!(s.kind, ir::SessionKind::Header);
         assert_eq!(s.name, "x-session");
-        let r = rule("sessionPersistence: {}");
-        // Two backendRefs to the same Service port are one cluster.
-        let same = [backend("ns/s/80"), backend("ns/s/80")];
-        assert!(session_persistence(Kind::HTTPRoute, &key(), 0, &r, &same).is_ok());
-        let split = [backend("ns/s/80"), backend("ns/t/80")];
-        let (_, msg) = session_persistence(Kind::HTTPRoute, &key(), 0, &r, &split).expect_err("split");
-        assert!(msg.starts_with("sessionPersistence: the rule splits traffic across 2 backends"));
         assert!(sp("{}").expect("ok").is_none());
+    }
+
+    fn cluster(name: &str, protocol: ir::UpstreamProtocol) -> ir::Cluster {
+        ir::Cluster {
+            name: name.into(),
+            service: ObjKey { namespace: "ns".into(), name: name.into() },
+            port: 80,
+            port_name: "http".into(),
+            protocol,
+            endpoints: vec![ir::Endpoint { address: "10.0.0.1".into(), port: 9000 }],
+            split: Vec::new(),
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn a_split_becomes_one_cluster_with_a_locality_per_backend() {
+        let mut clusters = std::collections::BTreeMap::new();
+        for n in ["a", "b", "h2"] {
+            let p = if n == "h2" { ir::UpstreamProtocol::H2c } else { ir::UpstreamProtocol::Http1 };
+            clusters.insert(n.to_string(), cluster(n, p));
+        }
+        let w = |c: &str, weight| ir::WeightedBackend { weight, ..backend(c) };
+        // One backend, or one Service port twice: nothing to merge.
+        assert_eq!(merge_split(Kind::HTTPRoute, &key(), 0, &[w("a", 1), w("a", 3)], &mut clusters).expect("ok"), None);
+        // Two backends: one cluster made for the rule, weights kept.
+        let name = merge_split(Kind::HTTPRoute, &key(), 4, &[w("a", 70), w("b", 30)], &mut clusters)
+            .expect("ok")
+            .expect("merged");
+        assert_eq!(name, "httproute/ns/r/4/session");
+        let c = &clusters[&name];
+        let weights: Vec<(String, u32)> = c.split.iter().map(|m| (m.service.name.clone(), m.weight)).collect();
+        assert_eq!(weights, vec![("a".to_string(), 70), ("b".to_string(), 30)]);
+        assert_eq!(c.split[0].endpoints, clusters["a"].endpoints);
+        // What cannot share one cluster is refused.
+        let unresolved = ir::WeightedBackend { cluster: None, ..backend("x") };
+        let mut filtered = w("b", 1);
+        filtered.request_headers.set.push(("x".into(), "y".into()));
+        for bad in [vec![w("a", 1), unresolved], vec![w("a", 1), filtered], vec![w("a", 1), w("h2", 1)]] {
+            let (reason, msg) = merge_split(Kind::HTTPRoute, &key(), 0, &bad, &mut clusters).expect_err("refused");
+            assert_eq!(reason, reasons::UNSUPPORTED_VALUE);
+            assert!(msg.starts_with("sessionPersistence: "), "{msg}");
+        }
     }
 
     #[test]

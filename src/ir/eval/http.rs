@@ -472,11 +472,16 @@ fn policy_steps(f: &ir::Forward, out: &mut Vec<FilterStep>) {
             }
             ir::SessionKind::Header => format!("header {}", s.name),
         };
+        let split = s
+            .cluster
+            .as_ref()
+            .map(|c| format!("; the split is one cluster {c} (a locality per backend, same weights), so a session holds across it"))
+            .unwrap_or_default();
         out.push(step(
             "SessionPersistence",
             format!(
                 "{detail}: a request carrying it goes to the endpoint that set it, \
-                 or to another (with a new one) when that endpoint is gone"
+                 or to another (with a new one) when that endpoint is gone{split}"
             ),
         ));
     }

@@ -603,7 +603,10 @@ fn forward(f: &ir::Forward) -> route::route::Action {
             body_format: None,
         });
     }
-    let specifier = if f.backends.len() == 1
+    let specifier = if let Some(c) = f.session.as_ref().and_then(|s| s.cluster.as_ref()) {
+        // Session persistence across a split: one cluster, a locality per backend.
+        ClusterSpecifier::Cluster(c.clone())
+    } else if f.backends.len() == 1
         && f.backends[0].request_headers.is_empty()
         && f.backends[0].response_headers.is_empty()
     {
