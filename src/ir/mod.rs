@@ -307,10 +307,11 @@ pub struct Forward {
     /// RequestMirror filters, in order; an unresolved one has no cluster
     /// and is not configured (the primary route is unaffected).
     pub mirrors: Vec<Mirror>,
-    /// The CORS filter.
-    pub cors: Option<Cors>,
-    /// `rules[].sessionPersistence`.
-    pub session: Option<SessionPersistence>,
+    /// The CORS filter (boxed, like `session`: rarely set, and it keeps
+    /// `RouteAction` small).
+    pub cors: Option<Box<Cors>>,
+    /// `rules[].sessionPersistence` (boxed, like `cors`).
+    pub session: Option<Box<SessionPersistence>>,
 }
 
 /// `rules[].sessionPersistence`: the first response tells the client which

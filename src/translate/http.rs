@@ -139,7 +139,7 @@ fn compile_rule(
                     .map_err(at)?,
             ),
             (FType::Cors, _, Some(c)) if cors.is_none() => {
-                cors = Some(super::http_policy::cors(c).map_err(at)?)
+                cors = Some(Box::new(super::http_policy::cors(c).map_err(at)?))
             }
             (FType::Cors, _, Some(_)) => {
                 return Err(at((

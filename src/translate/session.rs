@@ -65,7 +65,7 @@ pub(super) fn session_persistence(
     key: &ObjKey,
     index: usize,
     rule: &HttpRouteRules,
-) -> Result<Option<ir::SessionPersistence>, RuleError> {
+) -> Result<Option<Box<ir::SessionPersistence>>, RuleError> {
     let Some(sp) = &rule.session_persistence else {
         return Ok(None);
     };
@@ -109,11 +109,11 @@ pub(super) fn session_persistence(
                 "{F}.sessionName: {name:?} is a header HTTP or the proxy owns"
             )));
         }
-        return Ok(Some(ir::SessionPersistence {
+        return Ok(Some(Box::new(ir::SessionPersistence {
             name,
             kind: ir::SessionKind::Header,
             cluster: None,
-        }));
+        })));
     }
     let permanent = matches!(
         sp.cookie_config.as_ref().and_then(|c| c.lifetime_type.as_ref()),
@@ -142,11 +142,11 @@ pub(super) fn session_persistence(
         }
         (true, Some(d)) => Some(d),
     };
-    Ok(Some(ir::SessionPersistence {
+    Ok(Some(Box::new(ir::SessionPersistence {
         name,
         kind: ir::SessionKind::Cookie { max_age },
         cluster: None,
-    }))
+    })))
 }
 
 fn distinct_clusters(backends: &[ir::WeightedBackend]) -> usize {
@@ -294,7 +294,7 @@ mod tests {
         }
     }
 
-    fn sp(yaml: &str) -> Result<Option<ir::SessionPersistence>, RuleError> {
+    fn sp(yaml: &str) -> Result<Option<Box<ir::SessionPersistence>>, RuleError> {
         session_persistence(Kind::HTTPRoute, &key(), 2, &rule(yaml))
     }
 
