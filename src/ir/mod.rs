@@ -320,8 +320,37 @@ pub struct Forward {
     /// RequestMirror filters, in order; an unresolved one has no cluster
     /// and is not configured (the primary route is unaffected).
     pub mirrors: Vec<Mirror>,
-    /// The CORS filter.
-    pub cors: Option<Cors>,
+    /// The CORS filter (boxed, like `session`: rarely set, and it keeps
+    /// `RouteAction` small).
+    pub cors: Option<Box<Cors>>,
+    /// `rules[].sessionPersistence` (boxed, like `cors`).
+    pub session: Option<Box<SessionPersistence>>,
+}
+
+/// `rules[].sessionPersistence`: the first response tells the client which
+/// endpoint answered (a cookie or a header); later requests carrying it go
+/// to that endpoint while it is in the rule's cluster, and to another one
+/// (with a new token) when it is gone.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionPersistence {
+    /// Cookie or header name: `sessionName`, or one made for the rule.
+    pub name: String,
+    pub kind: SessionKind,
+    /// When the rule splits across several backends: the one cluster made
+    /// for it (a locality per backend, weighted like `backends`), which the
+    /// route uses instead of a weighted pick of clusters, so a session holds
+    /// across the split.
+    pub cluster: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// `None`: a session cookie (no `Max-Age`, no expiry). `Some`: a
+    /// permanent cookie with this `Max-Age`; Envoy also refuses the token
+    /// once it has expired.
+    Cookie { max_age: Option<std::time::Duration> },
+    Header,
 }
 
 /// HTTPRoute rule retries. Connection errors (connect failure, reset,
@@ -457,7 +486,8 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
     /// A weighted split across Service ports (UDP: Envoy's UDP proxy sends a
-    /// session to one cluster, so weights become locality weights of one
+    /// session to one cluster; HTTP session persistence: Envoy pins a session
+    /// within one cluster; so weights become locality weights of one
     /// cluster). Empty for a plain Service port cluster.
     pub split: Vec<SplitMember>,
     /// TLS to the backend (a BackendTLSPolicy applies to this Service port).
@@ -565,6 +595,17 @@ pub mod names {
     /// The weight-split cluster of one UDP route rule on one listener.
     pub fn split_cluster(route: &ObjKey, rule: usize) -> String {
         format!("udproute/{}/{}/{}", route.namespace, route.name, rule)
+    }
+    /// The cluster of one HTTPRoute/GRPCRoute rule with session persistence
+    /// that splits across several backends (one locality per backend).
+    pub fn session_split_cluster(kind: &str, route: &ObjKey, rule: usize) -> String {
+        format!(
+            "{}/{}/{}/{}/session",
+            kind.to_ascii_lowercase(),
+            route.namespace,
+            route.name,
+            rule
+        )
     }
     pub fn http_route_config(gateway: &ObjKey, port: u16) -> String {
         listener(gateway, port)

@@ -78,7 +78,8 @@ pub(super) fn compile_route(
                 f.backends
                     .iter()
                     .map(|b| &b.cluster)
-                    .chain(f.mirrors.iter().map(|m| &m.cluster)),
+                    .chain(f.mirrors.iter().map(|m| &m.cluster))
+                    .chain(f.session.iter().map(|s| &s.cluster)),
             ),
             _ => None,
         })
@@ -104,12 +105,6 @@ fn compile_rule(
     backends_cache: &mut backend::Backends,
     ref_error: &mut Option<RefError>,
 ) -> Result<CompiledRule, RuleError> {
-    if rule.session_persistence.is_some() {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
-            "sessionPersistence is not supported yet".into(),
-        ));
-    }
     // Values the schema accepts but Envoy would refuse drop the rule.
     let json = serde_json::to_value(rule).unwrap_or_default();
     super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
@@ -144,7 +139,7 @@ fn compile_rule(
                     .map_err(at)?,
             ),
             (FType::Cors, _, Some(c)) if cors.is_none() => {
-                cors = Some(super::http_policy::cors(c).map_err(at)?)
+                cors = Some(Box::new(super::http_policy::cors(c).map_err(at)?))
             }
             (FType::Cors, _, Some(_)) => {
                 return Err(at((
@@ -180,6 +175,14 @@ fn compile_rule(
             return Err((
                 reasons::UNSUPPORTED_VALUE,
                 "RequestMirror and CORS filters are not supported on a RequestRedirect rule".into(),
+            ));
+        }
+        if rule.session_persistence.is_some() {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                "sessionPersistence: a RequestRedirect rule sends no request to a backend, so \
+                 there is no session to keep"
+                    .into(),
             ));
         }
         ir::RouteAction::Redirect(r)
@@ -223,6 +226,16 @@ fn compile_rule(
                 });
             }
         }
+        let mut session = super::session::session_persistence(kind, key, index, rule)?;
+        if let Some(s) = &mut session {
+            s.cluster = super::session::merge_split(
+                kind,
+                key,
+                index,
+                &backends,
+                &mut backends_cache.clusters,
+            )?;
+        }
         ir::RouteAction::Forward(ir::Forward {
             backends,
             rewrite,
@@ -230,6 +243,7 @@ fn compile_rule(
             retry,
             mirrors,
             cors,
+            session,
         })
     };
     Ok(CompiledRule {

@@ -24,6 +24,7 @@ mod l4;
 mod listener;
 mod listenerset;
 mod refgrant;
+pub mod session;
 mod tables;
 pub mod validate;
 

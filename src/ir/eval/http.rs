@@ -417,7 +417,7 @@ fn act(
     );
 }
 
-/// Retry, RequestMirror and CORS of a forwarding rule.
+/// Retry, RequestMirror, CORS and SessionPersistence of a forwarding rule.
 fn policy_steps(f: &ir::Forward, out: &mut Vec<FilterStep>) {
     if let Some(r) = &f.retry {
         let codes = if r.codes.is_empty() {
@@ -488,6 +488,29 @@ fn policy_steps(f: &ir::Forward, out: &mut Vec<FilterStep>) {
             c.max_age, c.allow_credentials
         ));
         out.push(step("CORS", detail));
+    }
+    if let Some(s) = &f.session {
+        let detail = match &s.kind {
+            ir::SessionKind::Cookie { max_age: None } => {
+                format!("cookie {} (session cookie, no expiry)", s.name)
+            }
+            ir::SessionKind::Cookie { max_age: Some(d) } => {
+                format!("cookie {} (permanent, Max-Age {}s)", s.name, d.as_secs())
+            }
+            ir::SessionKind::Header => format!("header {}", s.name),
+        };
+        let split = s
+            .cluster
+            .as_ref()
+            .map(|c| format!("; the split is one cluster {c} (a locality per backend, same weights), so a session holds across it"))
+            .unwrap_or_default();
+        out.push(step(
+            "SessionPersistence",
+            format!(
+                "{detail}: a request carrying it goes to the endpoint that set it, \
+                 or to another (with a new one) when that endpoint is gone{split}"
+            ),
+        ));
     }
 }
 

@@ -313,6 +313,45 @@ spec:
 }
 
 #[test]
+fn session_persistence_is_a_filter_step() {
+    let m = model(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: sticky, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: any}]
+  hostnames: [sticky.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /c}}]
+    sessionPersistence: {sessionName: sid}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /p}}]
+    sessionPersistence: {sessionName: keep, absoluteTimeout: 1h, cookieConfig: {lifetimeType: Permanent}}
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /h}}]
+    sessionPersistence: {type: Header, sessionName: x-session}
+    backendRefs: [{name: a, port: 80}]
+  - backendRefs: [{name: a, port: 80}]
+"#,
+    );
+    let step = |path: &str| {
+        let d = ask(&m, &format!("GET http://sticky.test{path}"), &[]);
+        d.filters
+            .iter()
+            .find(|f| f.kind == "SessionPersistence")
+            .map(|f| f.detail.clone())
+    };
+    let c = step("/c").expect("cookie step");
+    assert!(c.starts_with("cookie sid (session cookie, no expiry)"), "{c}");
+    let p = step("/p").expect("permanent step");
+    assert!(p.starts_with("cookie keep (permanent, Max-Age 3600s)"), "{p}");
+    let h = step("/h").expect("header step");
+    assert!(h.starts_with("header x-session"), "{h}");
+    assert_eq!(step("/other"), None);
+}
+
+#[test]
 fn l4_ports_and_unknown_ports() {
     let m = model(
         r#"

@@ -23,6 +23,15 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
         ))),
         ..Default::default()
     };
+    // Keeps sessions on one endpoint for routes that enable it per route;
+    // without session state it does nothing. Always present, like CORS.
+    let session = hcm::HttpFilter {
+        name: super::route_policy::STATEFUL_SESSION_FILTER.into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
+            &envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::StatefulSession::default(),
+        ))),
+        ..Default::default()
+    };
     let router = hcm::HttpFilter {
         name: "envoy.filters.http.router".into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
@@ -38,7 +47,7 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
                 route_config_name: route_config.to_string(),
             },
         )),
-        http_filters: vec![cors, router],
+        http_filters: vec![cors, session, router],
         // The Host header reaches the backend exactly as the client sent it,
         // port included (conformance HTTPRouteListenerPortMatching); matching
         // ignores the port (ignore_port_in_host_matching on the route table).

@@ -614,6 +614,15 @@ fn build_route(r: &ir::Route) -> route::Route {
             route_policy::cors_policy(c),
         );
     }
+    if let ir::RouteAction::Forward(ir::Forward {
+        session: Some(s), ..
+    }) = &*r.action
+    {
+        out.typed_per_filter_config.insert(
+            route_policy::STATEFUL_SESSION_FILTER.into(),
+            route_policy::stateful_session(s, &r.matcher.path),
+        );
+    }
     out
 }
 
@@ -656,7 +665,10 @@ fn forward(f: &ir::Forward) -> route::route::Action {
             body_format: None,
         });
     }
-    let specifier = if f.backends.len() == 1
+    let specifier = if let Some(c) = f.session.as_ref().and_then(|s| s.cluster.as_ref()) {
+        // Session persistence across a split: one cluster, a locality per backend.
+        ClusterSpecifier::Cluster(c.clone())
+    } else if f.backends.len() == 1
         && f.backends[0].request_headers.is_empty()
         && f.backends[0].response_headers.is_empty()
     {

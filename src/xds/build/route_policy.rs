@@ -1,10 +1,16 @@
 //! Route-level policies in Envoy's terms: timeouts with retries
-//! (`RetryPolicy`), request mirrors (`RequestMirrorPolicy`) and CORS (the
-//! per-route `CorsPolicy` of `envoy.filters.http.cors`). Pure.
+//! (`RetryPolicy`), request mirrors (`RequestMirrorPolicy`), CORS (the
+//! per-route `CorsPolicy` of `envoy.filters.http.cors`) and session
+//! persistence (the per-route `StatefulSessionPerRoute` of
+//! `envoy.filters.http.stateful_session`). Pure.
 
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3 as cors;
+use envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3 as stateful;
+use envoy_types::pb::envoy::extensions::http::stateful_session::cookie::v3::CookieBasedSessionState;
+use envoy_types::pb::envoy::extensions::http::stateful_session::header::v3::HeaderBasedSessionState;
+use envoy_types::pb::envoy::r#type::http::v3 as http_type;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, UInt32Value};
@@ -16,6 +22,12 @@ use crate::ir;
 /// connection manager has it (see listener.rs), so adding CORS to a route
 /// changes only RDS.
 pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// The HTTP filter that keeps sessions on one endpoint. Every HTTP connection
+/// manager has it with no session state (it does nothing); a route with
+/// session persistence enables it with [`stateful_session`], so adding or
+/// removing persistence changes only RDS.
+pub const STATEFUL_SESSION_FILTER: &str = "envoy.filters.http.stateful_session";
 
 /// Connection-level failures a retry policy always retries (the spec:
 /// implementations SHOULD retry on disconnect, reset, timeout and TCP
@@ -194,6 +206,48 @@ pub(super) fn cors_policy(c: &ir::Cors) -> Any {
         }),
         forward_not_matching_preflights: Some(BoolValue { value: false }),
         ..Default::default()
+    })
+}
+
+/// The per-route stateful session (`typed_per_filter_config` of
+/// [`STATEFUL_SESSION_FILTER`]) for one route entry: its cookie's `Path`
+/// comes from the entry's path match. Never `strict`: when the pinned
+/// endpoint is gone (or unhealthy) the request goes to another endpoint and
+/// the response carries a new token.
+pub(super) fn stateful_session(s: &ir::SessionPersistence, path: &ir::PathMatch) -> Any {
+    let state = match &s.kind {
+        ir::SessionKind::Cookie { max_age } => core::TypedExtensionConfig {
+            name: "envoy.http.stateful_session.cookie".into(),
+            typed_config: Some(any(&CookieBasedSessionState {
+                cookie: Some(http_type::Cookie {
+                    name: s.name.clone(),
+                    // Zero: a session cookie (no Max-Age, no expiry).
+                    ttl: Some(dur(max_age.unwrap_or_default())),
+                    path: crate::translate::session::cookie_path(path),
+                    // Envoy always adds HttpOnly; `Secure` is left out (the
+                    // same route may serve plain HTTP listeners).
+                    attributes: vec![http_type::CookieAttribute {
+                        name: "SameSite".into(),
+                        value: "Strict".into(),
+                    }],
+                }),
+            })),
+        },
+        ir::SessionKind::Header => core::TypedExtensionConfig {
+            name: "envoy.http.stateful_session.header".into(),
+            typed_config: Some(any(&HeaderBasedSessionState {
+                name: s.name.clone(),
+            })),
+        },
+    };
+    any(&stateful::StatefulSessionPerRoute {
+        r#override: Some(stateful::stateful_session_per_route::Override::StatefulSession(
+            stateful::StatefulSession {
+                session_state: Some(state),
+                strict: false,
+                ..Default::default()
+            },
+        )),
     })
 }
 
