@@ -52,6 +52,7 @@ KUBELET_REAL=$(readlink -f "${KUBELET:-/nonexistent}" 2>/dev/null || true)
 is_ours() {
   local exe
   exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}  # a binary rebuilt under the running process
   case $exe in
     "$BIN"/etcd|"$BIN"/kube-apiserver|"$BIN"/kube-controller-manager|"$BIN"/echo-basic|"$BIN"/coredns) return 0 ;;
     "$BIN_REAL"/etcd|"$BIN_REAL"/kube-apiserver|"$BIN_REAL"/kube-controller-manager) return 0 ;;
@@ -65,6 +66,7 @@ is_ours() {
 of_run() {
   local exe
   exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+  exe=${exe% (deleted)}  # a binary rebuilt under the running process
   case ${exe##*/} in
     etcd|kube-apiserver|kube-controller-manager|switchyard-kubelet) ;;
     *) return 1 ;;
@@ -77,6 +79,7 @@ foreign_runs() {
   local p exe args r
   for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    exe=${exe% (deleted)}
     args=$(tr '\0' '\n' <"$p/cmdline" 2>/dev/null) || continue
     r=
     case ${exe##*/} in
