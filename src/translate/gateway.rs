@@ -66,13 +66,7 @@ impl GatewayState {
         let mut conditions = Vec::new();
         let address_error = self.address.as_ref().err();
         let accepted = if let Some((reason, msg)) = &self.unsupported {
-            Condition::new(
-                types::ACCEPTED,
-                false,
-                *reason,
-                msg.clone(),
-                gen,
-            )
+            Condition::new(types::ACCEPTED, false, *reason, msg.clone(), gen)
         } else if let Some((reason, _, msg)) =
             address_error.filter(|(r, _, _)| *r == reasons::UNSUPPORTED_ADDRESS)
         {
@@ -421,7 +415,13 @@ fn gateway_address(
                         format!("spec.addresses[{i}]: {value:?} is not an IP address"),
                     ));
                 };
-                if let Some(pool) = inputs.address_pool.filter(|p| !p.contains(&ip)) {
+                // Usable: what Envoy on every node can bind, i.e. the pool,
+                // and loopback addresses (Linux binds all of 127.0.0.0/8 and
+                // ::1 on every node; node-local by nature).
+                if let Some(pool) = inputs
+                    .address_pool
+                    .filter(|p| !p.contains(&ip) && !ip.is_loopback())
+                {
                     // Accepted (the request is valid) but not programmed:
                     // no Envoy of the fleet can bind it.
                     return Err((
@@ -429,7 +429,7 @@ fn gateway_address(
                         reasons::ADDRESS_NOT_USABLE,
                         format!(
                             "spec.addresses[{i}]: {value} is outside the address pool {pool} \
-                             that the Envoy fleet can bind (--address-pool)"
+                             that the Envoy fleet can bind (--address-pool) and not a loopback address"
                         ),
                     ));
                 }
