@@ -398,10 +398,30 @@ mod tests {
 
     fn file() -> Vec<u8> {
         let mut d = Vec::new();
-        d.extend(cri_record(ts("2026-01-01T00:00:01Z"), "stdout", false, b"one"));
-        d.extend(cri_record(ts("2026-01-01T00:00:02.5Z"), "stderr", false, b"two"));
-        d.extend(cri_record(ts("2026-01-01T00:00:03Z"), "stdout", true, b"thr"));
-        d.extend(cri_record(ts("2026-01-01T00:00:03Z"), "stdout", false, b"ee"));
+        d.extend(cri_record(
+            ts("2026-01-01T00:00:01Z"),
+            "stdout",
+            false,
+            b"one",
+        ));
+        d.extend(cri_record(
+            ts("2026-01-01T00:00:02.5Z"),
+            "stderr",
+            false,
+            b"two",
+        ));
+        d.extend(cri_record(
+            ts("2026-01-01T00:00:03Z"),
+            "stdout",
+            true,
+            b"thr",
+        ));
+        d.extend(cri_record(
+            ts("2026-01-01T00:00:03Z"),
+            "stdout",
+            false,
+            b"ee",
+        ));
         d
     }
 
@@ -485,8 +505,12 @@ mod tests {
         let f = std::fs::File::create(&path).unwrap();
         let task = tokio::spawn(copy_lines(r, "stdout", Arc::new(Mutex::new(f))));
         let long = vec![b'x'; MAX_LINE + 10];
-        tokio::io::AsyncWriteExt::write_all(&mut w, &long).await.unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut w, b"\nshort\nlast").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, &long)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut w, b"\nshort\nlast")
+            .await
+            .unwrap();
         drop(w);
         task.await.unwrap();
         let data = std::fs::read(&path).unwrap();

@@ -224,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
     // Listen before the Node advertises the port.
     if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
         let acceptor = server::tls_acceptor(cert, key, args.client_ca_file.as_deref())?;
-        let addr = (args.address.unwrap_or(IpAddr::V4(args.bridge_ip)), args.port);
+        let addr = (
+            args.address.unwrap_or(IpAddr::V4(args.bridge_ip)),
+            args.port,
+        );
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr:?} (the kubelet port)"))?;

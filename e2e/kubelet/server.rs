@@ -33,7 +33,11 @@ type Body = BoxBody<Bytes, Infallible>;
 /// How often a followed log is polled for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
-pub fn tls_acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
+pub fn tls_acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
@@ -87,14 +91,15 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<LogS
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    warn!(%peer, "kubelet server: TLS handshake: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        warn!(%peer, "kubelet server: TLS handshake: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(req, &state, peer).await) }
@@ -125,7 +130,10 @@ async fn handle<B>(req: Request<B>, state: &Arc<LogState>, peer: SocketAddr) -> 
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let ["containerLogs", ns, pod, container] = parts.as_slice() else {
-        return text(StatusCode::NOT_FOUND, format!("{path}: not served by the process kubelet\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{path}: not served by the process kubelet\n"),
+        );
     };
     let opts = match LogOptions::parse(&query, Timestamp::now()) {
         Ok(o) => o,
@@ -133,33 +141,41 @@ async fn handle<B>(req: Request<B>, state: &Arc<LogState>, peer: SocketAddr) -> 
     };
     tracing::debug!(%peer, ns, pod, container, ?opts, "containerLogs");
     let Some(dir) = state.pod_dir(&format!("{ns}/{pod}")) else {
-        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {ns}/{pod} not found on this node\n"),
+        );
     };
     let files = logs::log_files(&dir, container);
     let file = if opts.previous {
         match files.len() {
             n if n >= 2 => files[n - 2].clone(),
-            _ => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("previous terminated container \"{container}\" in pod \"{pod}\" not found\n"),
-                )
-            }
+            _ => return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "previous terminated container \"{container}\" in pod \"{pod}\" not found\n"
+                ),
+            ),
         }
     } else {
         match files.last() {
             Some(f) => f.clone(),
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("container \"{container}\" in pod \"{pod}\" is waiting to start: no logs yet\n"),
-                )
-            }
+            None => return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container \"{container}\" in pod \"{pod}\" is waiting to start: no logs yet\n"
+                ),
+            ),
         }
     };
     let data = match tokio::fs::read(&file).await {
         Ok(d) => d,
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {}: {e}\n", file.display())),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading {}: {e}\n", file.display()),
+            )
+        }
     };
     let end = logs::complete(&data);
     let start = opts.tail.map_or(0, |n| logs::tail_start(&data[..end], n));

@@ -349,7 +349,9 @@ pub enum SessionKind {
     /// `None`: a session cookie (no `Max-Age`, no expiry). `Some`: a
     /// permanent cookie with this `Max-Age`; Envoy also refuses the token
     /// once it has expired.
-    Cookie { max_age: Option<std::time::Duration> },
+    Cookie {
+        max_age: Option<std::time::Duration>,
+    },
     Header,
 }
 

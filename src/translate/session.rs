@@ -37,9 +37,8 @@ pub fn default_name(kind: Kind, key: &ObjKey, index: usize, rule_name: Option<&s
 /// An RFC 9110 token (cookie names and header names are tokens).
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Headers a session token cannot live in: the proxy or HTTP itself owns them.
@@ -78,7 +77,10 @@ pub(super) fn session_persistence(
     }
     let absolute = match sp.absolute_timeout.as_deref() {
         None => None,
-        Some(s) => Some(super::http_policy::duration(&format!("{F}.absoluteTimeout"), s)?),
+        Some(s) => Some(super::http_policy::duration(
+            &format!("{F}.absoluteTimeout"),
+            s,
+        )?),
     };
     let name = match sp.session_name.as_deref().filter(|n| !n.is_empty()) {
         None => default_name(kind, key, index, rule.name.as_deref()),
@@ -116,7 +118,9 @@ pub(super) fn session_persistence(
         })));
     }
     let permanent = matches!(
-        sp.cookie_config.as_ref().and_then(|c| c.lifetime_type.as_ref()),
+        sp.cookie_config
+            .as_ref()
+            .and_then(|c| c.lifetime_type.as_ref()),
         Some(Lifetime::Permanent)
     );
     let max_age = match (permanent, absolute) {
@@ -308,7 +312,15 @@ mod tests {
         let other = [
             default_name(Kind::HTTPRoute, &key(), 3, None),
             default_name(Kind::GRPCRoute, &key(), 2, None),
-            default_name(Kind::HTTPRoute, &ObjKey { namespace: "ns".into(), name: "r2".into() }, 2, None),
+            default_name(
+                Kind::HTTPRoute,
+                &ObjKey {
+                    namespace: "ns".into(),
+                    name: "r2".into(),
+                },
+                2,
+                None,
+            ),
         ];
         assert!(other.iter().all(|o| *o != s.name));
         assert_eq!(
@@ -325,7 +337,9 @@ mod tests {
         assert_eq!(s.name, "JSESSIONID");
         assert_eq!(
             s.kind,
-            ir::SessionKind::Cookie { max_age: Some(std::time::Duration::from_secs(3900)) }
+            ir::SessionKind::Cookie {
+                max_age: Some(std::time::Duration::from_secs(3900))
+            }
         );
     }
 
@@ -363,11 +377,17 @@ mod tests {
     fn cluster(name: &str, protocol: ir::UpstreamProtocol) -> ir::Cluster {
         ir::Cluster {
             name: name.into(),
-            service: ObjKey { namespace: "ns".into(), name: name.into() },
+            service: ObjKey {
+                namespace: "ns".into(),
+                name: name.into(),
+            },
             port: 80,
             port_name: "http".into(),
             protocol,
-            endpoints: vec![ir::Endpoint { address: "10.0.0.1".into(), port: 9000 }],
+            endpoints: vec![ir::Endpoint {
+                address: "10.0.0.1".into(),
+                port: 9000,
+            }],
             split: Vec::new(),
             tls: None,
         }
@@ -377,27 +397,62 @@ mod tests {
     fn a_split_becomes_one_cluster_with_a_locality_per_backend() {
         let mut clusters = std::collections::BTreeMap::new();
         for n in ["a", "b", "h2"] {
-            let p = if n == "h2" { ir::UpstreamProtocol::H2c } else { ir::UpstreamProtocol::Http1 };
+            let p = if n == "h2" {
+                ir::UpstreamProtocol::H2c
+            } else {
+                ir::UpstreamProtocol::Http1
+            };
             clusters.insert(n.to_string(), cluster(n, p));
         }
-        let w = |c: &str, weight| ir::WeightedBackend { weight, ..backend(c) };
+        let w = |c: &str, weight| ir::WeightedBackend {
+            weight,
+            ..backend(c)
+        };
         // One backend, or one Service port twice: nothing to merge.
-        assert_eq!(merge_split(Kind::HTTPRoute, &key(), 0, &[w("a", 1), w("a", 3)], &mut clusters).expect("ok"), None);
+        assert_eq!(
+            merge_split(
+                Kind::HTTPRoute,
+                &key(),
+                0,
+                &[w("a", 1), w("a", 3)],
+                &mut clusters
+            )
+            .expect("ok"),
+            None
+        );
         // Two backends: one cluster made for the rule, weights kept.
-        let name = merge_split(Kind::HTTPRoute, &key(), 4, &[w("a", 70), w("b", 30)], &mut clusters)
-            .expect("ok")
-            .expect("merged");
+        let name = merge_split(
+            Kind::HTTPRoute,
+            &key(),
+            4,
+            &[w("a", 70), w("b", 30)],
+            &mut clusters,
+        )
+        .expect("ok")
+        .expect("merged");
         assert_eq!(name, "httproute/ns/r/4/session");
         let c = &clusters[&name];
-        let weights: Vec<(String, u32)> = c.split.iter().map(|m| (m.service.name.clone(), m.weight)).collect();
+        let weights: Vec<(String, u32)> = c
+            .split
+            .iter()
+            .map(|m| (m.service.name.clone(), m.weight))
+            .collect();
         assert_eq!(weights, vec![("a".to_string(), 70), ("b".to_string(), 30)]);
         assert_eq!(c.split[0].endpoints, clusters["a"].endpoints);
         // What cannot share one cluster is refused.
-        let unresolved = ir::WeightedBackend { cluster: None, ..backend("x") };
+        let unresolved = ir::WeightedBackend {
+            cluster: None,
+            ..backend("x")
+        };
         let mut filtered = w("b", 1);
         filtered.request_headers.set.push(("x".into(), "y".into()));
-        for bad in [vec![w("a", 1), unresolved], vec![w("a", 1), filtered], vec![w("a", 1), w("h2", 1)]] {
-            let (reason, msg) = merge_split(Kind::HTTPRoute, &key(), 0, &bad, &mut clusters).expect_err("refused");
+        for bad in [
+            vec![w("a", 1), unresolved],
+            vec![w("a", 1), filtered],
+            vec![w("a", 1), w("h2", 1)],
+        ] {
+            let (reason, msg) =
+                merge_split(Kind::HTTPRoute, &key(), 0, &bad, &mut clusters).expect_err("refused");
             assert_eq!(reason, reasons::UNSUPPORTED_VALUE);
             assert!(msg.starts_with("sessionPersistence: "), "{msg}");
         }

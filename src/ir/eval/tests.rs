@@ -343,9 +343,15 @@ spec:
             .map(|f| f.detail.clone())
     };
     let c = step("/c").expect("cookie step");
-    assert!(c.starts_with("cookie sid (session cookie, no expiry)"), "{c}");
+    assert!(
+        c.starts_with("cookie sid (session cookie, no expiry)"),
+        "{c}"
+    );
     let p = step("/p").expect("permanent step");
-    assert!(p.starts_with("cookie keep (permanent, Max-Age 3600s)"), "{p}");
+    assert!(
+        p.starts_with("cookie keep (permanent, Max-Age 3600s)"),
+        "{p}"
+    );
     let h = step("/h").expect("header step");
     assert!(h.starts_with("header x-session"), "{h}");
     assert_eq!(step("/other"), None);

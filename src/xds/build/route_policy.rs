@@ -241,13 +241,15 @@ pub(super) fn stateful_session(s: &ir::SessionPersistence, path: &ir::PathMatch)
         },
     };
     any(&stateful::StatefulSessionPerRoute {
-        r#override: Some(stateful::stateful_session_per_route::Override::StatefulSession(
-            stateful::StatefulSession {
-                session_state: Some(state),
-                strict: false,
-                ..Default::default()
-            },
-        )),
+        r#override: Some(
+            stateful::stateful_session_per_route::Override::StatefulSession(
+                stateful::StatefulSession {
+                    session_state: Some(state),
+                    strict: false,
+                    ..Default::default()
+                },
+            ),
+        ),
     })
 }
 
