@@ -150,22 +150,26 @@ async fn handle<B>(req: Request<B>, state: &Arc<LogState>, peer: SocketAddr) -> 
     let file = if opts.previous {
         match files.len() {
             n if n >= 2 => files[n - 2].clone(),
-            _ => return text(
-                StatusCode::BAD_REQUEST,
-                format!(
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
                     "previous terminated container \"{container}\" in pod \"{pod}\" not found\n"
                 ),
-            ),
+                )
+            }
         }
     } else {
         match files.last() {
             Some(f) => f.clone(),
-            None => return text(
-                StatusCode::BAD_REQUEST,
-                format!(
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
                     "container \"{container}\" in pod \"{pod}\" is waiting to start: no logs yet\n"
                 ),
-            ),
+                )
+            }
         }
     };
     let data = match tokio::fs::read(&file).await {

@@ -137,7 +137,7 @@ fn resolve(
     };
     Entry {
         source,
-        ca: (valid > 0).then(|| ir::ClientCa {
+        ca: (valid > 0).then_some(ir::ClientCa {
             name: secret,
             pem: bundle,
         }),
@@ -148,11 +148,10 @@ fn resolve(
 
 /// The resolved `default` entry and `perPort` entries (by port) of `gw`;
 /// `None` where an entry asks for no validation.
-fn entries(
-    inputs: &Inputs,
-    gw_key: &ObjKey,
-    gw: &Gateway,
-) -> Option<(Option<Entry>, BTreeMap<i32, Option<Entry>>)> {
+type Entries = (Option<Entry>, BTreeMap<i32, Option<Entry>>);
+
+/// The default entry and the perPort ones (see [`Entries`]).
+fn entries(inputs: &Inputs, gw_key: &ObjKey, gw: &Gateway) -> Option<Entries> {
     let fe = gw.spec.tls.as_ref()?.frontend.as_ref()?;
     let default = fe.default.validation.as_ref().map(|v| {
         let refs: Vec<CaRef<'_>> = v

@@ -66,7 +66,7 @@ impl GatewayState {
         let mut conditions = Vec::new();
         let address_error = self.address.as_ref().err();
         let accepted = if let Some((reason, msg)) = &self.unsupported {
-            Condition::new(types::ACCEPTED, false, *reason, msg.clone(), gen)
+            Condition::new(types::ACCEPTED, false, reason, msg.clone(), gen)
         } else if let Some((reason, _, msg)) =
             address_error.filter(|(r, _, _)| *r == reasons::UNSUPPORTED_ADDRESS)
         {
