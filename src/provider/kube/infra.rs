@@ -335,12 +335,7 @@ impl InfraWriter {
                 .collect(),
         };
         for name in gone {
-            ignore_not_found(
-                slices
-                    .delete(&name, &DeleteParams::default())
-                    .await
-                    .map(|_| ()),
-            )?;
+            delete_slice(&slices, &name).await?;
         }
         Ok(())
     }
@@ -348,13 +343,7 @@ impl InfraWriter {
     async fn delete(&self, key: &ObjKey) -> Result<(), kube::Error> {
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
         for f in ["ipv4", "ipv6"] {
-            let name = format!("{}-{f}", key.name);
-            ignore_not_found(
-                slices
-                    .delete(&name, &DeleteParams::default())
-                    .await
-                    .map(|_| ()),
-            )?;
+            delete_slice(&slices, &format!("{}-{f}", key.name)).await?;
         }
         let services: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
         ignore_not_found(
@@ -364,6 +353,11 @@ impl InfraWriter {
                 .map(|_| ()),
         )
     }
+}
+
+/// Deletes an EndpointSlice; one already gone is fine.
+async fn delete_slice(api: &Api<EndpointSlice>, name: &str) -> Result<(), kube::Error> {
+    ignore_not_found(api.delete(name, &DeleteParams::default()).await.map(|_| ()))
 }
 
 fn ignore_not_found(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
