@@ -121,6 +121,41 @@ def _q(s):
     return json.dumps(s)
 
 
+def _host_matches(pattern, host):
+    """Gateway API hostname matching: `*.x` matches one or more labels before `.x`."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+def _listener_for(host):
+    """The name of the HTTP listener the Host selects (exact, then longest
+    wildcard, then the listener without hostname)."""
+    host = host.lower()
+    exact = [n for n, h, _ in LISTENERS if h == host]
+    if exact:
+        return exact[0]
+    wild = sorted(((len(h), n) for n, h, _ in LISTENERS if h and h.startswith("*.") and _host_matches(h, host)),
+                  reverse=True)
+    if wild:
+        return wild[0][1]
+    return next((n for n, h, _ in LISTENERS if h is None), None)
+
+
+def _listeners_admitting(rt):
+    """Names of the HTTP listeners `rt` attaches to (namespace policy and
+    sectionName; an HTTPS parentRef counts for the listener of the same name)."""
+    names = set()
+    for n, _, allowed in LISTENERS:
+        if "Same" in allowed and rt.ns != GATEWAY[0]:
+            continue
+        if "Selector" in allowed and rt.ns != "team-a":  # the namespace labelled expose: "yes"
+            continue
+        if any(p is None or p in (n, n + "-s") for p in rt.parents):
+            names.add(n)
+    return names
+
+
 class _Route:
     """A generated HTTPRoute, kept as data so requests can target its matches."""
 
@@ -415,7 +450,7 @@ class _Gen:
             host = "".join(c.upper() if rng.random() < 0.5 else c for c in host)
         return host
 
-    def host_for(self, rt):
+    def host_candidate(self, rt):
         """A host that the route's hostnames accept (or any request host)."""
         rng = self.rng
         if not rt.hostnames or rng.random() < 0.1:
@@ -424,6 +459,20 @@ class _Gen:
         if h.startswith("*."):
             return rng.choice(["x", "foo", "x.y", "b"]) + h[1:]
         return h
+
+    def host_for(self, rt):
+        """A host for a request aimed at `rt`: mostly one whose listener (the
+        most specific for the Host) admits the route, so that a seed whose
+        routes mostly sit in a namespace few listeners admit still reaches
+        its rules; the others (a fifth) stay unrestricted near misses. Only
+        the aim depends on this model, never the verdict: explain and Envoy
+        decide what each request gets."""
+        candidates = [self.host_candidate(rt) for _ in range(8)]
+        if self.rng.random() < 0.8:
+            for host in candidates:
+                if _listener_for(host) in _listeners_admitting(rt):
+                    return host
+        return candidates[0]
 
     def path_sample(self, m, hit=True):
         rng = self.rng

@@ -14,6 +14,27 @@ use switchyard::pipeline;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Writes CLI output to stdout; a closed pipe (`switchyard explain … | head`)
+/// ends the process quietly instead of panicking as `println!` does.
+fn emit(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => Ok(r?),
+    }
+}
+
+/// `print!` through [`emit`].
+macro_rules! out {
+    ($($t:tt)*) => { emit(format_args!($($t)*))? };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => { emit(format_args!("\n"))? };
+    ($($t:tt)*) => { emit(format_args!("{}\n", format_args!($($t)*)))? };
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -265,8 +286,8 @@ fn main() -> anyhow::Result<()> {
                 "status": pipeline::status_documents(&out),
             });
             match output {
-                Format::Yaml => print!("{}", pipeline::to_yaml(&doc)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+                Format::Yaml => out!("{}", pipeline::to_yaml(&doc)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&doc)?),
             }
             Ok(())
         }
@@ -293,9 +314,9 @@ fn main() -> anyhow::Result<()> {
                 let given = requests.as_deref().map(ex::read_requests).transpose()?;
                 let changes = ex::diff(&old, &new, given);
                 if output == ExplainFormat::Json {
-                    println!("{}", serde_json::to_string_pretty(&changes)?);
+                    outln!("{}", serde_json::to_string_pretty(&changes)?);
                 } else if changes.is_empty() {
-                    println!("no request changes destination");
+                    outln!("no request changes destination");
                 } else {
                     for c in &changes {
                         let method = c.request.method.as_deref().unwrap_or("GET");
@@ -305,11 +326,11 @@ fn main() -> anyhow::Result<()> {
                             .iter()
                             .map(|(k, v)| format!(" -H '{k}: {v}'"))
                             .collect();
-                        println!("{method} {}{}", c.request.url, h.concat());
-                        println!("  before: {}", c.before);
-                        println!("  after:  {}", c.after);
+                        outln!("{method} {}{}", c.request.url, h.concat());
+                        outln!("  before: {}", c.before);
+                        outln!("  after:  {}", c.after);
                     }
-                    println!("{} request(s) change destination", changes.len());
+                    outln!("{} request(s) change destination", changes.len());
                 }
                 std::process::exit(i32::from(!changes.is_empty()));
             }
@@ -366,15 +387,15 @@ fn main() -> anyhow::Result<()> {
             for (i, a) in answers.iter().enumerate() {
                 failed |= a.get("error").is_some();
                 match (output, batch_mode) {
-                    (ExplainFormat::Json, true) => println!("{}", serde_json::to_string(a)?),
+                    (ExplainFormat::Json, true) => outln!("{}", serde_json::to_string(a)?),
                     (ExplainFormat::Json, false) => {
-                        println!("{}", serde_json::to_string_pretty(a)?)
+                        outln!("{}", serde_json::to_string_pretty(a)?)
                     }
                     (ExplainFormat::Text, _) => {
                         if i > 0 {
-                            println!();
+                            outln!();
                         }
-                        print!("{}", ex::render_text(a));
+                        out!("{}", ex::render_text(a));
                     }
                 }
             }
@@ -455,7 +476,7 @@ fn main() -> anyhow::Result<()> {
                 None => switchyard::certgen::run(&opts)?,
             };
             for line in report {
-                println!("{line}");
+                outln!("{line}");
             }
             Ok(())
         }

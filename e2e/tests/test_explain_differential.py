@@ -317,17 +317,62 @@ def summary(answers, observed):
 
 # ---- the test --------------------------------------------------------------
 
+# Minimum coverage of a round: a round whose requests mostly end in 404s
+# would agree with Envoy without showing much.
+MIN_FORWARDED, MIN_RULES, MIN_MISDIRECTED, MIN_HTTPS_OK = 100, 5, 10, 20
+
+
+def _self_signed(d):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=example.com", "-keyout", str(d / "tls.key"),
+                    "-out", str(d / "tls.crt")], check=True, capture_output=True)
+    return (d / "tls.crt").read_text(), (d / "tls.key").read_text()
+
+
+def _coverage(answers, requests):
+    """(answered 200, distinct rules, 421s, HTTPS answered 200) that explain
+    predicts: forwarded, and every backend that can be picked has endpoints."""
+    def ok(e):
+        return e.get("status") is None and all(
+            b.get("resolved") and b.get("endpoints", 0) > 0 for b in e.get("backends") or [] if b.get("weight", 1) > 0)
+    forwarded = sum(1 for e in answers if ok(e))
+    rules = {(e["route"]["namespace"], e["route"]["name"], (e.get("rule") or {}).get("index"))
+             for e in answers if isinstance(e.get("route"), dict)}
+    misdirected = sum(1 for e in answers if e.get("status") == 421)
+    https_ok = sum(1 for r, e in zip(requests, answers) if r["url"].startswith("https:") and ok(e))
+    return forwarded, len(rules), misdirected, https_ok
+
+
+def pick_seed(seed, workdir, tries=25):
+    """The first seed from `seed` (stepping by a large prime) whose generated
+    round explain predicts to cover enough: a random seed can draw routes that
+    mostly sit where no listener admits them, and such a round would prove
+    little. Deterministic, so SWITCHYARD_EXPLAIN_SEED replays the same round.
+    Envoy's answers are still checked against the same minimums afterwards."""
+    cert = _self_signed(workdir)
+    for k in range(tries):
+        candidate = seed + k * 1_000_003
+        d = workdir / f"screen-{candidate}"
+        d.mkdir()
+        manifests, requests = explain_gen.generate(candidate, gw_port=8080, requests=REQUESTS, https_port=8443, cert=cert)
+        for name, text in manifests.items():
+            (d / name).write_text(text)
+        answers, _ = run_explain(d, requests, d)
+        cov = _coverage(answers, requests)
+        if all(c >= m for c, m in zip(cov, (MIN_FORWARDED, MIN_RULES, MIN_MISDIRECTED, MIN_HTTPS_OK))):
+            if k:
+                print(f"seed {seed} predicted too little coverage; using {candidate} (predicted {cov})")
+            return candidate
+    raise AssertionError(f"no seed among {tries} from {seed} covers enough: the generator draws too many dead routes")
+
+
 def _configure(seed):
     """A stack configure() that serves the generated manifests of `seed`."""
     generated = {}
 
     def configure(stack, g):
         stack.start_backends()
-        d = stack.dir
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-days", "2", "-subj", "/CN=example.com", "-keyout", str(d / "tls.key"),
-                        "-out", str(d / "tls.crt")], check=True, capture_output=True)
-        cert = ((d / "tls.crt").read_text(), (d / "tls.key").read_text())
+        cert = _self_signed(stack.dir)
         manifests, requests = explain_gen.generate(seed, gw_port=stack.gw_port, backend_ports=stack.backend_ports,
                                                    requests=REQUESTS, https_port=harness.free_port(), cert=cert)
         for name, text in manifests.items():
@@ -339,10 +384,10 @@ def _configure(seed):
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
-def test_explain_agrees_with_envoy(request, round_):
-    seed = BASE_SEED + round_
-    print(f"\nexplain differential: seed {seed} (replay: SWITCHYARD_EXPLAIN_SEED={seed} SWITCHYARD_EXPLAIN_ROUNDS=1)")
+def test_explain_agrees_with_envoy(request, tmp_path, round_):
     assert explain_available(), f"`{harness.SWITCHYARD} explain --help` fails: build it (make build)"
+    seed = pick_seed(BASE_SEED + round_, tmp_path)
+    print(f"\nexplain differential: seed {seed} (replay: SWITCHYARD_EXPLAIN_SEED={seed} SWITCHYARD_EXPLAIN_ROUNDS=1)")
     assert REQUESTS >= 1000, "the differential test needs at least 1,000 requests per run"
     configure, generated = _configure(seed)
     stack_gen = start_stack(request, configure=configure, backends=explain_gen.BACKENDS, debounce_ms=5)
@@ -366,12 +411,12 @@ def test_explain_agrees_with_envoy(request, round_):
         forwarded = sum(1 for o in observed.values() if o["status"] == 200)
         rules = {(e["route"]["namespace"], e["route"]["name"], (e.get("rule") or {}).get("index"))
                  for e in answers if isinstance(e.get("route"), dict)}
-        assert forwarded >= 100 and len(rules) >= 5, \
+        assert forwarded >= MIN_FORWARDED and len(rules) >= MIN_RULES, \
             f"seed {seed}: too little coverage ({forwarded} requests forwarded, {len(rules)} rules hit)"
         # HTTPS requests whose SNI chose another listener than the Host's.
         misdirected = sum(1 for o in observed.values() if o["status"] == 421)
         https_ok = sum(1 for r in requests if r["url"].startswith("https:") and observed[r["id"]]["status"] == 200)
-        assert misdirected >= 10 and https_ok >= 20, \
+        assert misdirected >= MIN_MISDIRECTED and https_ok >= MIN_HTTPS_OK, \
             f"seed {seed}: too little HTTPS coverage ({misdirected} answered 421, {https_ok} forwarded over TLS)"
     finally:
         stack_gen.close()
