@@ -6,10 +6,11 @@
 CLUSTER_PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 
 # Go binaries from the module proxy into e2e/bin (seconds when cached), and the
-# process kubelet plus the echo backend (dev profile).
+# process kubelet plus the echo backend: release profile, the same build as
+# `make build` (one profile: a fresh machine compiles every crate once).
 cluster-build:
 	e2e/cluster/build.sh
-	nice -n 10 $(CARGO) build --bin switchyard-kubelet --bin switchyard-echo
+	$(CARGO) build --release --bin switchyard-kubelet --bin switchyard-echo
 
 # Starts the cluster (or reuses a healthy one); prints how long it took.
 # Writes e2e/run/kubeconfig.

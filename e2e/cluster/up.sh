@@ -34,8 +34,8 @@ NODE=${NODE:-e2e-node}
 KUBELET_PORT=${KUBELET_PORT:-10250}
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.6.1}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-KUBELET=${KUBELET:-$TARGET/debug/switchyard-kubelet}
-ECHO=${ECHO:-$TARGET/debug/switchyard-echo}
+KUBELET=${KUBELET:-$TARGET/release/switchyard-kubelet}
+ECHO=${ECHO:-$TARGET/release/switchyard-echo}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 t0=$(date +%s.%N)
 

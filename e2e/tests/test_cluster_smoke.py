@@ -25,7 +25,7 @@ E2E = ROOT / "e2e"
 BIN = E2E / "bin"
 KUBECONFIG = E2E / "run" / "kubeconfig"
 KUBECTL = str(BIN / "kubectl")
-KUBELET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "switchyard-kubelet"
+KUBELET = Path(os.environ.get("KUBELET", Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "switchyard-kubelet"))
 NS = "cluster-smoke"
 
 MANIFEST = f"""
