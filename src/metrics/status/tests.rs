@@ -308,3 +308,47 @@ fn escapes_label_values() {
     );
     m.clear();
 }
+
+/// 5,000 synthetic routes: the first export, then one route edited. The edit
+/// rebuilds that route's series only (`update` returns 1). Timings are
+/// printed for the record (`cargo test --release --lib scale -- --nocapture`).
+#[test]
+fn scale_5000_routes_one_edit_touches_one_object() {
+    use crate::synthetic;
+    let (n, nss, gws) = (5_000, 50, 2);
+    let mut inputs = synthetic::inputs(n, nss, gws);
+    let mut t = crate::translate::Translator::default();
+    t.update(&inputs, &crate::inputs::Changes::everything());
+    let mut m = StatusMetrics::new();
+    let t0 = std::time::Instant::now();
+    let first = m.update(t.status());
+    let first_t = t0.elapsed();
+    assert_eq!(first, t.status().objects.len());
+    assert_eq!(m.routes[&Kind::HTTPRoute].total, n as u64);
+    assert_eq!(m.routes[&Kind::HTTPRoute].accepted, n as u64);
+
+    // Route 7 now points at a Service that does not exist: ResolvedRefs=False.
+    let mut edited = synthetic::route(7, nss, gws, 1);
+    edited["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing".into();
+    let key = inputs
+        .insert_value(edited)
+        .expect("synthetic route decodes");
+    let mut changes = crate::inputs::Changes::default();
+    changes.record(key.0, &key.1);
+    let t1 = std::time::Instant::now();
+    t.update(&inputs, &changes);
+    let translate_t = t1.elapsed();
+    let t2 = std::time::Instant::now();
+    let changed = m.update(t.status());
+    let edit_t = t2.elapsed();
+    assert_eq!(changed, 1);
+    assert_eq!(m.routes[&Kind::HTTPRoute].unresolved, 1);
+    let t3 = std::time::Instant::now();
+    assert_eq!(m.update(t.status()), 0);
+    let idle_t = t3.elapsed();
+    println!(
+        "status metrics at {n} routes: first export {first_t:?}; after an incremental translation \
+         ({translate_t:?}) of one route: {edit_t:?}; unchanged: {idle_t:?}"
+    );
+    m.clear();
+}
