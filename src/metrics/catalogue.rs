@@ -96,13 +96,14 @@ mod tests {
             for l in d.labels {
                 assert!(ok(l) && *l != "le", "{}: label {l}", d.name);
             }
-            let counter = d.kind == super::super::Kind::Counter;
-            assert_eq!(
-                counter,
-                d.name.ends_with("_total"),
-                "{}: counters (only) end in _total",
-                d.name
-            );
+            // Counters end in _total (the contract's switchyard_gateways_total is a gauge).
+            if d.kind == super::super::Kind::Counter {
+                assert!(
+                    d.name.ends_with("_total"),
+                    "{}: a counter's name ends in _total",
+                    d.name
+                );
+            }
             assert!(!d.help.is_empty());
         }
     }
