@@ -76,4 +76,40 @@ fn main() {
         );
     std::fs::copy(&src, out.join("envoy_descriptors.bin"))
         .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    git_commit(&manifest_dir);
+}
+
+/// `SWITCHYARD_GIT_COMMIT`: the short commit of the checkout being built
+/// (`switchyard --version`, `switchyard_build_info`), "unknown" outside a git
+/// checkout. Rebuilt when HEAD moves (a commit, a checkout).
+fn git_commit(manifest_dir: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(manifest_dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SWITCHYARD_GIT_COMMIT={commit}");
+    // In a worktree .git is a file: ask git where HEAD and the branch ref live.
+    for path in [
+        git(&["rev-parse", "--git-path", "HEAD"]),
+        git(&["rev-parse", "--symbolic-full-name", "HEAD"])
+            .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(git(&["rev-parse", "--git-path", "packed-refs"]))
+    {
+        // A path that does not exist would make cargo rerun this on every build.
+        let path = manifest_dir.join(path);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
 }

@@ -93,12 +93,7 @@ impl Engine {
         self.latest.set(up.model.clone());
         let mode = if up.full { "full" } else { "incremental" };
         crate::pipeline::observe(t1 - t0, t2 - t1);
-        crate::metrics::counter_add(
-            "switchyard_translations_total",
-            "Translations, by mode (full: everything; incremental: changed routes only).",
-            &[("mode", mode)],
-            1,
-        );
+        crate::metrics::catalogue::TRANSLATIONS.inc([mode]);
         self.version = self.cache.set_snapshot(snap.clone());
         // After the push: off the propagation path.
         self.shadow.update(&up.model);
@@ -118,12 +113,7 @@ impl Engine {
         let n = clas.len();
         self.latest.refresh(clusters);
         self.cache.set_endpoints(clas);
-        crate::metrics::observe(
-            "switchyard_endpoints_update_seconds",
-            "Time to rebuild and publish endpoints without re-translating routes.",
-            &[],
-            t0.elapsed().as_secs_f64(),
-        );
+        crate::metrics::catalogue::ENDPOINTS_UPDATE_SECONDS.observe([], t0.elapsed().as_secs_f64());
         n
     }
 }

@@ -38,15 +38,30 @@ macro_rules! outln {
 #[derive(Parser)]
 #[command(
     name = "switchyard",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("SWITCHYARD_GIT_COMMIT"), ")"),
     about = "Gateway API control plane for Envoy"
 )]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info,switchyard=debug`.
     #[arg(long, env = "SWITCHYARD_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format on stderr: `text` (human) or `json` (one object per line).
+    #[arg(
+        long,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -264,13 +279,17 @@ use switchyard::cli::load_paths;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    switchyard::metrics::record_build_info();
     match cli.command {
         Command::Translate {
             files,

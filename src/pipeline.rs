@@ -22,18 +22,8 @@ pub fn run(inputs: &Inputs) -> (Output, Snapshot) {
 
 /// Records the time of one translation and one xDS build.
 pub fn observe(translate: std::time::Duration, build: std::time::Duration) {
-    crate::metrics::observe(
-        "switchyard_translate_seconds",
-        "Time to translate Gateway API objects into the IR.",
-        &[],
-        translate.as_secs_f64(),
-    );
-    crate::metrics::observe(
-        "switchyard_xds_build_seconds",
-        "Time to build Envoy resources from the IR.",
-        &[],
-        build.as_secs_f64(),
-    );
+    crate::metrics::catalogue::TRANSLATE_SECONDS.observe([], translate.as_secs_f64());
+    crate::metrics::catalogue::XDS_BUILD_SECONDS.observe([], build.as_secs_f64());
 }
 
 fn type_label(t: &str) -> &'static str {

@@ -174,6 +174,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         translated: None,
         controller_name: opts.controller_name.clone(),
         recheck_at: None,
+        grants: Default::default(),
+        status_metrics: Default::default(),
     };
     // Reloads (reading, parsing, translating, writing status) run on their
     // own thread: this loop never waits for one, so a signal is always seen
@@ -286,6 +288,8 @@ struct Reloader {
     controller_name: String,
     /// When objects kept for a vanished file are to be checked again.
     recheck_at: Option<Instant>,
+    grants: crate::metrics::refgrants::GrantTracker,
+    status_metrics: crate::metrics::status::StatusMetrics,
 }
 
 /// Where the last good version of each config file is kept, under `--status-dir`.
@@ -384,7 +388,8 @@ impl Reloader {
             return;
         }
         self.last_errors = refresh.errors.clone();
-        self.translated = Some(apply(
+        let first = self.translated.is_none();
+        let (translated, up) = apply(
             &mut self.writer,
             &mut self.engine,
             state,
@@ -392,7 +397,13 @@ impl Reloader {
             &refresh.changes,
             refresh.errors,
             t0,
-        ));
+        );
+        self.translated = Some(translated);
+        let grants = self.grants.observe(self.loader.inputs(), &refresh.changes);
+        if !first {
+            // Standalone has no Events: the log says it (warn when refused).
+            crate::metrics::refgrants::report(&up, self.engine.status(), &grants);
+        }
         self.write_status();
     }
 
@@ -407,6 +418,7 @@ impl Reloader {
             t.version,
             |_, _| false,
         );
+        self.status_metrics.update(&status);
         // Shadowed rules: a `notes:` list next to the route's status.
         self.writer.set_notes(self.engine.shadowed().notes());
         if let Err(e) = self.writer.write(&status) {
@@ -429,7 +441,7 @@ fn apply(
     changes: &Changes,
     errors: Vec<LoadError>,
     t0: Instant,
-) -> Translated {
+) -> (Translated, crate::translate::Update) {
     for e in &errors {
         error!(file = %e.file, line = ?e.line, "{}", e.message);
     }
@@ -440,13 +452,8 @@ fn apply(
     if let Err(e) = writer.write_errors(&errors) {
         error!(dir = %writer.dir().display(), "writing errors.yaml: {e}");
     }
-    crate::metrics::counter_add("switchyard_reloads_total", "Configuration reloads.", &[], 1);
-    crate::metrics::gauge_set(
-        "switchyard_config_errors",
-        "Files currently failing to load (their last good version is served).",
-        &[],
-        errors.len() as f64,
-    );
+    crate::metrics::catalogue::RELOADS.inc([]);
+    crate::metrics::catalogue::CONFIG_ERRORS.set([], errors.len() as f64);
     info!(
         version,
         objects,
@@ -464,10 +471,13 @@ fn apply(
         ready: true,
     };
     drop(last);
-    Translated {
-        snapshot: snap,
-        version,
-    }
+    (
+        Translated {
+            snapshot: snap,
+            version,
+        },
+        up,
+    )
 }
 
 /// How long a burst of xDS ACKs/NACKs is left to settle before status is rewritten.

@@ -72,12 +72,7 @@ fn refused(kind: Kind, key: &ObjKey) {
         name = %shown(&key.name),
         "status not written: the name is not a safe file name"
     );
-    crate::metrics::counter_add(
-        "switchyard_status_refused_total",
-        "Status files not written because the object's name is not a safe file name.",
-        &[("kind", kind.as_str())],
-        1,
-    );
+    crate::metrics::catalogue::STATUS_REFUSED.inc([kind.as_str()]);
 }
 
 use crate::status::{now_rfc3339, stamp_conditions, without_times};
@@ -158,12 +153,7 @@ impl FileStatusWriter {
             std::fs::write(&tmp, crate::pipeline::to_yaml(&doc))?;
             std::fs::rename(&tmp, &path)?;
             changed += 1;
-            crate::metrics::counter_add(
-                "switchyard_status_writes_total",
-                "Status updates written (files in standalone mode, patches in Kubernetes mode).",
-                &[("kind", kind.as_str())],
-                1,
-            );
+            crate::metrics::catalogue::STATUS_WRITES.inc([kind.as_str()]);
             self.written.insert(
                 id,
                 Written {

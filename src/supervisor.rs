@@ -132,12 +132,7 @@ pub type Health = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
 fn set_up(health: &Health, up: bool) {
     health.store(up, std::sync::atomic::Ordering::Relaxed);
-    crate::metrics::gauge_set(
-        "switchyard_envoy_up",
-        "1 while the supervised Envoy is running.",
-        &[],
-        if up { 1.0 } else { 0.0 },
-    );
+    crate::metrics::catalogue::ENVOY_UP.set([], if up { 1.0 } else { 0.0 });
 }
 
 /// Runs Envoy until `shutdown` becomes true: renders the bootstrap into
@@ -377,12 +372,7 @@ async fn run(
             Some(status) => {
                 set_up(health, false);
                 let status = status.context("waiting for Envoy")?;
-                crate::metrics::counter_add(
-                    "switchyard_envoy_restarts_total",
-                    "Restarts of the supervised Envoy.",
-                    &[],
-                    1,
-                );
+                crate::metrics::catalogue::ENVOY_RESTARTS.inc([]);
                 if started.elapsed() >= MIN_HEALTHY_RUN {
                     backoff = Duration::from_millis(250);
                     failed_starts = 0;

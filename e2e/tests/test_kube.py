@@ -284,10 +284,11 @@ def test_reference_grant_delete_cuts_and_restore_returns(kube):
     rt = ks.wait(lambda: (lambda r: r if has(r, "ResolvedRefs", "False", "RefNotPermitted") else None)(
         ks.get("httproute", "cross", NS)), 10, "ResolvedRefs=False/RefNotPermitted")
     assert NS_BACKEND in conditions(rt)["ResolvedRefs"]["message"], conditions(rt)
-    # The trust change is announced as an Event on the route.
+    # The trust change is announced as an Event on the route, naming the grant.
     events = ks.wait(lambda: [e for e in json.loads(ks.kubectl(
         "get", "events.events.k8s.io", "-n", NS, "-o", "json"))["items"]
-        if e.get("reason") == "RefNotPermitted" and e["regarding"]["name"] == "cross"], 10, "a RefNotPermitted Event")
+        if e.get("reason") == "ReferenceGrantRemoved" and e["regarding"]["name"] == "cross"], 10,
+        "a ReferenceGrantRemoved Event")
     assert events[0]["type"] == "Warning"
 
     t0 = time.time()

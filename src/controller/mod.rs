@@ -19,7 +19,6 @@ use crate::provider::kube::lease::{self, Leadership, LeaseConfig, Timing};
 use crate::provider::kube::status::{writes_status, KubeStatusWriter, RawObjects};
 use crate::provider::kube::watch::{self as kwatch, Change};
 use crate::status::StatusSet;
-use crate::translate::Update;
 use crate::xds::cache::Cache;
 
 pub struct Options {
@@ -176,12 +175,7 @@ impl World {
                         );
                         let error = e.to_string();
                         self.invalid.push((kind, reference, error.clone()));
-                        crate::metrics::counter_add(
-                            "switchyard_invalid_objects_total",
-                            "Objects that could not be decoded.",
-                            &[("kind", kind.as_str())],
-                            1,
-                        );
+                        crate::metrics::catalogue::INVALID_OBJECTS.inc([kind.as_str()]);
                         self.undecodable
                             .insert((kind, key), Undecodable { generation, error });
                     }
@@ -240,12 +234,7 @@ impl World {
     }
 
     fn count_undecodable(&self) {
-        crate::metrics::gauge_set(
-            "switchyard_undecodable_objects",
-            "Objects whose newest version could not be decoded (their last good version, if any, is served).",
-            &[],
-            self.undecodable.len() as f64,
-        );
+        crate::metrics::catalogue::UNDECODABLE_OBJECTS.set([], self.undecodable.len() as f64);
     }
 
     /// Translating before every watched kind has been listed once would push
@@ -344,88 +333,45 @@ fn same_except_status(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     strip(a) == strip(b)
 }
 
-/// Routes whose cross-namespace trust changed between two translations:
-/// (kind, route, now permitted?, message). A ReferenceGrant created or deleted
-/// shows up here as the routes it let in or cut off.
-fn trust_changes(up: &Update, now: &StatusSet) -> Vec<(Kind, ObjKey, bool, String)> {
-    use crate::status::ObjectStatus;
-    let refused = |st: Option<&ObjectStatus>| -> Option<String> {
-        match st {
-            Some(ObjectStatus::Route { parents }) => parents.iter().find_map(|p| {
-                p.conditions
-                    .iter()
-                    .find(|c| c.type_ == "ResolvedRefs" && c.reason == "RefNotPermitted")
-                    .map(|c| c.message.to_string())
-            }),
-            _ => None,
-        }
-    };
-    let mut out = Vec::new();
-    let touched: Vec<(Kind, ObjKey)> = match &up.touched {
-        Some(t) => t.clone(),
-        None => now.objects.keys().cloned().collect(),
-    };
-    for (kind, key) in &touched {
-        if !kind.is_route() {
-            continue;
-        }
-        let before = refused(up.previous.get(*kind, key));
-        let after = refused(now.get(*kind, key));
-        match (before, after) {
-            (None, Some(msg)) => out.push((*kind, key.clone(), false, msg)),
-            (Some(_), None) => out.push((
-                *kind,
-                key.clone(),
-                true,
-                "cross-namespace references are permitted again".into(),
-            )),
-            _ => {}
-        }
-    }
-    out
-}
-
+/// An Event on each route whose cross-namespace references became refused
+/// (Warning) or permitted (Normal). When ReferenceGrants were deleted in the
+/// same translation the Warning's reason is `ReferenceGrantRemoved` and its
+/// note names them, so `kubectl describe httproute X` shows why traffic stopped.
 async fn publish_trust_events(
     recorder: &kube::runtime::events::Recorder,
-    changes: Vec<(Kind, ObjKey, bool, String)>,
+    changes: &[crate::metrics::refgrants::TrustChange],
+    removed_grants: &[ObjKey],
 ) {
     use kube::runtime::events::{Event, EventType};
-    for (kind, key, permitted, msg) in changes {
-        let (type_, reason) = if permitted {
-            (EventType::Normal, "ReferencePermitted")
+    let removed = crate::metrics::refgrants::names(removed_grants);
+    for c in changes {
+        let (type_, reason, note) = if c.permitted {
+            (EventType::Normal, "ReferencePermitted", c.message.clone())
+        } else if !removed_grants.is_empty() {
+            (
+                EventType::Warning,
+                "ReferenceGrantRemoved",
+                format!("ReferenceGrant {removed} removed: {}", c.message),
+            )
         } else {
-            (EventType::Warning, "RefNotPermitted")
+            (EventType::Warning, "RefNotPermitted", c.message.clone())
         };
-        if permitted {
-            info!(kind = kind.as_str(), route = %key, "trust restored: {msg}");
-        } else {
-            warn!(kind = kind.as_str(), route = %key, "trust removed: {msg}");
-        }
-        crate::metrics::counter_add(
-            "switchyard_trust_changes_total",
-            "Routes whose cross-namespace references became permitted or refused.",
-            &[
-                ("kind", kind.as_str()),
-                ("permitted", if permitted { "true" } else { "false" }),
-            ],
-            1,
-        );
         let reference = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some(kind.info().api_version()),
-            kind: Some(kind.as_str().to_string()),
-            namespace: Some(key.namespace.clone()),
-            name: Some(key.name.clone()),
+            api_version: Some(c.kind.info().api_version()),
+            kind: Some(c.kind.as_str().to_string()),
+            namespace: Some(c.route.namespace.clone()),
+            name: Some(c.route.name.clone()),
             ..Default::default()
         };
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(event_note(&msg)),
+            note: Some(event_note(&note)),
             action: "ResolveReferences".into(),
             secondary: None,
         };
         if let Err(e) = recorder.publish(&ev, &reference).await {
-            warn!(route = %key, "publishing event failed: {e}");
+            warn!(route = %c.route, "publishing event failed: {e}");
         }
     }
 }
@@ -558,6 +504,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         crate::provider::kube::infra::InfraWriter::new(client.clone(), opts.controller_name.clone())
     });
     let mut infra_pending = false;
+    let mut grants = crate::metrics::refgrants::GrantTracker::default();
+    // Status as metrics: exported by the replica that writes status only.
+    let mut status_metrics = crate::metrics::status::StatusMetrics::new();
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -613,6 +562,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     changes.record_all();
                 }
                 let (up, snap) = engine.translate(&world.inputs, &changes);
+                let grant_changes = grants.observe(&world.inputs, &changes);
                 let first = last_snapshot.is_none();
                 last_snapshot = Some((snap, engine.version));
                 info!(
@@ -622,9 +572,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     "configuration translated"
                 );
                 if !first {
-                    let changes = trust_changes(&up, engine.status());
+                    let changes =
+                        crate::metrics::refgrants::report(&up, engine.status(), &grant_changes);
                     if !changes.is_empty() && leadership.is_leader() {
-                        publish_trust_events(&recorder, changes).await;
+                        publish_trust_events(&recorder, &changes, &grant_changes.removed).await;
                     }
                 }
             }
@@ -640,6 +591,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         if leadership.is_leader() && last_snapshot.is_some() {
             let current = engine.shadowed().current();
             shadow_events.publish(&recorder, current, &world.raw).await;
+        }
+        if !leadership.is_leader() {
+            status_metrics.clear();
         }
         if leadership.is_leader() {
             if let Some((snap, version)) = &last_snapshot {
@@ -661,6 +615,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 // A Gateway that is no longer pending starts a fresh grace next time.
                 pending_since.retain(|gw, _| pending.contains(gw));
                 mark_undecodable(&mut status, &world.undecodable);
+                status_metrics.update(&status);
                 status_pending = writer.write(&status, &world.raw, &leadership).await.1;
                 if let Some(infra) = infra.as_mut().filter(|_| leadership.is_leader()) {
                     let desired =

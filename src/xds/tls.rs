@@ -201,21 +201,11 @@ impl ServerTls {
 }
 
 fn set_reload_metric(ok: bool) {
-    crate::metrics::gauge_set(
-        "switchyard_xds_tls_certificates_valid",
-        "1 when the xDS server's certificate directory loaded cleanly at the last check; 0 when the last good certificates are kept because the files are unusable.",
-        &[],
-        if ok { 1.0 } else { 0.0 },
-    );
+    crate::metrics::catalogue::XDS_TLS_CERTIFICATES_VALID.set([], if ok { 1.0 } else { 0.0 });
 }
 
 fn count_handshake_failure(reason: &'static str) {
-    crate::metrics::counter_add(
-        "switchyard_xds_tls_rejected_total",
-        "xDS connections refused during the TLS handshake or for lack of a Switchyard identity.",
-        &[("reason", reason)],
-        1,
-    );
+    crate::metrics::catalogue::XDS_TLS_REJECTED.inc([reason]);
 }
 
 /// The identity in a verified client certificate.

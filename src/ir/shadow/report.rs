@@ -10,9 +10,6 @@ use super::{Cover, Detector, RuleRef, Shadowed};
 use crate::inputs::{Kind, ObjKey};
 use crate::ir::Model;
 
-/// Name of the gauge: rules that can never match.
-pub const METRIC: &str = "switchyard_shadowed_rules";
-
 /// How many covers one note spells out.
 const NOTE_COVERS: usize = 4;
 
@@ -79,12 +76,7 @@ impl Tracker {
             .into_iter()
             .map(|s| (s.rule.clone(), s))
             .collect();
-        crate::metrics::gauge_set(
-            METRIC,
-            "Route rules that can never match: rules with higher precedence always win.",
-            &[],
-            found.len() as f64,
-        );
+        crate::metrics::catalogue::SHADOWED_RULES.set([], found.len() as f64);
         if found == self.current {
             return false;
         }

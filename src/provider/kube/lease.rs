@@ -218,12 +218,7 @@ pub async fn run(
             Ok(Err(e)) => warn!(lease = %cfg.name, "lease update failed: {e}"),
             Err(_) => {
                 warn!(lease = %cfg.name, timeout_ms = t.attempt_timeout.as_millis() as u64, "lease update timed out");
-                crate::metrics::counter_add(
-                    "switchyard_lease_timeouts_total",
-                    "Lease attempts abandoned after their own timeout.",
-                    &[],
-                    1,
-                );
+                crate::metrics::catalogue::LEASE_TIMEOUTS.inc([]);
             }
         }
         publish(&cfg, &leadership, &tx);
@@ -246,12 +241,7 @@ fn publish(cfg: &LeaseConfig, leadership: &Leadership, tx: &watch::Sender<bool>)
     let held = leadership.is_leader();
     if *tx.borrow() != held {
         info!(identity = %cfg.identity, leader = held, "leadership changed");
-        crate::metrics::gauge_set(
-            "switchyard_leader",
-            "1 while this replica writes status.",
-            &[],
-            if held { 1.0 } else { 0.0 },
-        );
+        crate::metrics::catalogue::LEADER.set([], if held { 1.0 } else { 0.0 });
         let _ = tx.send(held);
     }
 }

@@ -376,12 +376,7 @@ impl KubeStatusWriter {
                 .map(|mut l| l.take(std::time::Instant::now()))
                 .unwrap_or(true);
             if !allowed {
-                crate::metrics::counter_add(
-                    "switchyard_status_writes_deferred_total",
-                    "Status patches postponed by the writer's rate limit.",
-                    &[],
-                    1,
-                );
+                crate::metrics::catalogue::STATUS_WRITES_DEFERRED.inc([]);
                 retry = true;
                 break;
             }
@@ -398,12 +393,7 @@ impl KubeStatusWriter {
             let patch = json!({ "metadata": { "resourceVersion": rv }, "status": status });
             let Some(left) = leadership.remaining() else {
                 debug!("not leading any more: status writes stop");
-                crate::metrics::counter_add(
-                    "switchyard_status_writes_abandoned_total",
-                    "Status patches not sent or abandoned because the Lease's renew deadline passed.",
-                    &[],
-                    1,
-                );
+                crate::metrics::catalogue::STATUS_WRITES_ABANDONED.inc([]);
                 return (writes, false);
             };
             let sent = tokio::time::timeout(
@@ -413,12 +403,7 @@ impl KubeStatusWriter {
             .await;
             let Ok(sent) = sent else {
                 warn!(kind = kind.as_str(), object = %key, "status write timed out");
-                crate::metrics::counter_add(
-                    "switchyard_status_write_errors_total",
-                    "Failed status patches.",
-                    &[("kind", kind.as_str())],
-                    1,
-                );
+                crate::metrics::catalogue::STATUS_WRITE_ERRORS.inc([kind.as_str()]);
                 retry = true;
                 continue;
             };
@@ -426,12 +411,7 @@ impl KubeStatusWriter {
                 Ok(_) => {
                     writes += 1;
                     debug!(kind = kind.as_str(), object = %key, "status written");
-                    crate::metrics::counter_add(
-                        "switchyard_status_writes_total",
-                        "Status patches sent to the API server.",
-                        &[("kind", kind.as_str())],
-                        1,
-                    );
+                    crate::metrics::catalogue::STATUS_WRITES.inc([kind.as_str()]);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
                     debug!(kind = kind.as_str(), object = %key, "status conflict; will retry with fresh data");
@@ -439,12 +419,7 @@ impl KubeStatusWriter {
                 Err(e) => {
                     retry = true;
                     warn!(kind = kind.as_str(), object = %key, "status write failed: {e}");
-                    crate::metrics::counter_add(
-                        "switchyard_status_write_errors_total",
-                        "Failed status patches.",
-                        &[("kind", kind.as_str())],
-                        1,
-                    );
+                    crate::metrics::catalogue::STATUS_WRITE_ERRORS.inc([kind.as_str()]);
                 }
             }
         }
@@ -472,12 +447,7 @@ impl KubeStatusWriter {
                 "status.parents is full ({MAX_ROUTE_PARENTS} entries at most): other controllers' \
                  entries are kept, {dropped} of Switchyard's are not written (the last in parentRef order)"
             );
-            crate::metrics::counter_add(
-                "switchyard_route_parents_truncated_total",
-                "Times a route's status.parents could not hold every entry of ours (32 at most).",
-                &[("kind", kind.as_str())],
-                1,
-            );
+            crate::metrics::catalogue::ROUTE_PARENTS_TRUNCATED.inc([kind.as_str()]);
         }
     }
 }

@@ -170,12 +170,7 @@ pub async fn run(client: Client, tx: mpsc::Sender<Change>, rediscover: Duration)
                     if !missing.is_empty() {
                         warn!(kinds = ?missing, "Gateway API kinds not installed in this cluster; they will be picked up when their CRDs appear");
                     }
-                    crate::metrics::gauge_set(
-                        "switchyard_missing_kinds",
-                        "Kinds Switchyard serves whose CRDs are not installed.",
-                        &[],
-                        missing.len() as f64,
-                    );
+                    crate::metrics::catalogue::MISSING_KINDS.set([], missing.len() as f64);
                     let _ = tx.send(Change::MissingKinds(missing.clone())).await;
                     last_missing = Some(missing);
                 }
@@ -245,12 +240,7 @@ async fn watch_kind(
                     kind = kind.as_str(),
                     "watch error (retrying with backoff): {e}"
                 );
-                crate::metrics::counter_add(
-                    "switchyard_watch_errors_total",
-                    "Errors from Kubernetes watches.",
-                    &[("kind", kind.as_str())],
-                    1,
-                );
+                crate::metrics::catalogue::WATCH_ERRORS.inc([kind.as_str()]);
                 None
             }
         };

@@ -348,12 +348,7 @@ impl Cache {
     fn publish(&self, st: State) {
         let version = st.version;
         *lock(&self.state) = Arc::new(st);
-        crate::metrics::gauge_set(
-            "switchyard_snapshot_version",
-            "Global version of the configuration served over xDS.",
-            &[],
-            version as f64,
-        );
+        crate::metrics::catalogue::SNAPSHOT_VERSION.set([], version as f64);
     }
 
     /// Replaces everything (including endpoints set by [`Cache::set_endpoints`])
@@ -511,12 +506,7 @@ impl Cache {
 }
 
 fn set_connected(n: usize) {
-    crate::metrics::gauge_set(
-        "switchyard_xds_connected_nodes",
-        "xDS streams currently connected.",
-        &[],
-        n as f64,
-    );
+    crate::metrics::catalogue::XDS_CONNECTED_NODES.set([], n as f64);
 }
 
 /// A stream's entry in the node registry.
@@ -553,12 +543,7 @@ impl NodeHandle {
     }
 
     pub(crate) fn nacked(&self, t: &str, nack: Nack) {
-        crate::metrics::counter_add(
-            "switchyard_xds_nacks_total",
-            "xDS responses rejected by Envoy.",
-            &[("type", type_label(t))],
-            1,
-        );
+        crate::metrics::catalogue::XDS_NACKS.inc([type_label(t)]);
         let ev = XdsEvent::Nack {
             node: self.node.clone(),
             type_url: t.to_string(),

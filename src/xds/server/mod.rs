@@ -487,12 +487,7 @@ impl Session {
         {
             st.retry = true;
             info!(node = %self.node, type_url = %t, resources = ?st.rejected, "re-sending resources Envoy rejected");
-            crate::metrics::counter_add(
-                "switchyard_xds_nack_retries_total",
-                "Re-deliveries of resources an Envoy had rejected.",
-                &[("type", cache::type_label(t))],
-                1,
-            );
+            crate::metrics::catalogue::XDS_NACK_RETRIES.inc([cache::type_label(t)]);
         }
     }
 
@@ -622,18 +617,8 @@ impl Session {
                     node = %self.node, type_url = %t, version, nonce, resources = n, removed, bytes,
                     "xDS push"
                 );
-                crate::metrics::counter_add(
-                    "switchyard_xds_pushes_total",
-                    "xDS responses sent.",
-                    &[("type", label)],
-                    1,
-                );
-                crate::metrics::counter_add(
-                    "switchyard_xds_push_bytes_total",
-                    "Encoded bytes of xDS responses sent.",
-                    &[("type", label)],
-                    bytes as u64,
-                );
+                crate::metrics::catalogue::XDS_PUSHES.inc([label]);
+                crate::metrics::catalogue::XDS_PUSH_BYTES.add([label], bytes as u64);
                 tx.send(Ok(resp)).await.map_err(|_| ())?;
             }
             if !progressed {
