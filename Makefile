@@ -41,6 +41,9 @@ test: build envoy cluster-build
 	@echo "==================== cargo tests (unit, golden, ADS protocol) ===================="
 	$(CARGO) test --release
 	@echo
+	@echo "==================== alert rules: promtool check rules + unit tests (deploy/monitoring) ===================="
+	$(MAKE) --no-print-directory rules-check
+	@echo
 	@echo "==================== end-to-end tests (real Envoy, real processes) ===================="
 	$(VENV)/bin/python -m pytest -q -rA $(PYTEST_ARGS) e2e/tests
 	@echo
@@ -60,6 +63,13 @@ conformance-check: build envoy cluster-build
 
 unit:
 	$(CARGO) test --release
+
+# The alert rules parse and their unit tests pass (promtool from cluster-build).
+PROMTOOL ?= e2e/bin/promtool
+.PHONY: rules-check
+rules-check:
+	$(PROMTOOL) check rules deploy/monitoring/switchyard-rules.yaml
+	cd deploy/monitoring && $(abspath $(PROMTOOL)) test rules tests/*.yaml
 
 e2e: build envoy
 	$(VENV)/bin/python -m pytest -v -rA $(PYTEST_ARGS) e2e/tests

@@ -88,6 +88,7 @@ class Stack:
         self.xds_port = free_port()
         self.admin_port = free_port()
         self.envoy_admin = free_port()
+        self.envoy_stats = free_port()  # Envoy's Prometheus stats listener
         self.gw_port = free_port()
         self.backend_ports = [free_port() for _ in range(backends)]
         self.procs = []
@@ -108,6 +109,7 @@ class Stack:
         args = [str(SWITCHYARD), "standalone", "--config-dir", str(self.config), "--status-dir", str(self.status),
                 "--xds-listen", f"127.0.0.1:{self.xds_port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
                 "--envoy", str(envoy_binary()), "--envoy-admin", f"127.0.0.1:{self.envoy_admin}",
+                "--envoy-stats-port", str(self.envoy_stats),
                 "--envoy-work-dir", str(self.dir / "envoy"), "--bootstrap", str(ROOT / "envoy-bootstrap/bootstrap.yaml"),
                 "--delta", "true" if self.delta else "false", "--debounce-ms", str(self.debounce_ms)] + self.extra_args
         env = dict(os.environ, SWITCHYARD_LOG=os.environ.get("SWITCHYARD_LOG", "info"))

@@ -129,12 +129,13 @@ def xds_certs():
     return _CERTS
 
 
-def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, gateways=""):
+def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, gateways="", stats_port=None):
     """Renders Envoy's bootstrap exactly as the DaemonSet's init container does:
     its script and env come from the rendered kustomize base, the template
     from the generated ConfigMap. Only what differs on a test machine is set:
     the xDS address (the controller's port on loopback instead of its Service
-    name), Envoy's admin port, and optionally the ADS flavour and Gateways.
+    name), Envoy's admin and stats ports (a free one unless given), and
+    optionally the ADS flavour and Gateways.
     Returns (bootstrap path, the DaemonSet's Envoy container args)."""
     docs = rendered_kustomize()
     ds = next(d for d in docs if d["kind"] == "DaemonSet")
@@ -156,6 +157,7 @@ def render_bootstrap(out_dir, xds_port, admin_port, node=NODE, api_type=None, ga
         elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
             env[e["name"]] = node
     env.update(XDS_HOST="127.0.0.1", XDS_PORT=str(xds_port), ADMIN_PORT=str(admin_port), GATEWAYS=gateways,
+               STATS_PORT=str(stats_port or free_port()),
                XDS_SERVER_NAME="localhost", XDS_TLS_SDS_DIR=str(out_dir / "rendered"),
                XDS_TLS_DIR=str(xds_certs() / "envoy"))
     if api_type:
@@ -258,8 +260,9 @@ class Envoy:
         self.workdir = Path(workdir) / name
         self.name = name
         self.admin_port = free_port()
+        self.stats_port = free_port()
         self.bootstrap, self.args = render_bootstrap(self.workdir, controller.xds_port, self.admin_port,
-                                                     api_type=api_type)
+                                                     api_type=api_type, stats_port=self.stats_port)
         self.log = self.workdir / "envoy.log"
         self.proc = None
 

@@ -66,6 +66,12 @@ impl Engine {
         &self.cache
     }
 
+    /// Envoy configuration choices of the operator (access log, ...).
+    pub fn with_build_options(mut self, options: crate::xds::build::Options) -> Self {
+        self.builder = Builder::with_options(options);
+        self
+    }
+
     /// Publishes each served model (for explain) through `handle`.
     pub fn with_model_handle(mut self, handle: ModelHandle) -> Self {
         self.latest = handle;

@@ -183,6 +183,10 @@ enum Command {
         /// and EndpointSlices.
         #[arg(long, env = "SWITCHYARD_GATEWAY_SERVICES", default_value_t = true, action = clap::ArgAction::Set)]
         gateway_services: bool,
+        /// A JSON access log line on Envoy's stdout per request / TCP
+        /// connection (docs/observability.md); `false` turns it off.
+        #[arg(long, env = "SWITCHYARD_ENVOY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+        envoy_access_log: bool,
     },
     /// Issue the xDS mTLS certificates: a CA (reused if present), the xDS
     /// server's, and one per Envoy client with its identity.
@@ -272,6 +276,14 @@ enum Command {
         /// Extra argument for the supervised Envoy (repeatable), e.g. `--envoy-extra-arg=--concurrency --envoy-extra-arg=1`.
         #[arg(long = "envoy-extra-arg", allow_hyphen_values = true)]
         envoy_extra_args: Vec<String>,
+        /// Port of the supervised Envoy's Prometheus stats listener (all
+        /// addresses, path /stats/prometheus); 0 turns it off.
+        #[arg(long, default_value_t = 19001)]
+        envoy_stats_port: u16,
+        /// A JSON access log line on Envoy's stdout per request / TCP
+        /// connection (docs/observability.md); `false` turns it off.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        envoy_access_log: bool,
     },
 }
 
@@ -436,6 +448,7 @@ fn main() -> anyhow::Result<()> {
             xds_tls_dir,
             xds_insecure,
             gateway_services,
+            envoy_access_log,
         } => {
             let identity = if identity.is_empty() {
                 format!(
@@ -463,6 +476,9 @@ fn main() -> anyhow::Result<()> {
                     debounce: Duration::from_millis(debounce_ms),
                     xds_tls_dir: (!xds_insecure).then_some(xds_tls_dir),
                     gateway_services,
+                    build: switchyard::xds::build::Options {
+                        access_log: envoy_access_log,
+                    },
                 },
             ))
         }
@@ -519,6 +535,8 @@ fn main() -> anyhow::Result<()> {
             xds_insecure,
             keep_envoy_on_exit,
             envoy_max_failed_starts,
+            envoy_stats_port,
+            envoy_access_log,
         } => {
             anyhow::ensure!(
                 xds_tls_dir.is_some() || xds_listen.ip().is_loopback() || xds_insecure,
@@ -555,6 +573,7 @@ fn main() -> anyhow::Result<()> {
                     node_cluster: "switchyard".into(),
                     xds_addr: xds_listen,
                     admin_addr: envoy_admin,
+                    stats_port: envoy_stats_port,
                     gateways: Vec::new(),
                     delta,
                     extra_args: envoy_extra_args,
@@ -575,6 +594,9 @@ fn main() -> anyhow::Result<()> {
                     envoy,
                     xds_tls_dir,
                     debounce: Duration::from_millis(debounce_ms),
+                    build: switchyard::xds::build::Options {
+                        access_log: envoy_access_log,
+                    },
                 },
             ))
         }

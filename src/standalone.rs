@@ -32,6 +32,8 @@ pub struct Options {
     pub xds_tls_dir: Option<PathBuf>,
     /// Debounce for file events.
     pub debounce: Duration,
+    /// Envoy configuration choices (`--envoy-access-log`).
+    pub build: crate::xds::build::Options,
 }
 
 /// What the admin endpoint shows.
@@ -169,7 +171,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .with_last_good(LastGoodStore::new(opts.status_dir.join(LAST_GOOD_DIR))),
         pool: AddressPool::parse(&opts.address_pool)?,
         writer: FileStatusWriter::new(&opts.status_dir),
-        engine: Engine::new(cache.clone()).with_model_handle(state.model.clone()),
+        engine: Engine::new(cache.clone())
+            .with_model_handle(state.model.clone())
+            .with_build_options(opts.build.clone()),
         last_errors: Vec::new(),
         translated: None,
         controller_name: opts.controller_name.clone(),

@@ -32,6 +32,8 @@ pub struct EnvoyConfig {
     pub node_cluster: String,
     pub xds_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Port of the Prometheus stats listener; 0 removes it.
+    pub stats_port: u16,
     /// Gateways this Envoy serves (`ns/name`); empty = all.
     pub gateways: Vec<String>,
     /// Delta (incremental) xDS instead of state of the world.
@@ -81,12 +83,19 @@ pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> anyhow::Result<Str
         .replace("${XDS_SERVER_NAME}", &server_name)
         .replace("${XDS_TLS_SDS_DIR}", &sds_dir)
         .replace("${ADMIN_ADDRESS}", &cfg.admin_addr.ip().to_string())
-        .replace("${ADMIN_PORT}", &cfg.admin_addr.port().to_string());
-    if cfg.xds_tls.is_some() {
+        .replace("${ADMIN_PORT}", &cfg.admin_addr.port().to_string())
+        .replace("${STATS_PORT}", &cfg.stats_port.to_string());
+    if cfg.xds_tls.is_some() && cfg.stats_port != 0 {
         return Ok(text);
     }
     let mut doc: serde_yaml::Value =
         serde_yaml::from_str(&text).context("the bootstrap template is not YAML")?;
+    if cfg.stats_port == 0 {
+        remove_stats_listener(&mut doc);
+    }
+    if cfg.xds_tls.is_some() {
+        return Ok(serde_yaml::to_string(&doc)?);
+    }
     let clusters = doc
         .get_mut("static_resources")
         .and_then(|r| r.get_mut("clusters"))
@@ -100,6 +109,21 @@ pub fn render_bootstrap(template: &str, cfg: &EnvoyConfig) -> anyhow::Result<Str
         }
     }
     Ok(serde_yaml::to_string(&doc)?)
+}
+
+/// Removes the Prometheus stats listener and its admin cluster.
+fn remove_stats_listener(doc: &mut serde_yaml::Value) {
+    let Some(res) = doc.get_mut("static_resources") else {
+        return;
+    };
+    for (list, name) in [
+        ("listeners", "switchyard_stats"),
+        ("clusters", "envoy_admin"),
+    ] {
+        if let Some(items) = res.get_mut(list).and_then(|l| l.as_sequence_mut()) {
+            items.retain(|i| i.get("name").and_then(|n| n.as_str()) != Some(name));
+        }
+    }
 }
 
 /// Writes the file-based SDS configs the bootstrap points at (mTLS only).
@@ -564,6 +588,7 @@ mod tests {
             node_cluster: "switchyard".into(),
             xds_addr: "0.0.0.0:18000".parse().unwrap(),
             admin_addr: "127.0.0.1:19000".parse().unwrap(),
+            stats_port: 19001,
             gateways: vec!["default/a".into(), "infra/b".into()],
             delta: false,
             extra_args: vec![],
@@ -628,6 +653,47 @@ mod tests {
                 .as_str(),
             Some("/nonexistent/xds-client-cert.sds.yaml")
         );
+    }
+
+    #[test]
+    fn stats_listener_gets_its_port_or_is_removed() {
+        let c = cfg(std::path::Path::new("/nonexistent"), PathBuf::from("envoy"));
+        let listener = |out: &str| {
+            let doc: serde_yaml::Value = serde_yaml::from_str(out).unwrap();
+            let res = &doc["static_resources"];
+            let l = res["listeners"].as_sequence().and_then(|l| {
+                l.iter()
+                    .find(|l| l["name"].as_str() == Some("switchyard_stats"))
+                    .map(|l| l["address"]["socket_address"]["port_value"].as_u64())
+            });
+            let admin = res["clusters"].as_sequence().and_then(|c| {
+                c.iter()
+                    .find(|c| c["name"].as_str() == Some("envoy_admin"))
+                    .map(|c| {
+                        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                            ["address"]["socket_address"]["port_value"]
+                            .as_u64()
+                    })
+            });
+            (l, admin)
+        };
+        let on = render_bootstrap(BOOTSTRAP_TEMPLATE, &c).unwrap();
+        assert_eq!(listener(&on), (Some(Some(19001)), Some(Some(19000))));
+        for xds_tls in [
+            None,
+            Some(EnvoyXdsTls {
+                cert_dir: "/certs".into(),
+                server_name: "x".into(),
+            }),
+        ] {
+            let off = EnvoyConfig {
+                stats_port: 0,
+                xds_tls,
+                ..c.clone()
+            };
+            let out = render_bootstrap(BOOTSTRAP_TEMPLATE, &off).unwrap();
+            assert_eq!(listener(&out), (None, None), "{out}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 #   echo-basic                sigs.k8s.io/gateway-api/conformance     (echo-basic/go.mod)
 #   coredns                   github.com/coredns/coredns, 4 plugins   (coredns/main.go)
 #   helm                      helm.sh/helm/v3 v3.22.x                 (helm/go.mod), renders deploy/helm
+#   promtool                  github.com/prometheus/prometheus v0.316.0 (promtool/go.mod), checks and
+#                             unit-tests deploy/monitoring's alert rules
 # Debian's kubernetes-client is v1.20 (16 minors behind the API server), so
 # kubectl is built from the same module as the control plane.
 #
@@ -54,5 +56,6 @@ build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$K8S_LDFLAGS"
 build echo-basic echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic
 build coredns coredns switchyard.dev/e2e/cluster/coredns
 build helm helm helm.sh/helm/v3/cmd/helm
+build promtool promtool github.com/prometheus/prometheus/cmd/promtool
 rm -f "$BIN/server" "$BIN/v3"  # names an unqualified `go build` of etcd used to produce
 echo "cluster binaries ready ($(( $(date +%s) - t0 )) s)"

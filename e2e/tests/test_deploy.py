@@ -21,7 +21,7 @@ PLACEHOLDERS = set(re.findall(r"\$\{([A-Z_]+)\}", BOOTSTRAP))
 
 def test_bootstrap_has_the_documented_placeholders():
     assert PLACEHOLDERS == {"NODE_ID", "NODE_CLUSTER", "GATEWAYS", "ADS_API_TYPE", "XDS_HOST", "XDS_PORT",
-                            "ADMIN_ADDRESS", "ADMIN_PORT", "XDS_SERVER_NAME", "XDS_TLS_SDS_DIR"}
+                            "ADMIN_ADDRESS", "ADMIN_PORT", "XDS_SERVER_NAME", "XDS_TLS_SDS_DIR", "STATS_PORT"}
     for f in SDS_FILES:
         assert set(re.findall(r"\$\{([A-Z_]+)\}", (ROOT / "envoy-bootstrap" / f).read_text())) == {"XDS_TLS_DIR"}
 

@@ -37,6 +37,8 @@ pub struct Options {
     /// Create a Service (and EndpointSlices) per Gateway, carrying
     /// `spec.infrastructure` metadata (provider/kube/infra.rs).
     pub gateway_services: bool,
+    /// Envoy configuration choices (`--envoy-access-log`).
+    pub build: crate::xds::build::Options,
 }
 
 struct DebugState {
@@ -486,7 +488,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             instance: Some(opts.identity.clone()),
         },
     );
-    let mut engine = Engine::new(cache.clone()).with_model_handle(debug.model.clone());
+    let mut engine = Engine::new(cache.clone())
+        .with_model_handle(debug.model.clone())
+        .with_build_options(opts.build.clone());
     let mut pool = AddressPool::parse(&opts.address_pool)?;
     let mut world = World::new(&opts.controller_name);
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;

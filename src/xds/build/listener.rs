@@ -10,10 +10,16 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp_p
 use envoy_types::pb::envoy::extensions::filters::udp::udp_proxy::v3 as udp_proxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 
-use super::{ads, any, cluster_name, socket_address, INVALID_BACKEND_CLUSTER};
+use super::{
+    access_log, ads, any, cluster_name, socket_address, stat_name, Options, INVALID_BACKEND_CLUSTER,
+};
 use crate::ir;
 
-fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::Filter {
+fn http_connection_manager(
+    stat_prefix: &str,
+    route_config: &str,
+    access_log: Option<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
+) -> listener::Filter {
     // Applies the per-route CORS policies; a route without one passes
     // through. Always present, so a route gaining CORS changes only RDS.
     let cors = hcm::HttpFilter {
@@ -40,7 +46,8 @@ fn http_connection_manager(stat_prefix: &str, route_config: &str) -> listener::F
         ..Default::default()
     };
     let m = hcm::HttpConnectionManager {
-        stat_prefix: stat_prefix.replace('/', "_"),
+        stat_prefix: stat_name(stat_prefix),
+        access_log: access_log.into_iter().collect(),
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
             hcm::Rds {
                 config_source: Some(ads()),
@@ -77,7 +84,11 @@ fn tls_inspector() -> listener::ListenerFilter {
 
 /// TCP proxy to weighted backends; a connection whose share has no usable
 /// backend (or a chain without backends) is closed: the cluster is unknown.
-fn tcp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::Filter {
+fn tcp_proxy(
+    stat_prefix: &str,
+    p: &ir::L4Proxy,
+    access_log: Option<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
+) -> listener::Filter {
     use tcp_proxy::tcp_proxy::{
         weighted_cluster::ClusterWeight, ClusterSpecifier, WeightedCluster,
     };
@@ -96,7 +107,8 @@ fn tcp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::Filter {
         }),
     };
     let m = tcp_proxy::TcpProxy {
-        stat_prefix: stat_prefix.replace('/', "_"),
+        stat_prefix: stat_name(stat_prefix),
+        access_log: access_log.into_iter().collect(),
         cluster_specifier: Some(specifier),
         ..Default::default()
     };
@@ -119,7 +131,7 @@ fn udp_proxy(stat_prefix: &str, p: &ir::L4Proxy) -> listener::ListenerFilter {
         .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.into());
     let route = udp_proxy::Route { cluster };
     let m = udp_proxy::UdpProxyConfig {
-        stat_prefix: stat_prefix.replace('/', "_"),
+        stat_prefix: stat_name(stat_prefix),
         route_specifier: Some(udp_proxy::udp_proxy_config::RouteSpecifier::Matcher(
             Matcher {
                 on_no_match: Some(Box::new(OnMatch {
@@ -201,7 +213,7 @@ fn downstream_tls(
     }
 }
 
-pub fn build_listener(l: &ir::Listener) -> listener::Listener {
+pub fn build_listener(l: &ir::Listener, opts: &Options) -> listener::Listener {
     let mut address = socket_address(&l.address, l.port);
     let mut out = listener::Listener {
         name: l.name.clone(),
@@ -235,8 +247,18 @@ pub fn build_listener(l: &ir::Listener) -> listener::Listener {
             format!("{}/{}", l.name, ch.name)
         };
         let filter = match &ch.app {
-            ir::App::Http(rc) => http_connection_manager(&stat, &rc.name),
-            ir::App::Tcp(p) | ir::App::Udp(p) => tcp_proxy(&stat, p),
+            ir::App::Http(rc) => http_connection_manager(
+                &stat,
+                &rc.name,
+                opts.access_log
+                    .then(|| access_log::stdout_json(&l.name, false)),
+            ),
+            ir::App::Tcp(p) | ir::App::Udp(p) => tcp_proxy(
+                &stat,
+                p,
+                opts.access_log
+                    .then(|| access_log::stdout_json(&l.name, true)),
+            ),
         };
         let mut m = listener::FilterChainMatch {
             server_names: ch.server_names.clone(),

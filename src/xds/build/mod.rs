@@ -17,10 +17,13 @@ use sha2::Digest;
 use super::{type_url, Resource, ResourceSet, Snapshot};
 use crate::ir;
 
+mod access_log;
 mod cluster_tls;
 mod listener;
+mod options;
 mod route_policy;
 pub use listener::{build_listener, downstream_tls_context};
+pub use options::{stat_name, Options};
 
 /// Cluster name that is never defined: Envoy answers requests routed to it
 /// with `cluster_not_found_response_code` (500), which is what the spec asks
@@ -46,6 +49,7 @@ pub fn build(model: &ir::Model) -> Snapshot {
 /// same as a fresh build's.
 #[derive(Default)]
 pub struct Builder {
+    options: Options,
     clusters: HashMap<String, (ir::Cluster, Resource, Resource)>,
     secrets: HashMap<String, (ir::TlsCertificate, Resource)>,
     client_cas: HashMap<String, (ir::ClientCa, Resource)>,
@@ -55,6 +59,14 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder whose output follows `options`.
+    pub fn with_options(options: Options) -> Self {
+        Builder {
+            options,
+            ..Default::default()
+        }
+    }
+
     pub fn build(&mut self, model: &ir::Model) -> Snapshot {
         encode_vhosts_in_parallel(model);
         let mut snap = Snapshot::default();
@@ -80,7 +92,7 @@ impl Builder {
             for l in &gw.listeners {
                 set.insert(
                     type_url::LISTENER,
-                    Resource::new(&l.name, &build_listener(l)),
+                    Resource::new(&l.name, &build_listener(l, &self.options)),
                 );
                 for rc in route_configs(l) {
                     used_route_configs.insert(rc.name.as_str());
@@ -265,7 +277,7 @@ fn ads() -> core::ConfigSource {
 pub fn build_cluster(c: &ir::Cluster) -> cluster::Cluster {
     let mut out = cluster::Cluster {
         name: c.name.clone(),
-        alt_stat_name: c.name.replace('/', "_"),
+        alt_stat_name: stat_name(&c.name),
         cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
             cluster::cluster::DiscoveryType::Eds as i32,
         )),
