@@ -294,7 +294,7 @@ fn metrics_follow_what_is_served() {
     let served = t.served_certificates(&up.model);
     assert_eq!(
         served,
-        vec![Served {
+        [Served {
             secret: ObjKey::new(ns, "cert"),
             gateway: ObjKey::new(ns, "gw"),
             listener: "https".into(),
