@@ -21,6 +21,8 @@ pub struct Engine {
     /// Rules that can never match, as of the last translation.
     shadow: crate::ir::shadow::report::Tracker,
     latest: ModelHandle,
+    certificates: crate::certs::Metrics,
+    served: Vec<crate::certs::Served>,
 }
 
 /// The model being served (with current endpoints), for `explain` over the
@@ -59,6 +61,8 @@ impl Engine {
             version: 0,
             shadow: Default::default(),
             latest: ModelHandle::default(),
+            certificates: Default::default(),
+            served: Vec::new(),
         }
     }
 
@@ -83,6 +87,11 @@ impl Engine {
         self.translator.status()
     }
 
+    /// The certificates served, as of the last translation.
+    pub fn served_certificates(&self) -> &[crate::certs::Served] {
+        &self.served
+    }
+
     /// Rules that can never match (shadowed), as of the last translation.
     pub fn shadowed(&self) -> &crate::ir::shadow::report::Tracker {
         &self.shadow
@@ -103,6 +112,8 @@ impl Engine {
         self.version = self.cache.set_snapshot(snap.clone());
         // After the push: off the propagation path.
         self.shadow.update(&up.model);
+        self.served = self.translator.served_certificates(&up.model);
+        self.certificates.publish(&self.served, inputs);
         (up, snap)
     }
 

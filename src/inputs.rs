@@ -166,9 +166,14 @@ pub struct Inputs {
     /// as JSON paths (`spec.rules[0].foo`).
     pub unknown_fields: BTreeMap<(Kind, ObjKey), Vec<String>>,
     /// TLS Secrets whose latest version was refused (its certificate does
-    /// not parse, or its key does not match) while an earlier version was
-    /// good: `secrets` keeps that earlier version, and this says why.
-    pub rejected_secret_updates: BTreeMap<ObjKey, String>,
+    /// not parse, its key does not match, or it expired): when an earlier
+    /// version was served, `secrets` keeps that one (the last good). See
+    /// [`crate::certs`].
+    pub certificate_rejections: BTreeMap<ObjKey, crate::certs::Rejection>,
+    /// The time (unix seconds) this snapshot is translated at, set by the
+    /// provider before each translation: the translator never reads a
+    /// clock. `None`: certificate expiry is not checked.
+    pub now: Option<i64>,
 }
 
 impl Inputs {
@@ -231,40 +236,16 @@ impl Inputs {
         let unknown = (kind.info().store.insert)(self, kind, &key, value)?;
         self.note_unknown(kind, &key, unknown);
         if kind == Kind::Secret {
-            self.keep_last_good_certificate(&key, previous);
+            crate::certs::on_secret_update(self, &key, previous, crate::certs::wall_clock());
         }
         Ok((kind, key))
-    }
-
-    /// A certificate that does not parse, or whose key does not match, never
-    /// replaces a good one: the good version stays (so no Envoy ever gets
-    /// the broken pair) and the refusal is recorded for the listeners'
-    /// status.
-    fn keep_last_good_certificate(&mut self, key: &ObjKey, previous: Option<Secret>) {
-        self.rejected_secret_updates.remove(key);
-        let Some(new) = self.secrets.get(key) else {
-            return;
-        };
-        let is_tls = new.type_.as_deref() == Some("kubernetes.io/tls")
-            || new.data.as_ref().is_some_and(|d| d.contains_key("tls.crt"));
-        if !is_tls {
-            return;
-        }
-        let Err(why) = tls_pair(new) else {
-            return;
-        };
-        if let Some(old) = previous.filter(|old| tls_pair(old).is_ok()) {
-            tracing::warn!(secret = %key, "refusing the new version of TLS Secret {key}: it {why}; the last good certificate stays in use");
-            self.rejected_secret_updates.insert(key.clone(), why);
-            self.secrets.insert(key.clone(), old);
-        }
     }
 
     /// Removes an object (a no-op if absent).
     pub fn remove(&mut self, kind: Kind, key: &ObjKey) {
         self.unknown_fields.remove(&(kind, key.clone()));
         if kind == Kind::Secret {
-            self.rejected_secret_updates.remove(key);
+            self.certificate_rejections.remove(key);
         }
         (kind.info().store.remove)(self, key);
     }
@@ -286,8 +267,8 @@ impl Inputs {
             (k.store.merge)(self, &mut from);
         }
         self.unknown_fields.append(&mut from.unknown_fields);
-        self.rejected_secret_updates
-            .append(&mut from.rejected_secret_updates);
+        self.certificate_rejections
+            .append(&mut from.certificate_rejections);
     }
 
     /// Removes the EndpointSlice `key` (namespace/slice name) from the
@@ -541,100 +522,12 @@ fn is_empty_value(v: &serde_json::Value) -> bool {
     }
 }
 
-/// `tls.crt` and `tls.key` of a Secret, checked the way Envoy will use
-/// them: a PEM chain, a PEM private key of a supported type, and the key
-/// belonging to the leaf certificate. The error says what is wrong
-/// ("has no tls.key", "tls.key does not belong to ...").
-pub fn tls_pair(s: &Secret) -> Result<(String, String), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let get = |k: &str| -> Result<String, String> {
-        if let Some(v) = s.data.as_ref().and_then(|d| d.get(k)) {
-            return String::from_utf8(v.0.clone()).map_err(|_| format!("{k} is not text"));
-        }
-        s.string_data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .cloned()
-            .ok_or_else(|| format!("has no {k}"))
-    };
-    let crt = get("tls.crt")?;
-    let key = get("tls.key")?;
-    let certs = CertificateDer::pem_slice_iter(crt.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    let der = PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
-        .map_err(|e| format!("tls.key is not a supported private key: {e}"))?;
-    rustls::sign::CertifiedKey::new(certs, signer)
-        .keys_match()
-        .map_err(|e| format!("tls.key does not belong to the certificate in tls.crt: {e}"))?;
-    Ok((crt, key))
-}
+pub use crate::certs::tls_pair;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn tls_secret(name: &str, crt: &str, key: &str) -> serde_json::Value {
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": "ns"},
-            "type": "kubernetes.io/tls",
-            "stringData": {"tls.crt": crt, "tls.key": key},
-        })
-    }
-
-    fn pair(cn: &str) -> (String, String) {
-        let kp = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
-            .unwrap()
-            .self_signed(&kp)
-            .unwrap();
-        (cert.pem(), kp.serialize_pem())
-    }
-
-    #[test]
-    fn a_broken_certificate_never_replaces_a_good_one() {
-        let mut inputs = Inputs::new("c");
-        let key = ObjKey::new("ns", "tls");
-        let (crt1, key1) = pair("a.example.com");
-        let (crt2, key2) = pair("b.example.com");
-        inputs
-            .insert_value(tls_secret("tls", &crt1, &key1))
-            .unwrap();
-        assert!(inputs.rejected_secret_updates.is_empty());
-        // The key of another certificate: refused, the first pair stays.
-        inputs
-            .insert_value(tls_secret("tls", &crt2, &key1))
-            .unwrap();
-        let why = &inputs.rejected_secret_updates[&key];
-        assert!(why.contains("does not belong"), "{why}");
-        assert_eq!(tls_pair(&inputs.secrets[&key]).unwrap().0, crt1);
-        // Garbage: refused too.
-        inputs
-            .insert_value(tls_secret("tls", "not a pem", &key1))
-            .unwrap();
-        assert_eq!(tls_pair(&inputs.secrets[&key]).unwrap().0, crt1);
-        // A good new pair replaces it and clears the refusal.
-        inputs
-            .insert_value(tls_secret("tls", &crt2, &key2))
-            .unwrap();
-        assert!(inputs.rejected_secret_updates.is_empty());
-        assert_eq!(tls_pair(&inputs.secrets[&key]).unwrap().0, crt2);
-        // With no good version before, a broken Secret is stored as is (the
-        // listener reports it and serves nothing from it).
-        inputs.remove(Kind::Secret, &key);
-        inputs
-            .insert_value(tls_secret("tls", &crt1, &key2))
-            .unwrap();
-        assert!(inputs.rejected_secret_updates.is_empty());
-        assert!(tls_pair(&inputs.secrets[&key]).is_err());
-    }
     use serde_json::json;
 
     #[test]

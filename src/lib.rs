@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod certgen;
+pub mod certs;
 pub mod cli;
 pub mod controller;
 pub mod engine;

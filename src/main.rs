@@ -310,6 +310,7 @@ fn main() -> anyhow::Result<()> {
             controller_name,
         } => {
             let mut inputs = load_paths(&files, &controller_name)?;
+            inputs.now = Some(switchyard::certs::wall_clock());
             switchyard::provider::addresses::AddressPool::parse(&address_pool)?.assign(&mut inputs);
             let (out, snap) = pipeline::run(&inputs);
             let doc = serde_json::json!({

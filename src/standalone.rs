@@ -296,6 +296,9 @@ struct Reloader {
     status_metrics: crate::metrics::status::StatusMetrics,
 }
 
+/// How often an idle reload thread wakes to check certificate expiry.
+const EXPIRY_CHECK: Duration = Duration::from_secs(3600);
+
 /// Where the last good version of each config file is kept, under `--status-dir`.
 pub const LAST_GOOD_DIR: &str = "last-good";
 
@@ -324,14 +327,15 @@ fn spawn_reloader(
         .spawn(move || {
             r.reload(&state);
             loop {
-                let cmd = match r.recheck_at {
-                    // Never a busy loop, even if a recheck stays due.
-                    Some(t) => rx.recv_timeout(
-                        t.saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(10)),
-                    ),
-                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                };
+                // At least hourly: certificate expiry messages (see
+                // `certs::expiry_refresh_due`) follow the clock.
+                let wake = r
+                    .recheck_at
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(EXPIRY_CHECK)
+                    .min(EXPIRY_CHECK);
+                // Never a busy loop, even if a recheck stays due.
+                let cmd = rx.recv_timeout(wake.max(Duration::from_millis(10)));
                 match cmd {
                     Ok(Cmd::WriteStatus) => r.write_status(),
                     Ok(Cmd::Reload) => {
@@ -374,6 +378,13 @@ impl Reloader {
         if self.loader.inputs().assigned_addresses != before {
             refresh.changes.record_all();
         }
+        if crate::certs::expiry_refresh_due(
+            self.engine.served_certificates(),
+            self.loader.inputs().now,
+            crate::certs::wall_clock(),
+        ) {
+            refresh.changes.record_all();
+        }
         let errors_changed = refresh.errors != self.last_errors;
         if refresh.changes.is_empty() && !errors_changed && self.translated.is_some() {
             debug!("no change");
@@ -392,6 +403,7 @@ impl Reloader {
             return;
         }
         self.last_errors = refresh.errors.clone();
+        self.loader.inputs_mut().now = Some(crate::certs::wall_clock());
         let first = self.translated.is_none();
         let (translated, up) = apply(
             &mut self.writer,

@@ -504,6 +504,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut status_pending = false;
     let mut ack_due: Option<tokio::time::Instant> = None;
     let mut shadow_events = crate::provider::kube::events::ShadowEvents::default();
+    let mut rotation_events = crate::provider::kube::cert_events::RotationEvents::default();
     let mut infra = opts.gateway_services.then(|| {
         crate::provider::kube::infra::InfraWriter::new(client.clone(), opts.controller_name.clone())
     });
@@ -543,7 +544,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             // (a Programmed grace running out, postponed or failed writes):
             // an idle controller does no per-object work.
             _ = status_retry.tick() => {
-                if !status_pending && !infra_pending && pending_since.is_empty() && !shadow_events.backlog() {
+                let expiry_due = last_snapshot.is_some()
+                    && crate::certs::expiry_refresh_due(
+                        engine.served_certificates(),
+                        world.inputs.now,
+                        crate::certs::wall_clock(),
+                    );
+                if expiry_due {
+                    // Listener messages count the days to a certificate's expiry.
+                    world.changes.record_all();
+                } else if !status_pending && !infra_pending && pending_since.is_empty() && !shadow_events.backlog() {
                     continue;
                 }
             }
@@ -565,6 +575,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if world.inputs.assigned_addresses != before {
                     changes.record_all();
                 }
+                world.inputs.now = Some(crate::certs::wall_clock());
                 let (up, snap) = engine.translate(&world.inputs, &changes);
                 let grant_changes = grants.observe(&world.inputs, &changes);
                 let first = last_snapshot.is_none();
@@ -590,6 +601,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let invalid = std::mem::take(&mut world.invalid);
         if !invalid.is_empty() && leadership.is_leader() {
             publish_invalid_events(&recorder, invalid).await;
+        }
+        // A Warning Event (InvalidCertificateRotation) per refused rotation.
+        if leadership.is_leader() && last_snapshot.is_some() {
+            rotation_events
+                .publish(&recorder, &world.inputs, engine.served_certificates())
+                .await;
         }
         // A Warning Event (ShadowedRule) per rule that became shadowed.
         if leadership.is_leader() && last_snapshot.is_some() {

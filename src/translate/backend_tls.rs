@@ -561,19 +561,20 @@ pub fn client_certificate(
             format!("{at}: Secret {secret} is in another namespace and no ReferenceGrant in {ns} allows Gateways from {}", gw_key.namespace),
         )));
     }
-    let Some(s) = inputs.secrets.get(&secret) else {
+    if !inputs.secrets.contains_key(&secret) {
         return Some(Err((
             reason::INVALID_CLIENT_CERTIFICATE_REF,
             format!("{at}: Secret {secret} not found"),
         )));
-    };
-    Some(match crate::inputs::tls_pair(s) {
-        Ok((certificate_chain, private_key)) => Ok(ir::TlsCertificate {
+    }
+    Some(match crate::certs::usable(inputs, &secret) {
+        crate::certs::Usable::Good { crt, key, .. }
+        | crate::certs::Usable::Degraded { crt, key, .. } => Ok(ir::TlsCertificate {
             name: ir::names::secret(&secret),
-            certificate_chain,
-            private_key,
+            certificate_chain: crt,
+            private_key: key,
         }),
-        Err(why) => Err((
+        crate::certs::Usable::Refused(why) => Err((
             reason::INVALID_CLIENT_CERTIFICATE_REF,
             format!("{at}: Secret {secret} {why}"),
         )),
@@ -598,13 +599,22 @@ pub fn apply_client_certificate(gw: &mut ir::Gateway, cert: &ir::TlsCertificate)
 /// (`None` when it names none).
 pub fn gateway_condition(inputs: &Inputs, gw_key: &ObjKey, gen: i64) -> Option<Condition> {
     Some(match client_certificate(inputs, gw_key)? {
-        Ok(_) => Condition::new(
-            types::RESOLVED_REFS,
-            true,
-            reasons::RESOLVED_REFS,
-            "all references resolve",
-            gen,
-        ),
+        Ok(cert) => match client_certificate_problem(inputs, &cert.name) {
+            Some(problem) => Condition::new(
+                types::RESOLVED_REFS,
+                false,
+                reason::INVALID_CLIENT_CERTIFICATE_REF,
+                format!("spec.tls.backend.clientCertificateRef: {problem}"),
+                gen,
+            ),
+            None => Condition::new(
+                types::RESOLVED_REFS,
+                true,
+                reasons::RESOLVED_REFS,
+                "all references resolve",
+                gen,
+            ),
+        },
         Err((r, m)) => Condition::new(
             types::RESOLVED_REFS,
             false,
@@ -613,6 +623,16 @@ pub fn gateway_condition(inputs: &Inputs, gw_key: &ObjKey, gen: i64) -> Option<C
             gen,
         ),
     })
+}
+
+/// Why the served client certificate (SDS name `ns/name`) is not the
+/// Secret's valid content (last good served, or expired while served).
+fn client_certificate_problem(inputs: &Inputs, sds_name: &str) -> Option<String> {
+    let (ns, name) = sds_name.split_once('/')?;
+    match crate::certs::usable(inputs, &ObjKey::new(ns, name)) {
+        crate::certs::Usable::Degraded { problem, .. } => Some(problem),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -65,9 +65,13 @@ pub struct ListenerState {
     /// SDS secret names (HTTPS).
     pub secrets: Vec<String>,
     /// A referenced Secret's latest version was refused and its last good
-    /// certificate is served: reported as `ResolvedRefs=False`
-    /// (`InvalidCertificateRef`) while the listener keeps serving.
+    /// certificate is served (or the served certificate expired):
+    /// reported as `ResolvedRefs=False` (`InvalidCertificateRef`) while the
+    /// listener keeps serving.
     pub stale_certificate: Option<String>,
+    /// Certificates expiring within [`crate::certs::WARN_DAYS`] days:
+    /// appended to a `ResolvedRefs=True` message.
+    pub certificate_notes: Vec<String>,
     /// Client certificate validation from the Gateway's `spec.tls.frontend`
     /// (HTTPS listeners it targets).
     pub client_validation: Option<super::frontend_tls::ListenerValidation>,
@@ -132,11 +136,21 @@ pub(super) fn listener_status(l: &ListenerState, gen: i64) -> ListenerStatus {
             m.clone(),
             gen,
         ),
-        (Ok(()), None, None) => Condition::new(
+        (Ok(()), None, None) if l.certificate_notes.is_empty() => Condition::new(
             types::RESOLVED_REFS,
             true,
             reasons::RESOLVED_REFS,
             "All references resolved",
+            gen,
+        ),
+        (Ok(()), None, None) => Condition::new(
+            types::RESOLVED_REFS,
+            true,
+            reasons::RESOLVED_REFS,
+            format!(
+                "All references resolved; {}",
+                l.certificate_notes.join("; ")
+            ),
             gen,
         ),
     });
@@ -221,6 +235,7 @@ pub(super) fn validate_listener(
         accepted: Ok(()),
         resolved: Ok(()),
         stale_certificate: None,
+        certificate_notes: Vec::new(),
         client_validation: None,
         conflict: None,
         overlapping_tls: None,
@@ -421,36 +436,37 @@ fn resolve_certificates(
             );
             break;
         }
-        let pair = match inputs.secrets.get(&skey) {
-            None => Err("does not exist".to_string()),
-            Some(secret) => crate::inputs::tls_pair(secret),
-        };
-        match pair {
-            Ok((crt, keypem)) => {
-                let name = names::secret(&skey);
-                secrets.insert(
-                    name.clone(),
-                    ir::TlsCertificate {
-                        name: name.clone(),
-                        certificate_chain: crt,
-                        private_key: keypem,
-                    },
-                );
-                st.secrets.push(name);
-                if let Some(why) = inputs.rejected_secret_updates.get(&skey) {
-                    st.stale_certificate = Some(format!(
-                        "tls.certificateRefs[{i}]: the latest version of Secret {skey} was refused (it {why}); the last good certificate is still served"
-                    ));
+        let (crt, keypem) = match crate::certs::usable(inputs, &skey) {
+            crate::certs::Usable::Good { crt, key, warning } => {
+                if let Some(w) = warning {
+                    st.certificate_notes
+                        .push(format!("tls.certificateRefs[{i}]: {w}"));
                 }
+                (crt, key)
             }
-            Err(why) => {
+            crate::certs::Usable::Degraded { crt, key, problem } => {
+                st.stale_certificate
+                    .get_or_insert_with(|| format!("tls.certificateRefs[{i}]: {problem}"));
+                (crt, key)
+            }
+            crate::certs::Usable::Refused(why) => {
                 st.resolved = err(
                     reasons::INVALID_CERTIFICATE_REF,
                     format!("Secret {skey} {why}"),
                 );
                 break;
             }
-        }
+        };
+        let name = names::secret(&skey);
+        secrets.insert(
+            name.clone(),
+            ir::TlsCertificate {
+                name: name.clone(),
+                certificate_chain: crt,
+                private_key: keypem,
+            },
+        );
+        st.secrets.push(name);
     }
 }
 
@@ -612,6 +628,7 @@ pub(crate) mod tests {
             accepted: Ok(()),
             resolved: Ok(()),
             stale_certificate: None,
+            certificate_notes: Vec::new(),
             client_validation: None,
             conflict: None,
             overlapping_tls: None,

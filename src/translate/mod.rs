@@ -100,6 +100,52 @@ impl Translator {
         self.state.map(|s| s.status).unwrap_or_default()
     }
 
+    /// The certificates the served `model` presents, with their `notAfter`
+    /// (see [`crate::certs::Served`]).
+    pub fn served_certificates(&self, model: &ir::Model) -> Vec<crate::certs::Served> {
+        let mut out = Vec::new();
+        let Some(st) = &self.state else { return out };
+        for (key, gw) in &model.gateways {
+            let mut push = |sds: &str, listener: String| {
+                let (Some(cert), Some((ns, name))) = (gw.secrets.get(sds), sds.split_once('/'))
+                else {
+                    return;
+                };
+                if let Ok(not_after) = crate::certs::not_after(&cert.certificate_chain) {
+                    out.push(crate::certs::Served {
+                        secret: ObjKey::new(ns, name),
+                        gateway: key.clone(),
+                        listener,
+                        not_after,
+                    });
+                }
+            };
+            if let Some(gs) = st.gateways.get(key) {
+                for l in gs.listeners.iter().filter(|l| l.programmable()) {
+                    let name = match &l.parent {
+                        Some(ls) => format!("{}/{}", ls.name, l.name),
+                        None => l.name.clone(),
+                    };
+                    for sds in &l.secrets {
+                        push(sds, name.clone());
+                    }
+                }
+            }
+            // The rest: the client certificate to TLS backends.
+            let client = gw
+                .clusters
+                .values()
+                .filter_map(|c| c.tls.as_ref()?.client_certificate.as_deref())
+                .collect::<std::collections::BTreeSet<_>>();
+            for sds in client {
+                push(sds, String::new());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Re-reads endpoints of the resolved clusters (only EndpointSlices
     /// changed); returns them by cluster name.
     pub fn refresh_endpoints(&mut self, inputs: &Inputs) -> Option<&BTreeMap<String, ir::Cluster>> {

@@ -103,7 +103,7 @@ fn reference(kind: Kind, key: &ObjKey, raw: &RawObjects) -> ObjectReference {
 }
 
 /// Event notes are limited to 1 KiB by the API server.
-fn truncated(msg: &str) -> String {
+pub(crate) fn truncated(msg: &str) -> String {
     const MAX: usize = 1000;
     if msg.len() <= MAX {
         return msg.to_string();

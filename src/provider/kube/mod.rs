@@ -3,6 +3,7 @@
 //! the Service each Gateway gets (infra.rs). The controller loop lives in
 //! `crate::controller`.
 
+pub mod cert_events;
 pub mod events;
 pub mod infra;
 pub mod lease;
