@@ -45,6 +45,17 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info,switchyard=debug`.
     #[arg(long, env = "SWITCHYARD_LOG", default_value = "info", global = true)]
     log: String,
+    /// DIAGNOSTICS/TESTS ONLY: turn off one of Switchyard's up-front checks
+    /// of what Envoy accepts (`modifiable-header`), so that Envoy itself
+    /// rejects such input (exercises NACK isolation end to end). Never use
+    /// it in production.
+    #[arg(
+        long = "unsafe-skip-validation",
+        value_name = "CHECK",
+        global = true,
+        hide = true
+    )]
+    unsafe_skip_validation: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -271,6 +282,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for check in &cli.unsafe_skip_validation {
+        switchyard::translate::validate::envoy::skip_check(check).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            check,
+            "--unsafe-skip-validation: this check is OFF; Envoy will reject such input (diagnostics only)"
+        );
+    }
     match cli.command {
         Command::Translate {
             files,
