@@ -99,10 +99,18 @@ impl Engine {
         use xds::cache::XdsEvent;
         match ev {
             XdsEvent::Ack { .. } => {
+                // Routes only reach Envoy through listeners and route
+                // tables: a change is confirmed once every node runs LDS and
+                // RDS (those it subscribes to) at or after it.
                 let nodes = self.cache.node_states();
                 let floor = nodes
                     .iter()
-                    .map(|n| n.types.values().map(|t| t.acked_version).min().unwrap_or(0))
+                    .filter_map(|n| {
+                        [xds::type_url::LISTENER, xds::type_url::ROUTE]
+                            .iter()
+                            .filter_map(|t| n.types.get(*t).map(|s| s.acked_version))
+                            .min()
+                    })
                     .min();
                 if let Some(floor) = floor {
                     self.quarantine.on_ack(floor);

@@ -14,7 +14,8 @@
 //!   `Arc`s): a RouteConfiguration's contributors are the routes of its
 //!   virtual hosts, a Listener's the L4 routes of its chains.
 //! - *Suspects* are contributors that are routes and changed after the
-//!   version the rejecting node last ran for that type. Objects that did not
+//!   version the rejecting node last ran for that type (and not only after
+//!   the rejected version). Objects that did not
 //!   change are confirmed (every node ran them), so quarantining them would
 //!   change nothing.
 //! - A quarantined object is translated at its last confirmed content
@@ -147,6 +148,8 @@ pub fn contributors(model: &Model, names: &[String]) -> BTreeSet<Src> {
 /// An object changed after the last version every node confirmed.
 #[derive(Clone, Debug)]
 struct Unconfirmed {
+    /// Global version of its first change since it was last confirmed.
+    first_changed: u64,
     /// Global version of its latest change.
     changed_at: u64,
     /// Its content as of the last confirmed version (`None`: it did not exist).
@@ -268,6 +271,7 @@ impl Quarantine {
                     self.unconfirmed.insert(
                         src.clone(),
                         Unconfirmed {
+                            first_changed: version,
                             changed_at: version,
                             before: e.and_then(|e| e.fallback),
                         },
@@ -279,6 +283,7 @@ impl Quarantine {
             self.unconfirmed
                 .entry(src.clone())
                 .or_insert(Unconfirmed {
+                    first_changed: version,
                     changed_at: version,
                     before,
                 })
@@ -339,10 +344,12 @@ impl Quarantine {
         let suspects: Vec<Src> = contributors
             .iter()
             .filter(|s| !self.entries.contains_key(*s))
+            // Changed after what the node ran, and (as far as we know)
+            // before the rejected version: a later edit is not to blame.
             .filter(|s| {
                 self.unconfirmed
                     .get(*s)
-                    .is_some_and(|u| u.changed_at > acked)
+                    .is_some_and(|u| u.changed_at > acked && u.first_changed <= version)
             })
             .cloned()
             .collect();
