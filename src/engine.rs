@@ -23,6 +23,11 @@ pub struct Engine {
     latest: ModelHandle,
     certificates: crate::certs::Metrics,
     served: Vec<crate::certs::Served>,
+    /// Objects Envoy rejected (NACK isolation).
+    quarantine: crate::quarantine::Quarantine,
+    /// The translator's status with the quarantine's reports (only while
+    /// something is quarantined).
+    overlaid: Option<StatusSet>,
 }
 
 /// The model being served (with current endpoints), for `explain` over the
@@ -63,6 +68,8 @@ impl Engine {
             latest: ModelHandle::default(),
             certificates: Default::default(),
             served: Vec::new(),
+            quarantine: Default::default(),
+            overlaid: None,
         }
     }
 
@@ -84,7 +91,69 @@ impl Engine {
 
     /// The status of everything as of the last translation.
     pub fn status(&self) -> &StatusSet {
-        self.translator.status()
+        self.overlaid
+            .as_ref()
+            .unwrap_or_else(|| self.translator.status())
+    }
+
+    /// Objects quarantined because Envoy rejected what they produced.
+    pub fn quarantined(&self) -> &BTreeMap<crate::quarantine::Src, crate::quarantine::Entry> {
+        self.quarantine.entries()
+    }
+
+    /// Feeds an ACK/NACK to the NACK isolation. Returns the objects newly
+    /// quarantined: the caller re-translates (with them recorded as changed,
+    /// e.g. [`Engine::translate`] with [`Changes`] naming them) so the
+    /// rebuild without them goes out.
+    pub fn on_xds_event(&mut self, ev: &xds::cache::XdsEvent) -> Vec<crate::quarantine::Src> {
+        use xds::cache::XdsEvent;
+        match ev {
+            XdsEvent::Ack { .. } => {
+                // Routes only reach Envoy through listeners and route
+                // tables: a change is confirmed once every node runs LDS and
+                // RDS (those it subscribes to) at or after it.
+                let nodes = self.cache.node_states();
+                let floor = nodes
+                    .iter()
+                    .filter_map(|n| {
+                        [xds::type_url::LISTENER, xds::type_url::ROUTE]
+                            .iter()
+                            .filter_map(|t| n.types.get(*t).map(|s| s.acked_version))
+                            .min()
+                    })
+                    .min();
+                if let Some(floor) = floor {
+                    self.quarantine.on_ack(floor);
+                }
+                Vec::new()
+            }
+            XdsEvent::Nack {
+                node,
+                type_url,
+                version,
+                error,
+                resource_names,
+            } => {
+                let acked = self
+                    .cache
+                    .node_states()
+                    .iter()
+                    .filter(|n| &n.node_id == node)
+                    .filter_map(|n| n.types.get(type_url).map(|t| t.acked_version))
+                    .min()
+                    .unwrap_or(0);
+                self.quarantine
+                    .on_nack(
+                        node,
+                        *version,
+                        acked,
+                        error,
+                        resource_names,
+                        self.translator.status(),
+                    )
+                    .quarantined
+            }
+        }
     }
 
     /// The certificates served, as of the last translation.
@@ -101,7 +170,14 @@ impl Engine {
     /// the update (for status) and the snapshot (for debug views).
     pub fn translate(&mut self, inputs: &Inputs, changes: &Changes) -> (Update, xds::Snapshot) {
         let t0 = Instant::now();
-        let up = self.translator.update(inputs, changes);
+        let next = self.cache.current().version + 1;
+        let lifted = self.quarantine.observe(inputs, changes, next);
+        let mut changes = changes.clone();
+        for (kind, key) in &lifted {
+            changes.record(*kind, key);
+        }
+        let inputs = self.quarantine.apply(inputs, &mut changes);
+        let up = self.translator.update(&inputs, &changes);
         let t1 = Instant::now();
         let snap = self.builder.build(&up.model);
         let t2 = Instant::now();
@@ -110,6 +186,9 @@ impl Engine {
         crate::pipeline::observe(t1 - t0, t2 - t1);
         crate::metrics::catalogue::TRANSLATIONS.inc([mode]);
         self.version = self.cache.set_snapshot(snap.clone());
+        self.quarantine.record(self.version, up.model.clone());
+        self.overlaid = (!self.quarantine.is_empty())
+            .then(|| self.quarantine.overlay_status(self.translator.status()));
         // After the push: off the propagation path.
         self.shadow.update(&up.model);
         self.served = self.translator.served_certificates(&up.model);

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod programmed;
 pub mod provider;
+pub mod quarantine;
 pub mod standalone;
 pub mod status;
 pub mod status_file;

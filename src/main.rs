@@ -54,6 +54,17 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
+    /// DIAGNOSTICS/TESTS ONLY: turn off one of Switchyard's up-front checks
+    /// of what Envoy accepts (`modifiable-header`), so that Envoy itself
+    /// rejects such input (exercises NACK isolation end to end). Never use
+    /// it in production.
+    #[arg(
+        long = "unsafe-skip-validation",
+        value_name = "CHECK",
+        global = true,
+        hide = true
+    )]
+    unsafe_skip_validation: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -302,6 +313,13 @@ fn main() -> anyhow::Result<()> {
             .init(),
     }
     switchyard::metrics::record_build_info();
+    for check in &cli.unsafe_skip_validation {
+        switchyard::translate::validate::envoy::skip_check(check).map_err(anyhow::Error::msg)?;
+        tracing::warn!(
+            check,
+            "--unsafe-skip-validation: this check is OFF; Envoy will reject such input (diagnostics only)"
+        );
+    }
     match cli.command {
         Command::Translate {
             files,

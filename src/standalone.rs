@@ -204,17 +204,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // burst has settled. The settle is a deadline, never a sleep, so a file
     // event that arrives meanwhile is handled at once.
     let mut status_due: Option<tokio::time::Instant> = None;
+    // Fleet convergence has a grace that runs out without any event.
+    let mut convergence = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = convergence.tick() => cache.refresh_convergence(),
             ev = xds_events.recv() => {
-                if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    break;
+                match ev {
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    // NACK isolation needs every ACK/NACK (a lagged one is
+                    // re-sent by Envoy's next reply or the retry).
+                    Ok(ev) => { let _ = reload_tx.send(Cmd::Xds(ev)); }
+                    Err(_) => {}
                 }
                 status_due.get_or_insert_with(|| tokio::time::Instant::now() + ACK_SETTLE);
             }
             _ = sleep_until_due(status_due) => {
                 status_due = None;
-                while xds_events.try_recv().is_ok() {}
+                while let Ok(ev) = xds_events.try_recv() {
+                    let _ = reload_tx.send(Cmd::Xds(ev));
+                }
                 let _ = reload_tx.send(Cmd::WriteStatus);
             }
             Some(()) = rx.recv() => {
@@ -308,6 +317,9 @@ enum Cmd {
     Reload,
     /// Envoy ACKed or NACKed: rewrite status.
     WriteStatus,
+    /// An ACK or NACK, for NACK isolation (a NACK may quarantine objects
+    /// and rebuild without them).
+    Xds(crate::xds::cache::XdsEvent),
 }
 
 /// Starts the reload thread: the first reload at once, then one per
@@ -338,11 +350,23 @@ fn spawn_reloader(
                 let cmd = rx.recv_timeout(wake.max(Duration::from_millis(10)));
                 match cmd {
                     Ok(Cmd::WriteStatus) => r.write_status(),
+                    Ok(Cmd::Xds(ev)) => r.on_xds(&state, &ev),
                     Ok(Cmd::Reload) => {
                         // Coalesce the burst of events an editor's save produces.
                         std::thread::sleep(debounce);
-                        let status = rx.try_iter().any(|c| matches!(c, Cmd::WriteStatus));
+                        let mut status = false;
+                        let mut xds = Vec::new();
+                        for c in rx.try_iter() {
+                            match c {
+                                Cmd::WriteStatus => status = true,
+                                Cmd::Xds(ev) => xds.push(ev),
+                                Cmd::Reload => {}
+                            }
+                        }
                         r.reload(&state);
+                        for ev in &xds {
+                            r.on_xds(&state, ev);
+                        }
                         if status {
                             r.write_status();
                         }
@@ -420,6 +444,29 @@ impl Reloader {
             // Standalone has no Events: the log says it (warn when refused).
             crate::metrics::refgrants::report(&up, self.engine.status(), &grants);
         }
+        self.write_status();
+    }
+
+    /// NACK isolation: a NACK that quarantines objects rebuilds at once
+    /// without them (or with their last accepted content).
+    fn on_xds(&mut self, state: &State, ev: &crate::xds::cache::XdsEvent) {
+        let quarantined = self.engine.on_xds_event(ev);
+        if quarantined.is_empty() || self.translated.is_none() {
+            return;
+        }
+        let mut changes = Changes::default();
+        for (kind, key) in &quarantined {
+            changes.record(*kind, key);
+        }
+        self.translated = Some(apply(
+            &mut self.writer,
+            &mut self.engine,
+            state,
+            self.loader.inputs(),
+            &changes,
+            self.last_errors.clone(),
+            Instant::now(),
+        ));
         self.write_status();
     }
 

@@ -512,6 +512,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut grants = crate::metrics::refgrants::GrantTracker::default();
     // Status as metrics: exported by the replica that writes status only.
     let mut status_metrics = crate::metrics::status::StatusMetrics::new();
+    let mut nack_events: Vec<nack::Quarantined> = Vec::new();
     loop {
         tokio::select! {
             change = rx.recv() => {
@@ -528,22 +529,33 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = leader_rx.changed() => {}
             ev = xds_events.recv() => {
-                if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
-                    break;
+                let ev = match ev {
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    Err(_) => None,
+                    Ok(ev) => Some(ev),
+                };
+                // NACK isolation: quarantined objects are re-translated below.
+                if let Some(ev) = ev {
+                    nack::isolate(&mut engine, &ev, &mut world.changes, &mut nack_events);
                 }
                 // ACKs come in bursts (one per type): Programmed is re-derived
                 // once the burst settled, without holding up changes meanwhile.
                 ack_due.get_or_insert_with(|| tokio::time::Instant::now() + crate::standalone::ACK_SETTLE);
-                continue;
+                if world.changes.is_empty() {
+                    continue;
+                }
             }
             _ = crate::standalone::sleep_until_due(ack_due) => {
                 ack_due = None;
-                while xds_events.try_recv().is_ok() {}
+                while let Ok(ev) = xds_events.try_recv() {
+                    nack::isolate(&mut engine, &ev, &mut world.changes, &mut nack_events);
+                }
             }
             // A tick alone re-derives status only while something is pending
             // (a Programmed grace running out, postponed or failed writes):
             // an idle controller does no per-object work.
             _ = status_retry.tick() => {
+                cache.refresh_convergence();
                 let expiry_due = last_snapshot.is_some()
                     && crate::certs::expiry_refresh_due(
                         engine.served_certificates(),
@@ -597,6 +609,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             if let Ok(mut v) = debug.version.lock() {
                 *v = (engine.version, true);
             }
+        }
+        let quarantined = std::mem::take(&mut nack_events);
+        if !quarantined.is_empty() && leadership.is_leader() {
+            nack::publish_events(&recorder, quarantined, &world.raw).await;
         }
         let invalid = std::mem::take(&mut world.invalid);
         if !invalid.is_empty() && leadership.is_leader() {
@@ -665,5 +681,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+mod nack;
 #[cfg(test)]
 mod tests;

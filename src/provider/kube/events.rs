@@ -1,4 +1,6 @@
-//! Warning Events for shadowed rules (reason `ShadowedRule`, on the route):
+//! Warning Events on routes: `RejectedByEnvoy` when Envoy rejected what a
+//! route produced (NACK isolation, [`publish_rejected`]), and for shadowed
+//! rules (reason `ShadowedRule`):
 //! the lease holder publishes one when a rule becomes shadowed, never again
 //! while it stays shadowed. A replica announces what it has not announced
 //! itself, so a new lease holder (or a restarted controller) publishes one
@@ -81,6 +83,36 @@ impl ShadowEvents {
     }
 }
 
+/// Event reason for an object Envoy rejected the configuration of (NACK
+/// isolation, see docs/nack-isolation.md).
+pub const REJECTED_REASON: &str = "RejectedByEnvoy";
+
+/// The Warning Event for an object quarantined after a NACK; `message` is
+/// its condition message (with Envoy's error).
+pub fn rejected_event(message: &str) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: REJECTED_REASON.into(),
+        note: Some(truncated(message)),
+        action: "Program".into(),
+        secondary: None,
+    }
+}
+
+/// Publishes [`rejected_event`] on the object (call only while holding the lease).
+pub async fn publish_rejected(
+    recorder: &Recorder,
+    kind: Kind,
+    key: &ObjKey,
+    message: &str,
+    raw: &RawObjects,
+) {
+    let reference = reference(kind, key, raw);
+    if let Err(e) = recorder.publish(&rejected_event(message), &reference).await {
+        warn!(kind = kind.as_str(), object = %key, "publishing event failed: {e}");
+    }
+}
+
 /// The Event's reference to a route, with its uid when the watch has it
 /// (`kubectl describe` finds Events by it).
 fn reference(kind: Kind, key: &ObjKey, raw: &RawObjects) -> ObjectReference {
@@ -134,6 +166,18 @@ mod tests {
                 covers: vec![],
             },
         )
+    }
+
+    #[test]
+    fn a_rejected_object_gets_a_warning_with_envoys_error() {
+        let ev = rejected_event(
+            "Envoy rejected the configuration built from this route: bad host; not served",
+        );
+        assert!(matches!(ev.type_, EventType::Warning));
+        assert_eq!(ev.reason, REJECTED_REASON);
+        assert!(ev.note.as_deref().is_some_and(|n| n.contains("bad host")));
+        let long = "x".repeat(5000);
+        assert!(rejected_event(&long).note.is_some_and(|n| n.len() < 1100));
     }
 
     #[test]

@@ -27,10 +27,45 @@ pub fn header_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that `--unsafe-skip-validation` may turn off (diagnostics only).
+pub const SKIPPABLE: &[&str] = &[MODIFIABLE_HEADER];
+
+/// The check of [`modifiable_header`].
+pub const MODIFIABLE_HEADER: &str = "modifiable-header";
+
+static SKIPPED: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+
+/// Turns a check off for the rest of the process (`--unsafe-skip-validation`,
+/// set once at start-up): Envoy then rejects such input itself, which is how
+/// the NACK isolation is exercised end to end. Never for production.
+pub fn skip_check(name: &str) -> Result<(), String> {
+    let Some(known) = SKIPPABLE.iter().find(|c| **c == name) else {
+        return Err(format!(
+            "--unsafe-skip-validation: unknown check {name:?} (known: {})",
+            SKIPPABLE.join(", ")
+        ));
+    };
+    SKIPPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(known);
+    Ok(())
+}
+
+fn skipped(name: &str) -> bool {
+    SKIPPED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&name)
+}
+
 /// A header Envoy lets a route add, set or remove: not a pseudo-header
 /// (`:path`, `:status`, ...) and not `host` (Envoy refuses both; the host is
 /// changed with URLRewrite's hostname).
 pub fn modifiable_header(name: &str) -> Result<(), String> {
+    if skipped(MODIFIABLE_HEADER) {
+        return header_name(name);
+    }
     if name.starts_with(':') {
         return Err(format!("pseudo-header {name:?} cannot be modified"));
     }

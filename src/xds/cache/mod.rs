@@ -315,6 +315,8 @@ pub struct Cache {
     events: broadcast::Sender<XdsEvent>,
     nodes: Mutex<BTreeMap<u64, NodeState>>,
     next_stream: AtomicU64,
+    /// When recent versions were published (fleet convergence).
+    published: Mutex<converge::Published>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -338,6 +340,7 @@ impl Cache {
             events,
             nodes: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(1),
+            published: Mutex::new(converge::Published::default()),
         })
     }
 
@@ -349,6 +352,25 @@ impl Cache {
         let version = st.version;
         *lock(&self.state) = Arc::new(st);
         crate::metrics::catalogue::SNAPSHOT_VERSION.set([], version as f64);
+        lock(&self.published).record(version, now_unix_ms());
+        self.refresh_convergence();
+    }
+
+    /// Recomputes `switchyard_xds_nodes_not_converged` (on ACK/NACK/snapshot
+    /// events; call it on a slow tick too, for a grace running out).
+    pub fn refresh_convergence(&self) {
+        let version = self.current().version;
+        let n = {
+            let nodes = lock(&self.nodes);
+            converge::not_converged(
+                nodes.values(),
+                version,
+                &lock(&self.published),
+                now_unix_ms(),
+                converge::GRACE_MS,
+            )
+        };
+        crate::metrics::gauge_set(converge::METRIC, converge::HELP, &[], n as f64);
     }
 
     /// Replaces everything (including endpoints set by [`Cache::set_endpoints`])
@@ -534,6 +556,7 @@ impl NodeHandle {
             s.acked_version = s.acked_version.max(version);
             s.acked_nonce = nonce.to_string();
         });
+        self.cache.refresh_convergence();
         let _ = self.cache.events.send(XdsEvent::Ack {
             node: self.node.clone(),
             type_url: t.to_string(),
@@ -552,6 +575,7 @@ impl NodeHandle {
             resource_names: nack.resource_names.clone(),
         };
         self.with_type(t, |s| s.last_nack = Some(nack));
+        self.cache.refresh_convergence();
         let _ = self.cache.events.send(ev);
     }
 }
@@ -561,8 +585,11 @@ impl Drop for NodeHandle {
         let mut nodes = lock(&self.cache.nodes);
         nodes.remove(&self.id);
         set_connected(nodes.len());
+        drop(nodes);
+        self.cache.refresh_convergence();
     }
 }
 
+pub mod converge;
 #[cfg(test)]
 mod tests;
