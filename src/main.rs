@@ -135,6 +135,11 @@ enum Command {
         xds_listen: SocketAddr,
         #[arg(long, default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
+        /// gRPC admin API (switchyard.admin.v1, `switchyard fleet`). It
+        /// shows every Gateway's configuration (never private keys): keep it
+        /// on loopback and reach it with `kubectl port-forward`.
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        admin_grpc_listen: SocketAddr,
         /// Addresses for Gateways without spec.addresses (CIDR or IP).
         #[arg(long, env = "SWITCHYARD_ADDRESS_POOL", default_value = "127.0.0.1/32")]
         address_pool: String,
@@ -195,6 +200,12 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         days: u32,
     },
+    /// Inspect the Envoy fleet through a running instance's gRPC admin API
+    /// (--admin-grpc-listen): status, what each node was sent, drift.
+    Fleet {
+        #[command(subcommand)]
+        command: switchyard::cli::fleet::FleetCommand,
+    },
     /// Serve a directory of manifests to Envoy, with no Kubernetes.
     Standalone {
         #[arg(long)]
@@ -207,6 +218,10 @@ enum Command {
         /// Health, /metrics and /debug endpoints.
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_listen: SocketAddr,
+        /// gRPC admin API (switchyard.admin.v1, `switchyard fleet`); it
+        /// shows every Gateway's configuration (never private keys).
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        admin_grpc_listen: SocketAddr,
         /// Addresses for Gateways without spec.addresses (CIDR or IP).
         #[arg(long, default_value = "127.0.0.1/32")]
         address_pool: String,
@@ -408,6 +423,7 @@ fn main() -> anyhow::Result<()> {
             controller_name,
             xds_listen,
             admin_listen,
+            admin_grpc_listen,
             address_pool,
             lease_namespace,
             lease_name,
@@ -436,6 +452,7 @@ fn main() -> anyhow::Result<()> {
                     controller_name,
                     xds_listen,
                     admin_listen,
+                    admin_grpc_listen,
                     address_pool,
                     lease_namespace,
                     lease_name,
@@ -446,6 +463,20 @@ fn main() -> anyhow::Result<()> {
                     gateway_services,
                 },
             ))
+        }
+        Command::Fleet { command } => {
+            // Exit status: 0, 1 = drift, 2 = could not ask (like `diff`).
+            let mut buf = Vec::new();
+            match switchyard::cli::fleet::run(command, &mut buf) {
+                Ok(code) => {
+                    out!("{}", String::from_utf8_lossy(&buf));
+                    std::process::exit(code)
+                }
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(2)
+                }
+            }
         }
         Command::Certgen {
             out,
@@ -485,6 +516,7 @@ fn main() -> anyhow::Result<()> {
             status_dir,
             xds_listen,
             admin_listen,
+            admin_grpc_listen,
             address_pool,
             controller_name,
             envoy,
@@ -552,6 +584,7 @@ fn main() -> anyhow::Result<()> {
                     controller_name,
                     xds_listen,
                     admin_listen,
+                    admin_grpc_listen,
                     address_pool,
                     envoy,
                     xds_tls_dir,
