@@ -146,7 +146,8 @@ async fn node_config(admin: &str, node: &str, types: Vec<String>) -> anyhow::Res
         .into_inner())
 }
 
-/// `GET /config_dump?include_eds` from Envoy's admin (plain HTTP/1.0).
+/// `GET /config_dump?include_eds` from Envoy's admin (HTTP/1.1, one
+/// request per connection; Envoy answers HTTP/1.0 with 426).
 fn config_dump(envoy_admin: &str) -> anyhow::Result<Value> {
     let hostport = envoy_admin
         .trim_start_matches("http://")
@@ -155,16 +156,46 @@ fn config_dump(envoy_admin: &str) -> anyhow::Result<Value> {
     let mut s = std::net::TcpStream::connect(&hostport)
         .with_context(|| format!("connecting to Envoy's admin at {hostport}"))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    write!(s, "GET /config_dump?include_eds HTTP/1.0\r\nHost: {hostport}\r\n\r\n")?;
+    write!(
+        s,
+        "GET /config_dump?include_eds HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .context("malformed answer from Envoy's admin")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body).context("malformed chunked answer from Envoy's admin")?
+    } else {
+        body.to_vec()
+    };
     let status = head.split_whitespace().nth(1).unwrap_or("");
-    anyhow::ensure!(status == "200", "Envoy's admin at {hostport} answered {status}: {}", body.trim());
-    serde_json::from_str(body).context("decoding Envoy's /config_dump")
+    anyhow::ensure!(
+        status == "200",
+        "Envoy's admin at {hostport} answered {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
+    serde_json::from_slice(&body).context("decoding Envoy's /config_dump")
+}
+
+/// Decodes an HTTP/1.1 chunked body.
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..eol]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
 }
 
 /// SYNCED / STALE / NACK for one type of one node.

@@ -195,3 +195,11 @@ fn diff_paths_lists_leaves() {
     );
     assert_eq!(out, [".a.b", ".a.c[1]", ".d", ".e"]);
 }
+
+#[test]
+fn chunked_bodies_are_decoded() {
+    let body = b"4\r\nWiki\r\n6;x=y\r\npedia \r\n0\r\n\r\n";
+    assert_eq!(super::super::dechunk(body).as_deref(), Some(&b"Wikipedia "[..]));
+    assert_eq!(super::super::dechunk(b"zz\r\n"), None);
+    assert_eq!(super::super::dechunk(b"5\r\nab"), None);
+}
