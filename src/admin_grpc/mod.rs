@@ -161,9 +161,10 @@ impl AdminService for Service {
             specs.push(spec);
         }
         let model = self.state.model.get();
-        let answers = tokio::task::spawn_blocking(move || crate::cli::explain::batch(&model, &specs))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let answers =
+            tokio::task::spawn_blocking(move || crate::cli::explain::batch(&model, &specs))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ExplainResponse {
             answers_json: answers.iter().map(|a| a.to_string()).collect(),
         }))

@@ -123,7 +123,10 @@ async fn list_nodes_reports_acks_and_nacks() {
     let [n] = resp.nodes.as_slice() else {
         panic!("one node expected: {resp:?}")
     };
-    assert_eq!((n.node_id.as_str(), n.cluster.as_str()), ("envoy-1", "edge"));
+    assert_eq!(
+        (n.node_id.as_str(), n.cluster.as_str()),
+        ("envoy-1", "edge")
+    );
     assert_eq!(n.protocol, pb::Protocol::Delta as i32);
     assert_eq!(n.gateways, vec!["apps/gw".to_string()]);
     // Push order: CDS before LDS.
@@ -133,7 +136,10 @@ async fn list_nodes_reports_acks_and_nacks() {
     assert_eq!(cds.acked_version, version - 1);
     assert!(!cds.current);
     let nack = cds.last_nack.as_ref().expect("nack");
-    assert_eq!((nack.error.as_str(), nack.resource_names.clone()), ("bad cluster", vec!["c1".to_string()]));
+    assert_eq!(
+        (nack.error.as_str(), nack.resource_names.clone()),
+        ("bad cluster", vec!["c1".to_string()])
+    );
     assert!(n.types[1].current);
 }
 
@@ -161,7 +167,10 @@ async fn node_config_shows_the_route_and_never_a_private_key() {
         .iter()
         .find(|t| t.short_name == "sds")
         .expect("sds");
-    assert!(!sds.resources.is_empty(), "the certificate is pushed over SDS");
+    assert!(
+        !sds.resources.is_empty(),
+        "the certificate is pushed over SDS"
+    );
     assert!(all.contains("[redacted]"));
     assert!(!all.contains(KEY_MARKER), "a private key leaked: {all}");
 
@@ -217,7 +226,10 @@ async fn status_is_flattened_per_parent() {
         .find(|c| c.r#type == "ResolvedRefs")
         .expect("ResolvedRefs");
     assert_eq!(resolved.parent, "apps/gw/http");
-    assert_eq!((resolved.status.as_str(), resolved.reason.as_str()), ("False", "BackendNotFound"));
+    assert_eq!(
+        (resolved.status.as_str(), resolved.reason.as_str()),
+        ("False", "BackendNotFound")
+    );
     let gw = resp
         .objects
         .iter()
@@ -284,7 +296,13 @@ fn redaction_replaces_every_private_key() {
     });
     crate::pipeline::redact(&mut v);
     let text = v.to_string();
-    assert!(!text.contains(KEY_MARKER) && !text.contains("AAAA"), "{text}");
-    assert_eq!(v["tlsCertificate"]["certificateChain"]["inlineString"], "CERT");
+    assert!(
+        !text.contains(KEY_MARKER) && !text.contains("AAAA"),
+        "{text}"
+    );
+    assert_eq!(
+        v["tlsCertificate"]["certificateChain"]["inlineString"],
+        "CERT"
+    );
     assert_eq!(v["nested"][0]["privateKey"]["inlineString"], "[redacted]");
 }

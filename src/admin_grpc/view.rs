@@ -16,7 +16,9 @@ pub fn parse_types(given: &[String]) -> Result<Vec<&'static str>, String> {
             type_url::PUSH_ORDER
                 .into_iter()
                 .find(|t| *t == g.as_str() || type_label(t) == g.to_ascii_lowercase())
-                .ok_or_else(|| format!("unknown type {g:?}: expected cds, eds, lds, rds, sds or a type URL"))
+                .ok_or_else(|| {
+                    format!("unknown type {g:?}: expected cds, eds, lds, rds, sds or a type URL")
+                })
         })
         .collect()
 }
@@ -64,7 +66,9 @@ pub(crate) fn node(st: &State, n: &NodeState) -> pb::Node {
         protocol: protocol(n.protocol),
         requested_gateways: n.selection.requested.clone(),
         entitled_fleet: ent.is_some_and(|e| e.fleet),
-        entitled_gateways: ent.map(|e| e.gateways.iter().cloned().collect()).unwrap_or_default(),
+        entitled_gateways: ent
+            .map(|e| e.gateways.iter().cloned().collect())
+            .unwrap_or_default(),
         entitled_namespaces: ent
             .map(|e| e.namespaces.iter().cloned().collect())
             .unwrap_or_default(),

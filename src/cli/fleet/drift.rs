@@ -95,21 +95,41 @@ fn name_of(t: &str, v: &Value) -> String {
         .to_string()
 }
 
+/// Where one `*ConfigDump` keeps a type: (type URL, static list, the
+/// resource's field in an entry, dynamic lists with the state they mean).
+type Section = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(&'static str, Option<&'static str>)>,
+);
+
 /// Reads Envoy's `/config_dump` (with `include_eds`).
 fn parse_dump(dump: &Value) -> Dump {
     let mut out = Dump::default();
-    let arr = |v: &Value, k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
-    let configs = dump.get("configs").and_then(Value::as_array).cloned().unwrap_or_default();
+    let arr = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let configs = dump
+        .get("configs")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for c in &configs {
         let kind = c.get("@type").and_then(Value::as_str).unwrap_or("");
         let kind = kind.rsplit('.').next().unwrap_or(kind);
-        // (type URL, static list, its field, dynamic lists with (field, state)).
-        let (t, statics, field, dynamics): (&str, &str, &str, Vec<(&str, Option<&str>)>) = match kind {
+        let (t, statics, field, dynamics): Section = match kind {
             "ClustersConfigDump" => (
                 type_url::CLUSTER,
                 "static_clusters",
                 "cluster",
-                vec![("dynamic_active_clusters", None), ("dynamic_warming_clusters", Some("warming"))],
+                vec![
+                    ("dynamic_active_clusters", None),
+                    ("dynamic_warming_clusters", Some("warming")),
+                ],
             ),
             "RoutesConfigDump" => (
                 type_url::ROUTE,
@@ -121,7 +141,10 @@ fn parse_dump(dump: &Value) -> Dump {
                 type_url::SECRET,
                 "static_secrets",
                 "secret",
-                vec![("dynamic_active_secrets", None), ("dynamic_warming_secrets", Some("warming"))],
+                vec![
+                    ("dynamic_active_secrets", None),
+                    ("dynamic_warming_secrets", Some("warming")),
+                ],
             ),
             "EndpointsConfigDump" => (
                 type_url::ENDPOINT,
@@ -138,7 +161,10 @@ fn parse_dump(dump: &Value) -> Dump {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| s.get(field).map(|b| name_of(t, b)).unwrap_or_default());
-            out.statics.push(ResourceId { type_: short(t).into(), name });
+            out.statics.push(ResourceId {
+                type_: short(t).into(),
+                name,
+            });
         }
         let slot = out.dynamic.entry(short(t)).or_default();
         for (list, state) in dynamics {
@@ -153,22 +179,52 @@ fn parse_dump(dump: &Value) -> Dump {
                 if state.is_some() && slot.contains_key(&name) {
                     continue;
                 }
-                slot.insert(name, EnvoyResource { body: body.clone(), state: state.map(str::to_string) });
+                slot.insert(
+                    name,
+                    EnvoyResource {
+                        body: body.clone(),
+                        state: state.map(str::to_string),
+                    },
+                );
             }
         }
         if t == type_url::LISTENER {
             for d in arr(c, "dynamic_listeners") {
-                let name = d.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                let pick = [("active_state", None), ("warming_state", Some("warming")), ("error_state", Some("error"))]
-                    .into_iter()
-                    .find_map(|(k, st)| d.get(k).and_then(|s| s.get("listener")).map(|l| (l.clone(), st)));
+                let name = d
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let pick = [
+                    ("active_state", None),
+                    ("warming_state", Some("warming")),
+                    ("error_state", Some("error")),
+                ]
+                .into_iter()
+                .find_map(|(k, st)| {
+                    d.get(k)
+                        .and_then(|s| s.get("listener"))
+                        .map(|l| (l.clone(), st))
+                });
                 match pick {
                     Some((body, st)) => {
-                        slot.insert(name, EnvoyResource { body, state: st.map(str::to_string) });
+                        slot.insert(
+                            name,
+                            EnvoyResource {
+                                body,
+                                state: st.map(str::to_string),
+                            },
+                        );
                     }
                     // Only error_state without a listener body (a rejected add).
                     None => {
-                        slot.insert(name, EnvoyResource { body: Value::Null, state: Some("error".into()) });
+                        slot.insert(
+                            name,
+                            EnvoyResource {
+                                body: Value::Null,
+                                state: Some("error".into()),
+                            },
+                        );
                     }
                 }
             }
@@ -181,7 +237,11 @@ fn parse_dump(dump: &Value) -> Dump {
 fn endpoint_set(v: &Value) -> Value {
     let mut addrs: Vec<String> = Vec::new();
     let arr = |v: &Value, k: &str, k2: &str| {
-        v.get(k).or_else(|| v.get(k2)).and_then(Value::as_array).cloned().unwrap_or_default()
+        v.get(k)
+            .or_else(|| v.get(k2))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
     };
     for locality in arr(v, "endpoints", "endpoints") {
         for lb in arr(&locality, "lbEndpoints", "lb_endpoints") {
@@ -224,7 +284,13 @@ pub fn diff_paths(a: &Value, b: &Value, path: &str, out: &mut Vec<String>, limit
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
                 let null = Value::Null;
-                diff_paths(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &format!("{path}.{k}"), out, limit);
+                diff_paths(
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    &format!("{path}.{k}"),
+                    out,
+                    limit,
+                );
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
@@ -232,7 +298,11 @@ pub fn diff_paths(a: &Value, b: &Value, path: &str, out: &mut Vec<String>, limit
                 diff_paths(p, q, &format!("{path}[{i}]"), out, limit);
             }
         }
-        _ => out.push(if path.is_empty() { ".".into() } else { path.to_string() }),
+        _ => out.push(if path.is_empty() {
+            ".".into()
+        } else {
+            path.to_string()
+        }),
     }
 }
 
@@ -241,13 +311,19 @@ pub fn diff_paths(a: &Value, b: &Value, path: &str, out: &mut Vec<String>, limit
 /// compared (empty = every type we pushed).
 pub fn compare(pushed: &BTreeMap<String, BTreeMap<String, Value>>, config_dump: &Value) -> Report {
     let dump = parse_dump(config_dump);
-    let mut r = Report { static_resources: dump.statics.clone(), ..Default::default() };
+    let mut r = Report {
+        static_resources: dump.statics.clone(),
+        ..Default::default()
+    };
     for (t, ours) in pushed {
         let st = short(t);
         let empty = BTreeMap::new();
         let theirs = dump.dynamic.get(st).unwrap_or(&empty);
         for (name, mine) in ours {
-            let id = ResourceId { type_: st.into(), name: name.clone() };
+            let id = ResourceId {
+                type_: st.into(),
+                name: name.clone(),
+            };
             let Some(env) = theirs.get(name) else {
                 r.missing_in_envoy.push(id);
                 continue;
@@ -263,11 +339,18 @@ pub fn compare(pushed: &BTreeMap<String, BTreeMap<String, Value>>, config_dump: 
             if a != b || env.state.is_some() {
                 let mut paths = Vec::new();
                 diff_paths(&a, &b, "", &mut paths, MAX_PATHS);
-                r.different.push(Difference { id, paths, envoy_state: env.state.clone() });
+                r.different.push(Difference {
+                    id,
+                    paths,
+                    envoy_state: env.state.clone(),
+                });
             }
         }
         for name in theirs.keys().filter(|n| !ours.contains_key(*n)) {
-            r.extra_in_envoy.push(ResourceId { type_: st.into(), name: name.clone() });
+            r.extra_in_envoy.push(ResourceId {
+                type_: st.into(),
+                name: name.clone(),
+            });
         }
     }
     r

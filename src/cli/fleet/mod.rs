@@ -99,12 +99,19 @@ async fn run_async(cmd: FleetCommand, out: &mut dyn Write) -> anyhow::Result<i32
                 .into_inner();
             match output {
                 Output::Text => write!(out, "{}", status_table(&resp))?,
-                Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&nodes_json(&resp))?)?,
+                Output::Json => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&nodes_json(&resp))?)?
+                }
                 Output::Yaml => write!(out, "{}", crate::pipeline::to_yaml(&nodes_json(&resp)))?,
             }
             Ok(0)
         }
-        FleetCommand::Config { node, admin, types, output } => {
+        FleetCommand::Config {
+            node,
+            admin,
+            types,
+            output,
+        } => {
             let resp = node_config(&admin, &node, types).await?;
             let doc = config_json(&resp)?;
             match output {
@@ -113,14 +120,23 @@ async fn run_async(cmd: FleetCommand, out: &mut dyn Write) -> anyhow::Result<i32
             }
             Ok(0)
         }
-        FleetCommand::Drift { node, admin, envoy_admin, output } => {
+        FleetCommand::Drift {
+            node,
+            admin,
+            envoy_admin,
+            output,
+        } => {
             let resp = node_config(&admin, &node, Vec::new()).await?;
             let mut pushed: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
             for t in &resp.types {
                 let slot = pushed.entry(t.type_url.clone()).or_default();
                 for r in &t.resources {
-                    let v: Value = serde_json::from_str(&r.json)
-                        .with_context(|| format!("{} {}: malformed JSON from the admin API", t.short_name, r.name))?;
+                    let v: Value = serde_json::from_str(&r.json).with_context(|| {
+                        format!(
+                            "{} {}: malformed JSON from the admin API",
+                            t.short_name, r.name
+                        )
+                    })?;
                     slot.insert(r.name.clone(), v);
                 }
             }
@@ -129,7 +145,11 @@ async fn run_async(cmd: FleetCommand, out: &mut dyn Write) -> anyhow::Result<i32
             let report = drift::compare(&pushed, &dump);
             match output {
                 Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-                Output::Yaml => write!(out, "{}", crate::pipeline::to_yaml(&serde_json::to_value(&report)?))?,
+                Output::Yaml => write!(
+                    out,
+                    "{}",
+                    crate::pipeline::to_yaml(&serde_json::to_value(&report)?)
+                )?,
                 Output::Text => write!(out, "{}", drift_text(&node, resp.version, &report))?,
             }
             Ok(i32::from(report.has_drift()))
@@ -137,10 +157,17 @@ async fn run_async(cmd: FleetCommand, out: &mut dyn Write) -> anyhow::Result<i32
     }
 }
 
-async fn node_config(admin: &str, node: &str, types: Vec<String>) -> anyhow::Result<pb::GetNodeConfigResponse> {
+async fn node_config(
+    admin: &str,
+    node: &str,
+    types: Vec<String>,
+) -> anyhow::Result<pb::GetNodeConfigResponse> {
     Ok(client(admin)
         .await?
-        .get_node_config(pb::GetNodeConfigRequest { node_id: node.to_string(), types })
+        .get_node_config(pb::GetNodeConfigRequest {
+            node_id: node.to_string(),
+            types,
+        })
         .await
         .map_err(|s| anyhow::anyhow!("GetNodeConfig {node}: {}", s.message()))?
         .into_inner())
@@ -218,14 +245,20 @@ fn protocol_name(p: i32) -> &'static str {
 /// The `fleet status` table.
 pub fn status_table(resp: &pb::ListNodesResponse) -> String {
     const TYPES: [&str; 5] = ["cds", "eds", "lds", "rds", "sds"];
-    let mut rows = vec![["NODE", "CLUSTER", "GATEWAYS", "PROTOCOL", "CDS", "EDS", "LDS", "RDS", "SDS"]
-        .map(str::to_string)
-        .to_vec()];
+    let mut rows = vec![[
+        "NODE", "CLUSTER", "GATEWAYS", "PROTOCOL", "CDS", "EDS", "LDS", "RDS", "SDS",
+    ]
+    .map(str::to_string)
+    .to_vec()];
     for n in &resp.nodes {
         let mut row = vec![
             n.node_id.clone(),
             n.cluster.clone(),
-            if n.gateways.is_empty() { "-".into() } else { n.gateways.join(",") },
+            if n.gateways.is_empty() {
+                "-".into()
+            } else {
+                n.gateways.join(",")
+            },
             protocol_name(n.protocol).to_string(),
         ];
         for t in TYPES {
@@ -244,7 +277,11 @@ pub fn status_table(resp: &pb::ListNodesResponse) -> String {
         .collect();
     let mut s = String::new();
     for r in &rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         s.push_str(line.join("   ").trim_end());
         s.push('\n');
     }
@@ -303,7 +340,10 @@ fn config_json(resp: &pb::GetNodeConfigResponse) -> anyhow::Result<Value> {
         let list = t
             .resources
             .iter()
-            .map(|r| serde_json::from_str::<Value>(&r.json).with_context(|| format!("{} {}", t.short_name, r.name)))
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.json)
+                    .with_context(|| format!("{} {}", t.short_name, r.name))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         types.insert(t.short_name.clone(), Value::Array(list));
     }
@@ -320,18 +360,33 @@ pub fn drift_text(node: &str, version: u64, r: &drift::Report) -> String {
         s.push_str(&format!("extra in Envoy    {} {}\n", id.type_, id.name));
     }
     for d in &r.different {
-        let state = d.envoy_state.as_deref().map(|st| format!(" (Envoy: {st})")).unwrap_or_default();
-        s.push_str(&format!("different         {} {}{state}\n", d.id.type_, d.id.name));
+        let state = d
+            .envoy_state
+            .as_deref()
+            .map(|st| format!(" (Envoy: {st})"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "different         {} {}{state}\n",
+            d.id.type_, d.id.name
+        ));
         for p in &d.paths {
             s.push_str(&format!("    {p}\n"));
         }
     }
     for (id, e) in &r.uncomparable {
-        s.push_str(&format!("uncomparable      {} {}: {e}\n", id.type_, id.name));
+        s.push_str(&format!(
+            "uncomparable      {} {}: {e}\n",
+            id.type_, id.name
+        ));
     }
     if r.has_drift() {
-        let n = r.missing_in_envoy.len() + r.extra_in_envoy.len() + r.different.len() + r.uncomparable.len();
-        s.push_str(&format!("{node}: DRIFT, {n} resource(s) differ from version {version}\n"));
+        let n = r.missing_in_envoy.len()
+            + r.extra_in_envoy.len()
+            + r.different.len()
+            + r.uncomparable.len();
+        s.push_str(&format!(
+            "{node}: DRIFT, {n} resource(s) differ from version {version}\n"
+        ));
     } else {
         s.push_str(&format!(
             "{node}: no drift from version {version} ({} static resource(s) of the bootstrap not compared)\n",

@@ -138,11 +138,17 @@ fn missing_and_extra_resources() {
     let r = compare(&ours, &theirs);
     assert_eq!(
         r.missing_in_envoy,
-        vec![ResourceId { type_: "lds".into(), name: "l1".into() }]
+        vec![ResourceId {
+            type_: "lds".into(),
+            name: "l1".into()
+        }]
     );
     assert_eq!(
         r.extra_in_envoy,
-        vec![ResourceId { type_: "cds".into(), name: "old".into() }]
+        vec![ResourceId {
+            type_: "cds".into(),
+            name: "old".into()
+        }]
     );
     assert!(r.different.is_empty());
 }
@@ -159,7 +165,13 @@ fn endpoints_compare_as_address_sets_and_warming_is_drift() {
     let ids: Vec<(&str, &str, Option<&str>)> = r
         .different
         .iter()
-        .map(|d| (d.id.type_.as_str(), d.id.name.as_str(), d.envoy_state.as_deref()))
+        .map(|d| {
+            (
+                d.id.type_.as_str(),
+                d.id.name.as_str(),
+                d.envoy_state.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(ids, [("eds", "c1", None), ("lds", "l1", Some("warming"))]);
 }
@@ -199,7 +211,10 @@ fn diff_paths_lists_leaves() {
 #[test]
 fn chunked_bodies_are_decoded() {
     let body = b"4\r\nWiki\r\n6;x=y\r\npedia \r\n0\r\n\r\n";
-    assert_eq!(super::super::dechunk(body).as_deref(), Some(&b"Wikipedia "[..]));
+    assert_eq!(
+        super::super::dechunk(body).as_deref(),
+        Some(&b"Wikipedia "[..])
+    );
     assert_eq!(super::super::dechunk(b"zz\r\n"), None);
     assert_eq!(super::super::dechunk(b"5\r\nab"), None);
 }
