@@ -91,7 +91,6 @@ class Relay:
 def _configure(stack, g):
     """Backends, a route, and switchyard whose supervised Envoy reaches xDS
     through the relay (a bootstrap template with the relay's port)."""
-    stack.admin_grpc = harness.free_port()
     stack.relay = Relay(stack.xds_port)
     template = (ROOT / "envoy-bootstrap/bootstrap.yaml").read_text().replace("${XDS_PORT}", str(stack.relay.port))
     (stack.dir / "bootstrap-relay.yaml").write_text(template)
@@ -101,13 +100,13 @@ def _configure(stack, g):
     stack.write("route.yaml", route("shop", "shop.fleet.test", _rules("/cart", "svc-0")))
     args = [str(harness.SWITCHYARD), "standalone", "--config-dir", str(stack.config), "--status-dir", str(stack.status),
             "--xds-listen", f"127.0.0.1:{stack.xds_port}", "--admin-listen", f"127.0.0.1:{stack.admin_port}",
-            "--admin-grpc-listen", f"127.0.0.1:{stack.admin_grpc}",
+            "--admin-grpc-listen", f"127.0.0.1:{stack.admin_grpc_port}",
             "--envoy", str(harness.envoy_binary()), "--envoy-admin", f"127.0.0.1:{stack.envoy_admin}",
             "--envoy-work-dir", str(stack.dir / "envoy"), "--bootstrap", str(stack.dir / "bootstrap-relay.yaml"),
             "--debounce-ms", "5"]
     stack.switchyard = subprocess.Popen(args, stdout=stack.log, stderr=stack.log)
     stack.procs.append(stack.switchyard)
-    assert harness.wait_port("127.0.0.1", stack.admin_grpc), "the gRPC admin API did not start"
+    assert harness.wait_port("127.0.0.1", stack.admin_grpc_port), "the gRPC admin API did not start"
     assert harness.wait_port("127.0.0.1", stack.envoy_admin, 30), "envoy admin did not start"
     g.wait_for("shop.fleet.test", "/cart", timeout=30)
 
@@ -132,7 +131,7 @@ def node_id(g):
 
 
 def fleet_cli(g, *args, check=True):
-    p = subprocess.run([str(harness.SWITCHYARD), "fleet", *args, "--admin", f"127.0.0.1:{g.stack.admin_grpc}"],
+    p = subprocess.run([str(harness.SWITCHYARD), "fleet", *args, "--admin", f"127.0.0.1:{g.stack.admin_grpc_port}"],
                        capture_output=True, text=True, timeout=60)
     if check:
         assert p.returncode == 0, f"fleet {args} exited {p.returncode}: {p.stdout}\n{p.stderr}"
@@ -158,7 +157,7 @@ def wait_synced(g, timeout=20):
 
 def drift(g):
     return subprocess.run([str(harness.SWITCHYARD), "fleet", "drift", node_id(g), "--admin",
-                           f"127.0.0.1:{g.stack.admin_grpc}", "--envoy-admin",
+                           f"127.0.0.1:{g.stack.admin_grpc_port}", "--envoy-admin",
                            f"http://127.0.0.1:{g.stack.envoy_admin}", "-o", "json"],
                           capture_output=True, text=True, timeout=60)
 
