@@ -6,6 +6,8 @@
 //! downloads every needed package first); we find them from Cargo.lock's
 //! version in the registry source directories, and fall back to
 //! `cargo metadata` for other layouts (vendoring, path overrides).
+//!
+//! It also compiles the admin API (proto/, see [`compile_admin_proto`]).
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -77,6 +79,7 @@ fn main() {
     std::fs::copy(&src, out.join("envoy_descriptors.bin"))
         .unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
     git_commit(&manifest_dir);
+    compile_admin_proto(&manifest_dir);
 }
 
 /// `SWITCHYARD_GIT_COMMIT`: the short commit of the checkout being built
@@ -112,4 +115,20 @@ fn git_commit(manifest_dir: &Path) {
             println!("cargo:rerun-if-changed={}", path.display());
         }
     }
+}
+
+/// Compiles `proto/switchyard/admin/v1/admin.proto` (the gRPC admin API)
+/// with `protox`, a protobuf compiler written in Rust, so no system `protoc`
+/// is needed; tonic's generator writes `switchyard.admin.v1.rs` to OUT_DIR.
+fn compile_admin_proto(manifest_dir: &Path) {
+    const PROTO: &str = "proto/switchyard/admin/v1/admin.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let includes = [manifest_dir.join("proto")];
+    let fds = protox::compile([manifest_dir.join(PROTO)], includes)
+        .unwrap_or_else(|e| panic!("compiling {PROTO}: {e}"));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+        .unwrap_or_else(|e| panic!("generating code for {PROTO}: {e}"));
 }

@@ -87,6 +87,8 @@ class Stack:
         self.status = self.dir / "status"
         self.xds_port = free_port()
         self.admin_port = free_port()
+        # The gRPC admin API (default 127.0.0.1:18002 would collide between stacks).
+        self.admin_grpc_port = free_port()
         self.envoy_admin = free_port()
         self.envoy_stats = free_port()  # Envoy's Prometheus stats listener
         self.gw_port = free_port()
@@ -108,6 +110,7 @@ class Stack:
     def start_switchyard(self):
         args = [str(SWITCHYARD), "standalone", "--config-dir", str(self.config), "--status-dir", str(self.status),
                 "--xds-listen", f"127.0.0.1:{self.xds_port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
+                "--admin-grpc-listen", f"127.0.0.1:{self.admin_grpc_port}",
                 "--envoy", str(envoy_binary()), "--envoy-admin", f"127.0.0.1:{self.envoy_admin}",
                 "--envoy-stats-port", str(self.envoy_stats),
                 "--envoy-work-dir", str(self.dir / "envoy"), "--bootstrap", str(ROOT / "envoy-bootstrap/bootstrap.yaml"),

@@ -198,12 +198,14 @@ class Controller:
         self.extra = list(extra)
         self.xds_port = free_port()
         self.admin_port = free_port()
+        self.admin_grpc_port = free_port()
         self.log = self.workdir / f"controller-{identity}.log"
         self.proc = None
 
     def start(self):
         args = [str(SWITCHYARD), "controller", f"--xds-listen=127.0.0.1:{self.xds_port}",
-                f"--admin-listen=127.0.0.1:{self.admin_port}", f"--address-pool={self.address_pool}",
+                f"--admin-listen=127.0.0.1:{self.admin_port}",
+                f"--admin-grpc-listen=127.0.0.1:{self.admin_grpc_port}", f"--address-pool={self.address_pool}",
                 f"--lease-namespace={LEASE_NAMESPACE}", f"--identity={self.identity}",
                 f"--lease-duration-secs={self.lease_secs}", *self.extra]
         if not any(a.startswith(("--xds-tls-dir", "--xds-insecure")) for a in self.extra):

@@ -39,7 +39,7 @@ impl ModelHandle {
     pub fn get(&self) -> Arc<crate::ir::Model> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    fn set(&self, m: Arc<crate::ir::Model>) {
+    pub(crate) fn set(&self, m: Arc<crate::ir::Model>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = m;
     }
     /// Replaces the endpoints of the named clusters.

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_grpc;
 pub mod certgen;
 pub mod certs;
 pub mod cli;

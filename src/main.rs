@@ -161,6 +161,11 @@ enum Command {
         xds_listen: SocketAddr,
         #[arg(long, default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
+        /// gRPC admin API (switchyard.admin.v1, `switchyard fleet`). It
+        /// shows every Gateway's configuration (never private keys): keep it
+        /// on loopback and reach it with `kubectl port-forward`.
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        admin_grpc_listen: SocketAddr,
         /// Addresses for Gateways without spec.addresses (CIDR or IP).
         #[arg(long, env = "SWITCHYARD_ADDRESS_POOL", default_value = "127.0.0.1/32")]
         address_pool: String,
@@ -225,6 +230,12 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         days: u32,
     },
+    /// Inspect the Envoy fleet through a running instance's gRPC admin API
+    /// (--admin-grpc-listen): status, what each node was sent, drift.
+    Fleet {
+        #[command(subcommand)]
+        command: switchyard::cli::fleet::FleetCommand,
+    },
     /// Serve a directory of manifests to Envoy, with no Kubernetes.
     Standalone {
         #[arg(long)]
@@ -237,6 +248,10 @@ enum Command {
         /// Health, /metrics and /debug endpoints.
         #[arg(long, default_value = "127.0.0.1:18001")]
         admin_listen: SocketAddr,
+        /// gRPC admin API (switchyard.admin.v1, `switchyard fleet`); it
+        /// shows every Gateway's configuration (never private keys).
+        #[arg(long, default_value = "127.0.0.1:18002")]
+        admin_grpc_listen: SocketAddr,
         /// Addresses for Gateways without spec.addresses (CIDR or IP).
         #[arg(long, default_value = "127.0.0.1/32")]
         address_pool: String,
@@ -458,6 +473,7 @@ fn main() -> anyhow::Result<()> {
             controller_name,
             xds_listen,
             admin_listen,
+            admin_grpc_listen,
             address_pool,
             lease_namespace,
             lease_name,
@@ -487,6 +503,7 @@ fn main() -> anyhow::Result<()> {
                     controller_name,
                     xds_listen,
                     admin_listen,
+                    admin_grpc_listen,
                     address_pool,
                     lease_namespace,
                     lease_name,
@@ -500,6 +517,20 @@ fn main() -> anyhow::Result<()> {
                     },
                 },
             ))
+        }
+        Command::Fleet { command } => {
+            // Exit status: 0, 1 = drift, 2 = could not ask (like `diff`).
+            let mut buf = Vec::new();
+            match switchyard::cli::fleet::run(command, &mut buf) {
+                Ok(code) => {
+                    out!("{}", String::from_utf8_lossy(&buf));
+                    std::process::exit(code)
+                }
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(2)
+                }
+            }
         }
         Command::Certgen {
             out,
@@ -539,6 +570,7 @@ fn main() -> anyhow::Result<()> {
             status_dir,
             xds_listen,
             admin_listen,
+            admin_grpc_listen,
             address_pool,
             controller_name,
             envoy,
@@ -609,6 +641,7 @@ fn main() -> anyhow::Result<()> {
                     controller_name,
                     xds_listen,
                     admin_listen,
+                    admin_grpc_listen,
                     address_pool,
                     envoy,
                     xds_tls_dir,

@@ -59,7 +59,9 @@ pub fn xds_document(snap: &Snapshot) -> Result<Value, RenderError> {
     Ok(json!({ "gateways": gws }))
 }
 
-fn redact(v: &mut Value) {
+/// Replaces every `privateKey` (of SDS Secrets and inline TLS contexts) in
+/// rendered Envoy JSON by `{"inlineString": "[redacted]"}`.
+pub fn redact(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {

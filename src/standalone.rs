@@ -25,6 +25,8 @@ pub struct Options {
     pub controller_name: String,
     pub xds_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// The gRPC admin API (`switchyard.admin.v1`).
+    pub admin_grpc_listen: SocketAddr,
     pub address_pool: String,
     pub envoy: Option<crate::supervisor::EnvoyConfig>,
     /// mTLS certificate directory of the xDS server (`ca.crt`, `tls.crt`,
@@ -117,7 +119,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
-    info!(xds = %opts.xds_listen, admin = %opts.admin_listen, dir = %opts.config_dir.display(), "standalone mode starting");
+    let admin_grpc_listener = tokio::net::TcpListener::bind(opts.admin_grpc_listen)
+        .await
+        .with_context(|| format!("binding the gRPC admin port {}", opts.admin_grpc_listen))?;
+    let status_handle = crate::admin_grpc::StatusHandle::default();
+    info!(xds = %opts.xds_listen, admin = %opts.admin_listen, admin_grpc = %opts.admin_grpc_listen, dir = %opts.config_dir.display(), "standalone mode starting");
 
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -138,6 +144,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(crate::admin::serve(
         admin_listener,
         state.clone(),
+        wait(shutdown_rx.clone()),
+    ));
+    let admin_grpc_task = tokio::spawn(crate::admin_grpc::serve(
+        admin_grpc_listener,
+        crate::admin_grpc::AdminState {
+            cache: cache.clone(),
+            model: state.model.clone(),
+            status: status_handle.clone(),
+            controller_name: opts.controller_name.clone(),
+        },
         wait(shutdown_rx.clone()),
     ));
 
@@ -180,6 +196,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         recheck_at: None,
         grants: Default::default(),
         status_metrics: Default::default(),
+        published: status_handle,
     };
     // Reloads (reading, parsing, translating, writing status) run on their
     // own thread: this loop never waits for one, so a signal is always seen
@@ -254,6 +271,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), xds_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_grpc_task).await;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -303,6 +321,8 @@ struct Reloader {
     recheck_at: Option<Instant>,
     grants: crate::metrics::refgrants::GrantTracker,
     status_metrics: crate::metrics::status::StatusMetrics,
+    /// The status last written, for the gRPC admin API.
+    published: crate::admin_grpc::StatusHandle,
 }
 
 /// How often an idle reload thread wakes to check certificate expiry.
@@ -487,6 +507,7 @@ impl Reloader {
         if let Err(e) = self.writer.write(&status) {
             error!(dir = %self.writer.dir().display(), "writing status: {e}");
         }
+        self.published.set(status);
     }
 }
 

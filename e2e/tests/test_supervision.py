@@ -20,6 +20,7 @@ from conftest import start_stack
 def standalone_args(stack, envoy, *extra):
     return [str(harness.SWITCHYARD), "standalone", "--config-dir", str(stack.config), "--status-dir", str(stack.status),
             "--xds-listen", f"127.0.0.1:{stack.xds_port}", "--admin-listen", f"127.0.0.1:{stack.admin_port}",
+            "--admin-grpc-listen", f"127.0.0.1:{stack.admin_grpc_port}",
             "--envoy", str(envoy), "--envoy-admin", f"127.0.0.1:{stack.envoy_admin}",
             "--envoy-stats-port", str(stack.envoy_stats),
             "--envoy-work-dir", str(stack.dir / "envoy"), "--debounce-ms", "5", *extra]

@@ -1,6 +1,7 @@
 //! Library side of the CLI subcommands that are more than wiring.
 
 pub mod explain;
+pub mod fleet;
 
 use std::path::PathBuf;
 

@@ -25,6 +25,8 @@ pub struct Options {
     pub controller_name: String,
     pub xds_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// The gRPC admin API (`switchyard.admin.v1`).
+    pub admin_grpc_listen: SocketAddr,
     pub address_pool: String,
     pub lease_namespace: String,
     pub lease_name: String,
@@ -434,6 +436,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", opts.admin_listen))?;
+    let admin_grpc_listener = tokio::net::TcpListener::bind(opts.admin_grpc_listen)
+        .await
+        .with_context(|| format!("binding the gRPC admin port {}", opts.admin_grpc_listen))?;
+    let status_handle = crate::admin_grpc::StatusHandle::default();
+    tokio::spawn(crate::admin_grpc::serve(
+        admin_grpc_listener,
+        crate::admin_grpc::AdminState {
+            cache: cache.clone(),
+            model: debug.model.clone(),
+            status: status_handle.clone(),
+            controller_name: opts.controller_name.clone(),
+        },
+        wait(shutdown_rx.clone()),
+    ));
     let xds_tls =
         match &opts.xds_tls_dir {
             Some(dir) => Some(crate::xds::tls::ServerTls::watch(dir.clone()).with_context(
@@ -609,6 +625,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             if let Ok(mut v) = debug.version.lock() {
                 *v = (engine.version, true);
             }
+            // A standby replica shows the translated status (the leader
+            // replaces it below with what it writes).
+            if !leadership.is_leader() {
+                status_handle.set(engine.status().clone());
+            }
         }
         let quarantined = std::mem::take(&mut nack_events);
         if !quarantined.is_empty() && leadership.is_leader() {
@@ -653,6 +674,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 pending_since.retain(|gw, _| pending.contains(gw));
                 mark_undecodable(&mut status, &world.undecodable);
                 status_metrics.update(&status);
+                status_handle.set(status.clone());
                 status_pending = writer.write(&status, &world.raw, &leadership).await.1;
                 if let Some(infra) = infra.as_mut().filter(|_| leadership.is_leader()) {
                     let desired =

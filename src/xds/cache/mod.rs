@@ -208,6 +208,16 @@ impl State {
             _ => union(&views, false),
         }
     }
+
+    /// The Gateways (`ns/name`) of this snapshot a node with this selection
+    /// receives.
+    pub(crate) fn gateways_of(&self, sel: &Selection) -> Vec<String> {
+        self.gateways
+            .keys()
+            .filter(|gw| sel.serves(gw))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Which variant of ADS a stream speaks.
