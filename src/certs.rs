@@ -154,12 +154,6 @@ fn is_tls(s: &Secret) -> bool {
             .is_some_and(|d| d.contains_key("tls.crt"))
 }
 
-/// `counter_add` name and help of rejected rotations.
-pub const ROTATIONS_REJECTED: (&str, &str) = (
-    "switchyard_certificate_rotations_rejected_total",
-    "New versions of a TLS Secret refused (invalid, expired or mismatched key pair) while its last good certificate stayed in use.",
-);
-
 /// What the store does when Secret `key` was just stored (replacing
 /// `previous`, its version before): a refused version never replaces a
 /// served one. Returns `true` when this is a newly rejected rotation.
@@ -212,12 +206,8 @@ pub(crate) fn on_secret_update(
         Some((p, t)) => {
             tracing::warn!(secret = %key, "refusing the new version of TLS Secret {key}: it {why}; the last good certificate (notAfter {}) stays in use", rfc3339(t));
             inputs.secrets.insert(key.clone(), p);
-            crate::metrics::counter_add(
-                ROTATIONS_REJECTED.0,
-                ROTATIONS_REJECTED.1,
-                &[("namespace", &key.namespace), ("name", &key.name)],
-                1,
-            );
+            crate::metrics::catalogue::CERTIFICATE_ROTATIONS_REJECTED
+                .inc([&key.namespace, &key.name]);
             true
         }
         None => {
@@ -328,19 +318,6 @@ pub fn expiry_refresh_due(served: &[Served], then: Option<i64>, wall: i64) -> bo
             .any(|s| s.not_after - wall < (WARN_DAYS + 1) * DAY)
 }
 
-/// Metric name and help (`gauge_set`): notAfter of every served certificate.
-pub const EXPIRY: (&str, &str) = (
-    "switchyard_certificate_expiry_timestamp_seconds",
-    "notAfter (unix seconds) of each certificate served, by Secret (namespace, name), Gateway (namespace/name) and listener (empty: the Gateway's client certificate to backends).",
-);
-
-/// Metric name and help (`gauge_set`): 1 while a Secret's last good
-/// certificate is served in place of its refused newest version.
-pub const LAST_GOOD_SERVED: (&str, &str) = (
-    "switchyard_certificate_last_good_served",
-    "1 while a TLS Secret's newest version is refused and its last good certificate is served instead.",
-);
-
 /// Keeps the certificate metrics in line with what is served: series of
 /// certificates no longer served are removed.
 #[derive(Default)]
@@ -359,16 +336,12 @@ impl Metrics {
                 s.gateway.to_string(),
                 s.listener.clone(),
             ];
-            crate::metrics::gauge_set(
-                EXPIRY.0,
-                EXPIRY.1,
-                &expiry_labels(&labels),
-                s.not_after as f64,
-            );
+            crate::metrics::catalogue::CERTIFICATE_EXPIRY
+                .set(labels.each_ref().map(String::as_str), s.not_after as f64);
             expiry.insert(labels);
         }
         for gone in self.expiry.difference(&expiry) {
-            crate::metrics::gauge_remove(EXPIRY.0, &expiry_labels(gone));
+            crate::metrics::catalogue::CERTIFICATE_EXPIRY.remove(gone.each_ref().map(String::as_str));
         }
         self.expiry = expiry;
         let last_good: std::collections::BTreeSet<ObjKey> = inputs
@@ -381,30 +354,19 @@ impl Metrics {
         // 1 while the last good is served; then 0 (a dashboard shows the
         // recovery) until the Secret is deleted.
         self.last_good.retain(|k| {
-            let l = [
-                ("namespace", k.namespace.as_str()),
-                ("name", k.name.as_str()),
-            ];
+            let l = [k.namespace.as_str(), k.name.as_str()];
+            let gauge = &crate::metrics::catalogue::CERTIFICATE_LAST_GOOD_SERVED;
             if last_good.contains(k) {
-                crate::metrics::gauge_set(LAST_GOOD_SERVED.0, LAST_GOOD_SERVED.1, &l, 1.0);
+                gauge.set(l, 1.0);
             } else if inputs.secrets.contains_key(k) {
-                crate::metrics::gauge_set(LAST_GOOD_SERVED.0, LAST_GOOD_SERVED.1, &l, 0.0);
+                gauge.set(l, 0.0);
             } else {
-                crate::metrics::gauge_remove(LAST_GOOD_SERVED.0, &l);
+                gauge.remove(l);
                 return false;
             }
             true
         });
     }
-}
-
-fn expiry_labels(l: &[String; 4]) -> [(&'static str, &str); 4] {
-    [
-        ("namespace", l[0].as_str()),
-        ("name", l[1].as_str()),
-        ("gateway", l[2].as_str()),
-        ("listener", l[3].as_str()),
-    ]
 }
 
 #[cfg(test)]

@@ -36,11 +36,7 @@ fn served_crt(inputs: &Inputs, key: &ObjKey) -> String {
 }
 
 fn rejected(key: &ObjKey) -> f64 {
-    crate::metrics::value(
-        ROTATIONS_REJECTED.0,
-        &[("namespace", &key.namespace), ("name", &key.name)],
-    )
-    .unwrap_or(0.0)
+    crate::metrics::catalogue::CERTIFICATE_ROTATIONS_REJECTED.get([&key.namespace, &key.name])
 }
 
 #[test]
@@ -303,33 +299,30 @@ fn metrics_follow_what_is_served() {
     );
     let mut m = Metrics::default();
     m.publish(&served, &inputs);
-    let labels = [
-        ("namespace", ns),
-        ("name", "cert"),
-        ("gateway", "certs-metrics/gw"),
-        ("listener", "https"),
-    ];
-    assert_eq!(crate::metrics::value(EXPIRY.0, &labels), Some(until as f64));
-    let lg = [("namespace", ns), ("name", "cert")];
-    assert_eq!(crate::metrics::value(LAST_GOOD_SERVED.0, &lg), None);
+    let labels = [ns, "cert", "certs-metrics/gw", "https"];
+    let expiry = &crate::metrics::catalogue::CERTIFICATE_EXPIRY;
+    let last_good = &crate::metrics::catalogue::CERTIFICATE_LAST_GOOD_SERVED;
+    assert_eq!(expiry.get(labels), Some(until as f64));
+    let lg = [ns, "cert"];
+    assert_eq!(last_good.get(lg), None);
 
     // A bad rotation: 1; a good one: 0; the Secret gone: no series.
     inputs
         .insert_value(secret(ns, "cert", "junk", &k))
         .expect("decodes");
     m.publish(&served, &inputs);
-    assert_eq!(crate::metrics::value(LAST_GOOD_SERVED.0, &lg), Some(1.0));
+    assert_eq!(last_good.get(lg), Some(1.0));
     let (crt2, k2) = pair("b.example.com");
     inputs
         .insert_value(secret(ns, "cert", &crt2, &k2))
         .expect("decodes");
     m.publish(&served, &inputs);
-    assert_eq!(crate::metrics::value(LAST_GOOD_SERVED.0, &lg), Some(0.0));
+    assert_eq!(last_good.get(lg), Some(0.0));
     inputs.remove(Kind::Secret, &ObjKey::new(ns, "cert"));
     m.publish(&[], &inputs);
-    assert_eq!(crate::metrics::value(LAST_GOOD_SERVED.0, &lg), None);
+    assert_eq!(last_good.get(lg), None);
     assert_eq!(
-        crate::metrics::value(EXPIRY.0, &labels),
+        expiry.get(labels),
         None,
         "no longer served"
     );

@@ -192,7 +192,7 @@ impl Engine {
         // After the push: off the propagation path.
         self.shadow.update(&up.model);
         self.served = self.translator.served_certificates(&up.model);
-        self.certificates.publish(&self.served, inputs);
+        self.certificates.publish(&self.served, &inputs);
         (up, snap)
     }
 

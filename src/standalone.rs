@@ -478,7 +478,7 @@ impl Reloader {
         for (kind, key) in &quarantined {
             changes.record(*kind, key);
         }
-        self.translated = Some(apply(
+        let (translated, _) = apply(
             &mut self.writer,
             &mut self.engine,
             state,
@@ -486,7 +486,8 @@ impl Reloader {
             &changes,
             self.last_errors.clone(),
             Instant::now(),
-        ));
+        );
+        self.translated = Some(translated);
         self.write_status();
     }
 

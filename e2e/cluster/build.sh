@@ -56,6 +56,8 @@ build kubectl k8s k8s.io/kubernetes/cmd/kubectl "$K8S_LDFLAGS"
 build echo-basic echo-basic sigs.k8s.io/gateway-api/conformance/echo-basic
 build coredns coredns switchyard.dev/e2e/cluster/coredns
 build helm helm helm.sh/helm/v3/cmd/helm
-build promtool promtool github.com/prometheus/prometheus/cmd/promtool
+# Only rule checks and rule unit tests are needed: no service-discovery plugins
+# (remove_all_sd drops the cloud SDKs, most of promtool's build time).
+GOFLAGS="${GOFLAGS:-} -tags=remove_all_sd" build promtool promtool github.com/prometheus/prometheus/cmd/promtool
 rm -f "$BIN/server" "$BIN/v3"  # names an unqualified `go build` of etcd used to produce
 echo "cluster binaries ready ($(( $(date +%s) - t0 )) s)"

@@ -66,15 +66,15 @@ catalogue! {
     XDS_PUSH_BYTES: Counter<1> = ("switchyard_xds_push_bytes_total", "Encoded bytes of xDS responses sent.", ["type"]);
     XDS_NACKS: Counter<1> = ("switchyard_xds_nacks_total", "xDS responses rejected by Envoy.", ["type"]);
     XDS_NACK_RETRIES: Counter<1> = ("switchyard_xds_nack_retries_total", "Re-deliveries of resources an Envoy had rejected.", ["type"]);
-    XDS_REJECTED_OBJECTS: Gauge<3> = ("switchyard_xds_rejected_objects", "1 per object quarantined because Envoy rejected what it produced.", ["kind", "namespace", "name"]);
-    XDS_NODES_NOT_CONVERGED: Gauge<0> = ("switchyard_xds_nodes_not_converged", "Connected nodes not yet running the current snapshot for some subscribed type, beyond in-flight pushes.", []);
+    XDS_REJECTED_OBJECTS: Gauge<3> = ("switchyard_xds_rejected_objects", "1 per object quarantined because Envoy rejected the configuration built from it (NACK isolation).", ["kind", "namespace", "name"]);
+    XDS_NODES_NOT_CONVERGED: Gauge<0> = ("switchyard_xds_nodes_not_converged", "Connected xDS nodes that, for some subscribed type, rejected the current configuration or have not acknowledged it within the 10 s grace period.", []);
     XDS_TLS_CERTIFICATES_VALID: Gauge<0> = ("switchyard_xds_tls_certificates_valid", "1 when the xDS server's certificate directory loaded cleanly at the last check; 0 when the last good certificates are kept because the files are unusable.", []);
     XDS_TLS_REJECTED: Counter<1> = ("switchyard_xds_tls_rejected_total", "xDS connections refused during the TLS handshake or for lack of a Switchyard identity.", ["reason"]);
 
     // --- Gateway certificates ---
-    CERTIFICATE_EXPIRY: Gauge<4> = ("switchyard_certificate_expiry_timestamp_seconds", "notAfter (unix seconds) of each certificate a Gateway listener serves, by Secret namespace/name.", ["namespace", "name", "gateway", "listener"]);
-    CERTIFICATE_LAST_GOOD_SERVED: Gauge<2> = ("switchyard_certificate_last_good_served", "1 while a bad rotation of the Secret makes Switchyard keep serving its last good certificate.", ["namespace", "name"]);
-    CERTIFICATE_ROTATIONS_REJECTED: Counter<2> = ("switchyard_certificate_rotations_rejected_total", "Secret rotations rejected because the new certificate or key is unusable.", ["namespace", "name"]);
+    CERTIFICATE_EXPIRY: Gauge<4> = ("switchyard_certificate_expiry_timestamp_seconds", "notAfter (unix seconds) of each certificate served, by Secret (namespace, name), Gateway (namespace/name) and listener (empty: the Gateway's client certificate to backends).", ["namespace", "name", "gateway", "listener"]);
+    CERTIFICATE_LAST_GOOD_SERVED: Gauge<2> = ("switchyard_certificate_last_good_served", "1 while a TLS Secret's newest version is refused and its last good certificate is served instead; 0 after a good rotation.", ["namespace", "name"]);
+    CERTIFICATE_ROTATIONS_REJECTED: Counter<2> = ("switchyard_certificate_rotations_rejected_total", "New versions of a TLS Secret refused (invalid, expired or mismatched key pair) while its last good certificate stayed in use.", ["namespace", "name"]);
 }
 
 #[cfg(test)]

@@ -44,10 +44,6 @@ pub const HISTORY: usize = 16;
 /// reported (a rejection that many objects explain is not one bad object).
 pub const MAX_QUARANTINED: usize = 256;
 
-/// Metric: 1 per object quarantined because Envoy rejected what it produced.
-pub const METRIC_REJECTED: &str = "switchyard_xds_rejected_objects";
-pub const METRIC_REJECTED_HELP: &str =
-    "Objects quarantined because Envoy rejected the configuration built from them (1 while quarantined).";
 
 /// A source object.
 pub type Src = (Kind, ObjKey);
@@ -384,7 +380,7 @@ impl Quarantine {
                 served_at_last_accepted = e.served(),
                 "quarantined: {}", e.message()
             );
-            crate::metrics::gauge_set(METRIC_REJECTED, METRIC_REJECTED_HELP, &labels(src), 1.0);
+            crate::metrics::catalogue::XDS_REJECTED_OBJECTS.set(labels(src), 1.0);
             self.entries.insert(src.clone(), e);
         }
         Verdict {
@@ -394,7 +390,7 @@ impl Quarantine {
 
     fn lift(&mut self, src: &Src) -> Option<Entry> {
         let e = self.entries.remove(src)?;
-        crate::metrics::gauge_remove(METRIC_REJECTED, &labels(src));
+        crate::metrics::catalogue::XDS_REJECTED_OBJECTS.remove(labels(src));
         info!(kind = src.0.as_str(), object = %src.1, "quarantine lifted: the object changed; its new content is tried");
         Some(e)
     }
@@ -414,11 +410,12 @@ impl Quarantine {
     }
 }
 
-fn labels(src: &Src) -> [(&'static str, &str); 3] {
+/// Label values of `switchyard_xds_rejected_objects` (kind, namespace, name).
+fn labels(src: &Src) -> [&str; 3] {
     [
-        ("kind", src.0.as_str()),
-        ("namespace", src.1.namespace.as_str()),
-        ("name", src.1.name.as_str()),
+        src.0.as_str(),
+        src.1.namespace.as_str(),
+        src.1.name.as_str(),
     ]
 }
 

@@ -127,8 +127,9 @@ fn an_edited_route_is_served_at_its_last_accepted_content_and_others_keep_updati
     let rds = rds_names(&out.model);
     let verdict = q.on_nack("envoy-1", 2, 1, "bad header", &rds, &out.status);
     assert_eq!(verdict.quarantined, vec![src("ea")]);
-    let labels = [("kind", "HTTPRoute"), ("namespace", "q"), ("name", "ea")];
-    assert_eq!(crate::metrics::value(METRIC_REJECTED, &labels), Some(1.0));
+    let labels = ["HTTPRoute", "q", "ea"];
+    let rejected = &crate::metrics::catalogue::XDS_REJECTED_OBJECTS;
+    assert_eq!(rejected.get(labels), Some(1.0));
     // The rebuild serves ea at its content of version 1.
     let mut c = Changes::default();
     let view = q.apply(&v2, &mut c);
@@ -159,7 +160,7 @@ fn an_edited_route_is_served_at_its_last_accepted_content_and_others_keep_updati
     let v4 = inputs(&[("ea", "/a-fixed"), ("eb", "/b-new")]);
     step(&mut q, &v4, &changed(&["ea"]), 4);
     assert!(q.is_empty());
-    assert_eq!(crate::metrics::value(METRIC_REJECTED, &labels), None);
+    assert_eq!(rejected.get(labels), None);
     let view = q.apply(&v4, &mut Changes::default());
     assert!(matches!(view, std::borrow::Cow::Borrowed(_)));
 }

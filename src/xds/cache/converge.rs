@@ -6,10 +6,6 @@ use std::collections::VecDeque;
 
 use super::NodeState;
 
-/// Metric name and help (the gauge is set only here).
-pub const METRIC: &str = "switchyard_xds_nodes_not_converged";
-pub const HELP: &str = "Connected xDS nodes that, for some subscribed type, rejected the current configuration or have not acknowledged it within the grace period.";
-
 /// A push may be in flight this long before its node counts as not converged.
 pub const GRACE_MS: u64 = 10_000;
 

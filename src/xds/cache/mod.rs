@@ -380,7 +380,7 @@ impl Cache {
                 converge::GRACE_MS,
             )
         };
-        crate::metrics::gauge_set(converge::METRIC, converge::HELP, &[], n as f64);
+        crate::metrics::catalogue::XDS_NODES_NOT_CONVERGED.set([], n as f64);
     }
 
     /// Replaces everything (including endpoints set by [`Cache::set_endpoints`])
