@@ -341,7 +341,8 @@ impl Metrics {
             expiry.insert(labels);
         }
         for gone in self.expiry.difference(&expiry) {
-            crate::metrics::catalogue::CERTIFICATE_EXPIRY.remove(gone.each_ref().map(String::as_str));
+            crate::metrics::catalogue::CERTIFICATE_EXPIRY
+                .remove(gone.each_ref().map(String::as_str));
         }
         self.expiry = expiry;
         let last_good: std::collections::BTreeSet<ObjKey> = inputs

@@ -321,11 +321,7 @@ fn metrics_follow_what_is_served() {
     inputs.remove(Kind::Secret, &ObjKey::new(ns, "cert"));
     m.publish(&[], &inputs);
     assert_eq!(last_good.get(lg), None);
-    assert_eq!(
-        expiry.get(labels),
-        None,
-        "no longer served"
-    );
+    assert_eq!(expiry.get(labels), None, "no longer served");
 }
 
 #[test]

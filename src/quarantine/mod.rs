@@ -44,7 +44,6 @@ pub const HISTORY: usize = 16;
 /// reported (a rejection that many objects explain is not one bad object).
 pub const MAX_QUARANTINED: usize = 256;
 
-
 /// A source object.
 pub type Src = (Kind, ObjKey);
 
