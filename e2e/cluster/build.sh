@@ -9,6 +9,8 @@
 #   helm                      helm.sh/helm/v3 v3.22.x                 (helm/go.mod), renders deploy/helm
 #   promtool                  github.com/prometheus/prometheus v0.316.0 (promtool/go.mod), checks and
 #                             unit-tests deploy/monitoring's alert rules
+#   dashcheck                 github.com/grafana/grafana-foundation-sdk/go v0.0.22 (dashcheck/): strict
+#                             decode of deploy/monitoring's Grafana dashboard
 # Debian's kubernetes-client is v1.20 (16 minors behind the API server), so
 # kubectl is built from the same module as the control plane.
 #
@@ -59,5 +61,6 @@ build helm helm helm.sh/helm/v3/cmd/helm
 # Only rule checks and rule unit tests are needed: no service-discovery plugins
 # (remove_all_sd drops the cloud SDKs, most of promtool's build time).
 GOFLAGS="${GOFLAGS:-} -tags=remove_all_sd" build promtool promtool github.com/prometheus/prometheus/cmd/promtool
+build dashcheck dashcheck switchyard.dev/e2e/cluster/dashcheck
 rm -f "$BIN/server" "$BIN/v3"  # names an unqualified `go build` of etcd used to produce
 echo "cluster binaries ready ($(( $(date +%s) - t0 )) s)"

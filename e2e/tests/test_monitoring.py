@@ -24,6 +24,7 @@ CHART_FILES = ROOT / "deploy" / "helm" / "switchyard" / "files"
 COMPONENT = ROOT / "deploy" / "kustomize" / "components" / "monitoring"
 RUNBOOK_URL = "https://github.com/switchyard-dev/switchyard/blob/main/docs/runbooks/{}.md"
 PROMTOOL = Path(os.environ.get("PROMTOOL", ROOT / "e2e" / "bin" / "promtool"))
+DASHCHECK = Path(os.environ.get("DASHCHECK", ROOT / "e2e" / "bin" / "dashcheck"))
 
 ALERTS = {"HTTPRouteNotAccepted", "GatewayNotProgrammed", "GatewayHighErrorRate", "GatewayBackendHighLatency",
           "RouteResolvedRefsFalse", "ReferenceGrantRemovalCutTraffic", "EnvoyConfigRejected", "FleetNotConverged",
@@ -114,6 +115,23 @@ def test_dashboard_structure():
                    "switchyard_certificate_expiry_timestamp_seconds", "switchyard_translate_seconds_bucket",
                    "switchyard_status_writes_total"):
         assert metric in exprs, metric
+
+
+def test_dashboard_decodes_strictly_with_grafanas_schema_types():
+    """The Grafana Foundation SDK's generated dashboard types (the dashboard
+    schema): unknown fields, wrong types, missing required options or unknown
+    panel kinds fail; built by e2e/cluster/build.sh (make cluster-build)."""
+    assert DASHCHECK.exists(), f"dashcheck not built at {DASHCHECK}: make cluster-build"
+    r = subprocess.run([str(DASHCHECK), str(DASHBOARD)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ": ok (" in r.stdout, r.stdout
+    # And the checker is not vacuous: an unknown field in a panel is refused.
+    bad = json.loads(DASHBOARD.read_text())
+    bad["panels"][1]["unknownField"] = True
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / "switchyard-bad-dashboard.json"
+    path.write_text(json.dumps(bad))
+    r = subprocess.run([str(DASHCHECK), str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "unknownField" in r.stderr, (r.returncode, r.stderr)
 
 
 def _promtool(*args):
