@@ -6,11 +6,13 @@
 CLUSTER_PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
 
 # Go binaries from the module proxy into e2e/bin (seconds when cached), and the
-# process kubelet plus the echo backend: release profile, the same build as
-# `make build` (one profile: a fresh machine compiles every crate once).
+# process kubelet plus the echo backend: exactly the `make build` command (the
+# same profile and the same feature set, dev-dependencies included through the
+# examples), so a fresh machine compiles every crate once and `make test`
+# finds them built.
 cluster-build:
 	e2e/cluster/build.sh
-	$(CARGO) build --release --bin switchyard-kubelet --bin switchyard-echo
+	$(CARGO) build --release --bins --examples
 
 # Starts the cluster (or reuses a healthy one); prints how long it took.
 # Writes e2e/run/kubeconfig.
