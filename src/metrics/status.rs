@@ -48,7 +48,7 @@ struct RouteCounts {
 /// The exported state; one per process (controller loop or standalone reloader).
 #[derive(Default)]
 pub struct StatusMetrics {
-    objects: BTreeMap<(Kind, ObjKey), Exported>,
+    objects: BTreeMap<Id, Exported>,
     gateways: u64,
     programmed: u64,
     listeners_invalid: u64,
@@ -190,6 +190,49 @@ fn derive(kind: Kind, key: &ObjKey, st: &ObjectStatus) -> (Vec<Series>, Contribu
     (out, c)
 }
 
+type Id = (Kind, ObjKey);
+
+/// Keys exported before and absent from `now` (owned: they are removed), and
+/// the entries of `now` that are new or whose status differs from what was
+/// exported; one merge walk over the two ordered maps.
+fn diff<'a>(
+    exported: &BTreeMap<Id, Exported>,
+    now: &'a BTreeMap<Id, ObjectStatus>,
+) -> (Vec<Id>, Vec<(&'a Id, &'a ObjectStatus)>) {
+    use std::cmp::Ordering;
+    let (mut gone, mut touched) = (Vec::new(), Vec::new());
+    let mut old = exported.iter().peekable();
+    let mut new = now.iter().peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some((ko, _)), Some((kn, _))) => match ko.cmp(kn) {
+                Ordering::Less => {
+                    gone.push((*ko).clone());
+                    old.next();
+                }
+                Ordering::Greater => {
+                    touched.extend(new.next());
+                }
+                Ordering::Equal => {
+                    let (Some((_, e)), Some(entry)) = (old.next(), new.next()) else {
+                        break;
+                    };
+                    if &e.status != entry.1 {
+                        touched.push(entry);
+                    }
+                }
+            },
+            (Some((ko, _)), None) => {
+                gone.push((*ko).clone());
+                old.next();
+            }
+            (None, Some(_)) => touched.extend(new.next()),
+            (None, None) => break,
+        }
+    }
+    (gone, touched)
+}
+
 fn as_refs(s: &Series) -> [&str; 7] {
     [&s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &s[6]]
 }
@@ -224,13 +267,10 @@ impl StatusMetrics {
         let mut remove: Vec<Series> = Vec::new();
         let mut set: Vec<Series> = Vec::new();
         let mut changed = 0;
-        // Objects gone since the last call.
-        let gone: Vec<(Kind, ObjKey)> = self
-            .objects
-            .keys()
-            .filter(|k| !status.objects.contains_key(k))
-            .cloned()
-            .collect();
+        // One ordered walk over both maps (same key order): no key clones or
+        // lookups for the objects that did not change, which at thousands of
+        // routes are nearly all of them.
+        let (gone, touched) = diff(&self.objects, &status.objects);
         for k in gone {
             if let Some(old) = self.objects.remove(&k) {
                 self.account(&old.contribution, -1);
@@ -238,11 +278,8 @@ impl StatusMetrics {
                 changed += 1;
             }
         }
-        for ((kind, key), st) in &status.objects {
+        for ((kind, key), st) in touched {
             let id = (*kind, key.clone());
-            if self.objects.get(&id).is_some_and(|e| &e.status == st) {
-                continue;
-            }
             changed += 1;
             let (series, contribution) = derive(*kind, key, st);
             if let Some(old) = self.objects.get(&id) {
