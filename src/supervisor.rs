@@ -320,6 +320,7 @@ async fn run(
                 last_errors.clone(),
             )))
         });
+        let mut readers = Vec::new();
         for pipe in [
             child
                 .stdout
@@ -334,14 +335,14 @@ async fn run(
         .flatten()
         {
             let last_errors = last_errors.clone();
-            tokio::spawn(async move {
+            readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if forward_log_line(&line) {
                         remember_error(&last_errors, line);
                     }
                 }
-            });
+            }));
         }
         // Up once Envoy says it is ready (initialized, serving): a process
         // that exits right after starting never counts as up.
@@ -402,6 +403,10 @@ async fn run(
                     failed_starts = 0;
                 } else {
                     failed_starts += 1;
+                }
+                // Its last lines are still in the pipes: read them first.
+                for r in readers {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), r).await;
                 }
                 let errors = last_errors
                     .lock()
