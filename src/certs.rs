@@ -27,7 +27,7 @@ const DAY: i64 = 86_400;
 /// Why the newest version of a TLS Secret is not what is served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
-    /// What is wrong with it ("holds a certificate that expired at ...").
+    /// What is wrong with it, as a clause ("its certificate expired at ...").
     pub why: String,
     /// `notAfter` (unix seconds) of the last good certificate, served
     /// instead; `None`: there is no last good, nothing is served from
@@ -48,7 +48,7 @@ impl Rejection {
 /// `tls.crt` and `tls.key` of a Secret, checked the way Envoy will use
 /// them: a PEM chain, a PEM private key of a supported type, and the key
 /// belonging to the leaf certificate. The error says what is wrong
-/// ("has no tls.key", "tls.key does not belong to ...").
+/// as a clause ("tls.key is missing", "tls.key does not belong to ...").
 pub fn tls_pair(s: &Secret) -> Result<(String, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -60,7 +60,7 @@ pub fn tls_pair(s: &Secret) -> Result<(String, String), String> {
             .as_ref()
             .and_then(|d| d.get(k))
             .cloned()
-            .ok_or_else(|| format!("has no {k}"))
+            .ok_or_else(|| format!("{k} is missing"))
     };
     let crt = get("tls.crt")?;
     let key = get("tls.key")?;
@@ -100,10 +100,7 @@ pub fn check(s: &Secret, now: i64) -> Result<i64, String> {
     let (crt, _) = tls_pair(s)?;
     let t = not_after(&crt)?;
     if t <= now {
-        return Err(format!(
-            "holds a certificate that expired at {}",
-            rfc3339(t)
-        ));
+        return Err(format!("its certificate expired at {}", rfc3339(t)));
     }
     Ok(t)
 }
@@ -204,14 +201,14 @@ pub(crate) fn on_secret_update(
     inputs.certificate_rejections.insert(key.clone(), rejection);
     match last_good {
         Some((p, t)) => {
-            tracing::warn!(secret = %key, "refusing the new version of TLS Secret {key}: it {why}; the last good certificate (notAfter {}) stays in use", rfc3339(t));
+            tracing::warn!(secret = %key, "refusing the new version of TLS Secret {key} ({why}); the last good certificate (notAfter {}) stays in use", rfc3339(t));
             inputs.secrets.insert(key.clone(), p);
             crate::metrics::catalogue::CERTIFICATE_ROTATIONS_REJECTED
                 .inc([&key.namespace, &key.name]);
             true
         }
         None => {
-            tracing::warn!(secret = %key, "TLS Secret {key} {why}; no earlier good version to serve, its listeners are refused");
+            tracing::warn!(secret = %key, "TLS Secret {key} is unusable ({why}); no earlier good version to serve, its listeners are refused");
             false
         }
     }
@@ -243,7 +240,7 @@ pub enum Usable {
 /// checked). Pure.
 pub fn usable(inputs: &Inputs, skey: &ObjKey) -> Usable {
     let Some(secret) = inputs.secrets.get(skey) else {
-        return Usable::Refused("does not exist".into());
+        return Usable::Refused("not found".into());
     };
     let rejection = inputs.certificate_rejections.get(skey);
     if let Some(r) = rejection.filter(|r| !r.serves_last_good()) {
@@ -260,7 +257,7 @@ pub fn usable(inputs: &Inputs, skey: &ObjKey) -> Usable {
             crt,
             key,
             problem: format!(
-                "the latest version of Secret {skey} was refused (it {}); the last good certificate (notAfter {good}) is still served",
+                "the latest version of Secret {skey} was refused ({}); the last good certificate (notAfter {good}) is still served",
                 r.why
             ),
         };

@@ -106,7 +106,7 @@ fn without_a_last_good_a_bad_secret_is_refused() {
     let r = &inputs.certificate_rejections[&key];
     assert_eq!(r.last_good_not_after, None);
     match usable(&inputs, &key) {
-        Usable::Refused(why) => assert!(why.starts_with("holds a certificate that expired at")),
+        Usable::Refused(why) => assert!(why.starts_with("its certificate expired at")),
         other => panic!("{other:?}"),
     }
     assert_eq!(rejected(&key), 0.0, "not a rotation");

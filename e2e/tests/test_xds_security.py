@@ -216,7 +216,7 @@ def test_a_broken_certificate_update_keeps_the_last_good_one_served(sgw):
     crt, key = serving_cert(stack.dir)  # a new pair ...
     old_crt, old_key = serving_cert(stack.dir / "certs")  # ... and the key of another one
     stack.write("team-b.yaml", TEAM_B.format(crt=crt, key=old_key, port=stack.tls_port))
-    doc = sgw.wait_status("Gateway", "secure", "last good certificate is still served", namespace="team-b")
+    doc = sgw.wait_status("Gateway", "secure", "the last good certificate (notAfter", namespace="team-b")
     assert "InvalidCertificateRef" in doc and "does not belong" in doc, doc
     time.sleep(1)
     assert served_cert() == good

@@ -576,7 +576,7 @@ pub fn client_certificate(
         }),
         crate::certs::Usable::Refused(why) => Err((
             reason::INVALID_CLIENT_CERTIFICATE_REF,
-            format!("{at}: Secret {secret} {why}"),
+            format!("{at}: Secret {secret}: {why}"),
         )),
     })
 }

@@ -452,7 +452,7 @@ fn resolve_certificates(
             crate::certs::Usable::Refused(why) => {
                 st.resolved = err(
                     reasons::INVALID_CERTIFICATE_REF,
-                    format!("Secret {skey} {why}"),
+                    format!("Secret {skey}: {why}"),
                 );
                 break;
             }

@@ -67,7 +67,7 @@ impl RotationEvents {
                 out.push(Due {
                     gateway: gateway.clone(),
                     note: format!(
-                        "the new version of Secret {secret} was refused: it {}; {} keep serving the last good certificate (notAfter {good})",
+                        "the new version of Secret {secret} was refused ({}); {} keep serving the last good certificate (notAfter {good})",
                         r.why,
                         names.join(", ")
                     ),
@@ -123,7 +123,7 @@ mod tests {
         let mut inputs = Inputs::new("c");
         let key = ObjKey::new("ns", "cert");
         let rejection = |refused| Rejection {
-            why: "holds a certificate that expired at 2020-02-01T00:00:00Z".into(),
+            why: "its certificate expired at 2020-02-01T00:00:00Z".into(),
             last_good_not_after: Some(1_767_225_600),
             refused,
         };
@@ -142,7 +142,7 @@ mod tests {
         assert_eq!(due[0].gateway, ObjKey::new("ns", "a"));
         assert_eq!(
             due[0].note,
-            "the new version of Secret ns/cert was refused: it holds a certificate that expired at 2020-02-01T00:00:00Z; listener https, listener tls keep serving the last good certificate (notAfter 2026-01-01T00:00:00Z)"
+            "the new version of Secret ns/cert was refused (its certificate expired at 2020-02-01T00:00:00Z); listener https, listener tls keep serving the last good certificate (notAfter 2026-01-01T00:00:00Z)"
         );
         assert!(due[1]
             .note
