@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
+from fanout import fanout  # noqa: E402
 
 
 def wait_gateway(stack, timeout=30):
@@ -432,6 +433,8 @@ def main():
         ("scale", lambda: scale([100, 1000] if quick else [100, 1000, 5000, 10000])),
         ("endpoints", lambda: endpoints(50)),
         ("dataplane", lambda: dataplane(3, 2) if quick else dataplane(5, 8)),
+        ("fanout", lambda: fanout([100] if quick else [100, 1000], ["delta", "sotw"],
+                                  routes=100 if quick else 1000, changes=5 if quick else 10)),
     ]
     result = {"date": time.strftime("%Y-%m-%d"), "quick": quick, "machine": machine(), "scenarios": {}}
     for name, fn in plan:

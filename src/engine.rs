@@ -28,7 +28,13 @@ pub struct Engine {
     /// The translator's status with the quarantine's reports (only while
     /// something is quarantined).
     overlaid: Option<StatusSet>,
+    /// LDS/RDS ACKs arrived since the confirmation floor was last computed.
+    acks_unsettled: bool,
 }
+
+/// Routes only reach Envoy through listeners and route tables: a change is
+/// confirmed once every node runs these types at or after it.
+const CONFIRMING: [&str; 2] = [xds::type_url::LISTENER, xds::type_url::ROUTE];
 
 /// The model being served (with current endpoints), for `explain` over the
 /// admin API. Cloning the handle is cheap; reading it clones an `Arc`.
@@ -70,6 +76,7 @@ impl Engine {
             served: Vec::new(),
             quarantine: Default::default(),
             overlaid: None,
+            acks_unsettled: false,
         }
     }
 
@@ -101,6 +108,17 @@ impl Engine {
         self.quarantine.entries()
     }
 
+    /// Confirms the changes every node now runs (LDS and RDS, those it
+    /// subscribes to, at or after the change): they are no longer suspects
+    /// of a later NACK. Call it once a burst of ACKs has settled.
+    pub fn settle_acks(&mut self) {
+        if std::mem::take(&mut self.acks_unsettled) {
+            if let Some(floor) = self.cache.acked_floor(&CONFIRMING) {
+                self.quarantine.on_ack(floor);
+            }
+        }
+    }
+
     /// Feeds an ACK/NACK to the NACK isolation. Returns the objects newly
     /// quarantined: the caller re-translates (with them recorded as changed,
     /// e.g. [`Engine::translate`] with [`Changes`] naming them) so the
@@ -108,22 +126,14 @@ impl Engine {
     pub fn on_xds_event(&mut self, ev: &xds::cache::XdsEvent) -> Vec<crate::quarantine::Src> {
         use xds::cache::XdsEvent;
         match ev {
-            XdsEvent::Ack { .. } => {
-                // Routes only reach Envoy through listeners and route
-                // tables: a change is confirmed once every node runs LDS and
-                // RDS (those it subscribes to) at or after it.
-                let nodes = self.cache.node_states();
-                let floor = nodes
-                    .iter()
-                    .filter_map(|n| {
-                        [xds::type_url::LISTENER, xds::type_url::ROUTE]
-                            .iter()
-                            .filter_map(|t| n.types.get(*t).map(|s| s.acked_version))
-                            .min()
-                    })
-                    .min();
-                if let Some(floor) = floor {
-                    self.quarantine.on_ack(floor);
+            XdsEvent::Ack { type_url, .. } => {
+                // Only LDS/RDS ACKs can confirm a change, and only pending
+                // changes need confirming; the fleet-wide floor is computed
+                // once per burst ([`Engine::settle_acks`]): a change to N
+                // nodes brings 5×N ACKs, each floor walks N nodes.
+                if CONFIRMING.contains(&type_url.as_str()) && self.quarantine.awaits_confirmation()
+                {
+                    self.acks_unsettled = true;
                 }
                 Vec::new()
             }
@@ -134,6 +144,8 @@ impl Engine {
                 error,
                 resource_names,
             } => {
+                // What the fleet confirmed before this NACK is not a suspect.
+                self.settle_acks();
                 let acked = self
                     .cache
                     .node_states()

@@ -493,6 +493,9 @@ impl Reloader {
 
     /// Writes the status with `Programmed` as the Envoy fleet reports it.
     fn write_status(&mut self) {
+        // Status is written once a burst of ACKs settled: so is the NACK
+        // isolation's confirmation floor.
+        self.engine.settle_acks();
         let Some(t) = &self.translated else { return };
         let nodes = self.engine.cache().node_states();
         let status = crate::programmed::overlay(

@@ -566,6 +566,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 while let Ok(ev) = xds_events.try_recv() {
                     nack::isolate(&mut engine, &ev, &mut world.changes, &mut nack_events);
                 }
+                engine.settle_acks();
             }
             // A tick alone re-derives status only while something is pending
             // (a Programmed grace running out, postponed or failed writes):

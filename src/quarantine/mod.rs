@@ -213,6 +213,11 @@ impl Quarantine {
         self.entries.is_empty()
     }
 
+    /// Whether changes wait for the fleet's ACK ([`Quarantine::on_ack`]).
+    pub fn awaits_confirmation(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
     /// The inputs to translate: `inputs` with every quarantined object at
     /// its fallback (or left out), plus those objects recorded in `changes`.
     /// Borrowed as is when nothing is quarantined.

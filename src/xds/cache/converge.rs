@@ -9,6 +9,9 @@ use super::NodeState;
 /// A push may be in flight this long before its node counts as not converged.
 pub const GRACE_MS: u64 = 10_000;
 
+/// ACKs recompute the gauge at most this often (the slow tick does the rest).
+pub const ACK_REFRESH_MS: u64 = 100;
+
 /// Versions kept with their publication time (older ones are long past the grace).
 const KEPT: usize = 64;
 

@@ -327,6 +327,8 @@ pub struct Cache {
     next_stream: AtomicU64,
     /// When recent versions were published (fleet convergence).
     published: Mutex<converge::Published>,
+    /// When the convergence gauge was last recomputed (unix ms).
+    convergence_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Cache {
@@ -351,6 +353,7 @@ impl Cache {
             nodes: Mutex::new(BTreeMap::new()),
             next_stream: AtomicU64::new(1),
             published: Mutex::new(converge::Published::default()),
+            convergence_at: AtomicU64::new(0),
         })
     }
 
@@ -366,9 +369,23 @@ impl Cache {
         self.refresh_convergence();
     }
 
-    /// Recomputes `switchyard_xds_nodes_not_converged` (on ACK/NACK/snapshot
-    /// events; call it on a slow tick too, for a grace running out).
+    /// [`Cache::refresh_convergence`] unless it ran in the last
+    /// [`converge::ACK_REFRESH_MS`]: a change to N nodes brings 5×N ACKs,
+    /// and each refresh walks every node (quadratic in the fleet size). The
+    /// slow tick that callers run anyway catches up with the last ACKs.
+    fn refresh_convergence_throttled(&self) {
+        let now = now_unix_ms();
+        let last = self.convergence_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= converge::ACK_REFRESH_MS {
+            self.refresh_convergence();
+        }
+    }
+
+    /// Recomputes `switchyard_xds_nodes_not_converged` (on NACK/snapshot/
+    /// connection events, throttled on ACKs; call it on a slow tick too, for
+    /// a grace running out and the ACKs the throttle skipped).
     pub fn refresh_convergence(&self) {
+        self.convergence_at.store(now_unix_ms(), Ordering::Relaxed);
         let version = self.current().version;
         let n = {
             let nodes = lock(&self.nodes);
@@ -495,6 +512,21 @@ impl Cache {
         lock(&self.nodes).values().cloned().collect()
     }
 
+    /// The lowest version any connected node runs for `types` (each node's
+    /// lowest among those it subscribed to); `None` without such a node.
+    /// Reads the registry in place: called per ACK, it must not copy it.
+    pub fn acked_floor(&self, types: &[&str]) -> Option<u64> {
+        lock(&self.nodes)
+            .values()
+            .filter_map(|n| {
+                types
+                    .iter()
+                    .filter_map(|t| n.types.get(*t).map(|s| s.acked_version))
+                    .min()
+            })
+            .min()
+    }
+
     /// Whether every connected node runs, for every type it subscribes to,
     /// the configuration of global version `version` or newer. A connected
     /// node that has not subscribed to anything yet counts as not done.
@@ -566,7 +598,7 @@ impl NodeHandle {
             s.acked_version = s.acked_version.max(version);
             s.acked_nonce = nonce.to_string();
         });
-        self.cache.refresh_convergence();
+        self.cache.refresh_convergence_throttled();
         let _ = self.cache.events.send(XdsEvent::Ack {
             node: self.node.clone(),
             type_url: t.to_string(),
