@@ -44,6 +44,9 @@ test: build envoy cluster-build
 	@echo "==================== alert rules: promtool check rules + unit tests (deploy/monitoring) ===================="
 	$(MAKE) --no-print-directory rules-check
 	@echo
+	@echo "==================== daemonless image: OCI layout from the Dockerfile (umoci), run in e2e/tests/test_image_oci.py ===================="
+	$(MAKE) --no-print-directory image-oci
+	@echo
 	@echo "==================== end-to-end tests (real Envoy, real processes) ===================="
 	$(VENV)/bin/python -m pytest -q -rA $(PYTEST_ARGS) e2e/tests
 	@echo
@@ -109,6 +112,21 @@ image:
 	  echo "make image: $(CONTAINER_TOOL) is installed but cannot build here (is its daemon running? try: $(CONTAINER_TOOL) info)" >&2; \
 	  exit 1; }
 	$(CONTAINER_TOOL) build -f Dockerfile -t $(IMAGE) .
+
+# The same image without a daemon or registry: an OCI image layout in
+# $(OCI_LAYOUT), tag $(IMAGE_TAG). The binary is the builder stage's command
+# run here; the Dockerfile's final stage is parsed (USER, EXPOSE, ENTRYPOINT,
+# CMD, COPY); its distroless base is rebuilt from Debian packages
+# (apt-get download + dpkg-deb -x); umoci (Go module proxy, e2e/bin) writes
+# the layout. See docs/install.md#the-image. Needs root (file owners).
+IMAGE_TAG := $(lastword $(subst :, ,$(IMAGE)))
+OCI_LAYOUT ?= $(CARGO_TARGET_DIR)/oci/switchyard
+.PHONY: image-oci
+image-oci:
+	$(CARGO) build --release --locked --bin switchyard
+	e2e/cluster/build.sh umoci
+	$(PYTHON) scripts/image-oci.py --dockerfile Dockerfile --binary $(CARGO_TARGET_DIR)/release/switchyard \
+	  --layout $(OCI_LAYOUT) --tag $(IMAGE_TAG)
 
 -include bench/bench.mk
 -include e2e/cluster/cluster.mk
