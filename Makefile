@@ -136,5 +136,13 @@ image-oci:
 	$(PYTHON) scripts/image-oci.py --dockerfile Dockerfile --binary $(CARGO_TARGET_DIR)/release/switchyard \
 	  --layout $(OCI_LAYOUT) --tag $(IMAGE_TAG)
 
+# Switchyard on kind (docker): make image, kind load, helm install with
+# e2e/kind/values.yaml, then the e2e tests that target an external cluster
+# and the conformance baseline (e2e/kind/run.sh; CI:
+# .github/workflows/e2e-kind.yml). Not runnable without a Docker daemon.
+.PHONY: e2e-kind
+e2e-kind: envoy
+	e2e/kind/run.sh
+
 -include bench/bench.mk
 -include e2e/cluster/cluster.mk

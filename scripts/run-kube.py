@@ -14,7 +14,7 @@ process kubelet), the way `make run` is standalone mode.
    with the DaemonSet's arguments on the host network, xDS over mTLS).
    Gateway addresses come from RUN_KUBE_ADDRESS_POOL (default 10.244.0.1/32:
    the node's bridge address, reachable from this machine and from every Pod).
-4. Applies examples/kube-quickstart (echo backends as Pods, a Gateway, the
+4. Applies examples/kube-quickstart (echo-basic backends as Pods, a Gateway, the
    quickstart's routes), waits until the Gateway is Programmed and a request
    through its address is answered, then prints kubectl and curl lines that
    work, and stays in the foreground until Ctrl-C.
@@ -76,7 +76,7 @@ def route_ok(name):
 def answered(url, host=None):
     req = urllib.request.Request(url, headers={"Host": host} if host else {})
     with urllib.request.urlopen(req, timeout=2) as r:
-        return json.loads(r.read().decode()).get("name", "")
+        return json.loads(r.read().decode()).get("pod", "")
 
 
 def main():
@@ -101,6 +101,7 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job)
     try:
         say(f"Starting switchyard controller and Envoy as the deploy/ manifests run them (logs: {workdir}) ...")
         ctl = stack.controller("run-kube")

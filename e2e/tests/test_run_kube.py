@@ -37,9 +37,9 @@ def _check_curl(line, out):
     expected = line.split("# →", 1)[1].split()[0]
     if expected.startswith("echo-"):
         body = json.loads(out)
-        assert body["name"].startswith(expected + "-"), (line, body["name"])
+        assert body["pod"].startswith(expected + "-"), (line, body["pod"])
         if "/api/users" in line:
-            assert body["path"] == "/users" and body["headers"]["x-via"] == "switchyard", body
+            assert body["path"] == "/users" and body["headers"]["X-Via"] == ["switchyard"], body
     else:
         assert expected in out.split("\n", 1)[0], (line, out)
         assert re.search(r"(?im)^location: \S+/new/page", out), (line, out)
