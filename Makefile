@@ -122,16 +122,18 @@ image:
 	$(CONTAINER_TOOL) build -f Dockerfile -t $(IMAGE) .
 
 # The same image without a daemon or registry: an OCI image layout in
-# $(OCI_LAYOUT), tag $(IMAGE_TAG). The binary is the builder stage's command
-# run here; the Dockerfile's final stage is parsed (USER, EXPOSE, ENTRYPOINT,
-# CMD, COPY); its distroless base is rebuilt from Debian packages
-# (apt-get download + dpkg-deb -x); umoci (Go module proxy, e2e/bin) writes
-# the layout. See docs/install.md#the-image. Needs root (file owners).
+# $(OCI_LAYOUT), tag $(IMAGE_TAG). The binary is target/release/switchyard
+# as `make build` makes it (the same sources and Cargo.lock as the builder
+# stage; building it with the builder's `--bin switchyard` here would compile
+# the dependencies a second time with other features); the Dockerfile's final
+# stage is parsed (USER, EXPOSE, ENTRYPOINT, CMD, COPY); its distroless base
+# is rebuilt from Debian packages (apt-get download + dpkg-deb -x); umoci (Go
+# module proxy, e2e/bin) writes the layout. See docs/install.md#the-image.
+# Needs root (file owners).
 IMAGE_TAG := $(lastword $(subst :, ,$(IMAGE)))
 OCI_LAYOUT ?= $(CARGO_TARGET_DIR)/oci/switchyard
 .PHONY: image-oci
-image-oci:
-	$(CARGO) build --release --locked --bin switchyard
+image-oci: build
 	e2e/cluster/build.sh umoci
 	$(PYTHON) scripts/image-oci.py --dockerfile Dockerfile --binary $(CARGO_TARGET_DIR)/release/switchyard \
 	  --layout $(OCI_LAYOUT) --tag $(IMAGE_TAG)

@@ -10,9 +10,10 @@ What comes from where:
   EXPOSE, ENV, WORKDIR, ENTRYPOINT, CMD. A change to any of them changes the
   image; an instruction this script does not know fails the build (it is
   never skipped).
-- The builder stage's `cargo build --release --locked --bin switchyard` is
-  the binary given with --binary (`make image-oci` builds it on this machine
-  with that same command).
+- What the builder stage's `cargo build --release --locked --bin switchyard`
+  produces is the binary given with --binary (`make image-oci` gives
+  target/release/switchyard from `make build`: same sources and Cargo.lock,
+  built on this machine).
 - The base image is rebuilt from Debian packages: no container registry is
   reachable here. BASES says, for each base image the Dockerfile may name,
   which packages make it and what its image config sets (for
@@ -155,10 +156,18 @@ def download(packages, cache):
     downloaded file of the candidate version is reused)."""
     cache.mkdir(parents=True, exist_ok=True)
     out = []
+
+    def candidate(pkg):
+        policy = run("apt-cache", "policy", pkg)
+        return policy.split("Candidate:")[1].split()[0] if "Candidate:" in policy else "(none)"
+
+    if any(candidate(p) == "(none)" for p in packages):
+        # A fresh machine (or container) without package lists.
+        run("apt-get", "update", "-qq")
     for pkg in packages:
-        version = run("apt-cache", "policy", pkg).split("Candidate:")[1].split()[0]
+        version = candidate(pkg)
         if version == "(none)":
-            sys.exit(f"image-oci: no candidate version of {pkg} in this machine's apt sources (apt-get update?)")
+            sys.exit(f"image-oci: no candidate version of {pkg} in this machine's apt sources")
         found = [p for p in cache.glob(f"{pkg}_*.deb")
                  if run("dpkg-deb", "-f", p, "Version").strip() == version]
         if not found:
