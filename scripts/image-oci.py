@@ -135,7 +135,8 @@ def parse_dockerfile(text):
             paths = [p for p in parts if not p.startswith("--")]
             src_stage = next((f.split("=", 1)[1] for f in flags if f.startswith("--from=")), None)
             if src_stage is None or len(paths) != 2 or set(flags) - {f"--from={src_stage}"}:
-                raise DockerfileError(f"only `COPY --from=<stage> <file> <dest>` is supported in the final stage: {rest}")
+                raise DockerfileError(
+                    f"only `COPY --from=<stage> <file> <dest>` is supported in the final stage: {rest}")
             final["copies"].append({"from": src_stage, "src": paths[0], "dest": paths[1]})
         else:
             raise DockerfileError(f"instruction {word} in the final stage is not supported by this builder: {line}")
@@ -269,7 +270,7 @@ def main():
         layout.parent.mkdir(parents=True, exist_ok=True)
         run(umoci, "init", "--layout", layout)
         run(umoci, "new", "--image", image)
-        versions = " ".join(f"{run('dpkg-deb', '-f', d, 'Package').strip()}={run('dpkg-deb', '-f', d, 'Version').strip()}"
+        versions = " ".join("=".join(run("dpkg-deb", "-f", d, field).strip() for field in ("Package", "Version"))
                             for d in debs)
         run(umoci, "raw", "add-layer", "--image", image, "--history.created", created,
             "--history.created_by", f"{df['base']} rebuilt from Debian {recipe['debian']} packages: {versions}",

@@ -47,8 +47,8 @@ def say(*lines):
 
 def install_crds():
     """Server-side apply, as docs/install.md; waits until every CRD is Established."""
-    out = ks.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy" / "crds" / "experimental"),
-                     timeout=120)
+    out = ks.kubectl("apply", "--server-side", "--force-conflicts", "-k",
+                     str(ROOT / "deploy" / "crds" / "experimental"), timeout=120)
     ours = ROOT / "deploy" / "crds" / "switchyard"
     if ours.is_dir():
         out += ks.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ours), timeout=120)

@@ -1,9 +1,12 @@
 """Checks of deploy/: every kustomize resource parses, the bootstrap copies
 equal envoy-bootstrap/bootstrap.yaml, the DaemonSets fill in every placeholder
-of the bootstrap, the vendored CRDs are the v1.6.1 bundle; then the kustomize
-base and the Helm chart are rendered with the real tools (kubectl kustomize,
-helm template) and validated by the local cluster's API server (server-side
-dry run). The Envoy the Kubernetes e2e tests run is started from the rendered
+of the bootstrap, the vendored CRDs are the v1.6.1 bundle and the chart's
+crds/ their copies; then the kustomize base and the Helm chart are rendered
+with the real tools (kubectl kustomize, helm template) and validated by the
+local cluster's API server (server-side dry run), and installed for real as
+docs/install.md says (helm install --create-namespace, upgrade, uninstall;
+kubectl apply --server-side -k deploy/kustomize/with-crds). With
+SWITCHYARD_E2E_KUBECONFIG the same runs against that external cluster. The Envoy the Kubernetes e2e tests run is started from the rendered
 DaemonSet (e2e/kubestack.py)."""
 
 import re
@@ -488,7 +491,8 @@ def test_kustomize_with_crds_overlay_installs_for_real(tmp_path):
     out = ks.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(overlay))
     assert out.count("(server dry run)") == len(docs), out
     ns, cls = "switchyard-kust-e2e", "switchyard-kust-e2e"
-    renames = [("GatewayClass", "switchyard", cls), ("ClusterRole", "switchyard-controller", "switchyard-controller-kust-e2e"),
+    renames = [("GatewayClass", "switchyard", cls),
+               ("ClusterRole", "switchyard-controller", "switchyard-controller-kust-e2e"),
                ("ClusterRoleBinding", "switchyard-controller", "switchyard-controller-kust-e2e")]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": ns,
