@@ -51,7 +51,8 @@ def install_crds():
                      str(ROOT / "deploy" / "crds" / "experimental"), timeout=120)
     ours = ROOT / "deploy" / "crds" / "switchyard"
     if ours.is_dir():
-        out += ks.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ours), timeout=120)
+        how = "-k" if (ours / "kustomization.yaml").exists() else "-f"
+        out += ks.kubectl("apply", "--server-side", "--force-conflicts", how, str(ours), timeout=120)
     crds = [w.split()[0] for w in out.splitlines() if w.startswith("customresourcedefinition.")]
     if not crds:
         raise SystemExit(f"run-kube: no CRD applied:\n{out}")
