@@ -1,5 +1,7 @@
 # The switchyard controller image (ghcr.io/switchyard-dev/switchyard, named in
-# deploy/). Build: make image (docker or podman).
+# deploy/). Build: make image (docker or podman); without a daemon, make
+# image-oci builds the same image as an OCI layout from this file's final
+# stage (scripts/image-oci.py: keep that stage to the instructions it knows).
 #
 # Stage 1 builds the release binary with cargo against Cargo.lock; stage 2 is
 # distroless/cc (glibc and libgcc only: no shell, no package manager) running

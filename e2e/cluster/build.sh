@@ -11,8 +11,12 @@
 #                             unit-tests deploy/monitoring's alert rules
 #   dashcheck                 github.com/grafana/grafana-foundation-sdk/go v0.0.22 (dashcheck/): strict
 #                             decode of deploy/monitoring's Grafana dashboard
+#   umoci                     github.com/opencontainers/umoci v0.6.0 (umoci/go.mod): builds and unpacks
+#                             the controller's OCI image layout without a daemon (make image-oci)
 # Debian's kubernetes-client is v1.20 (16 minors behind the API server), so
 # kubectl is built from the same module as the control plane.
+#
+# With arguments, only the binaries named (e.g. `build.sh umoci` for make image-oci).
 #
 # Go's module and build caches live in the home directory, so a second run only
 # relinks what changed (seconds). A binary newer than its go.mod/go.sum is kept.
@@ -37,8 +41,12 @@ fresh() { # binary, module dir: is the binary newer than the module's files and 
   [ -x "$BIN/$1" ] && [ "$BIN/$1" -nt "$HERE/build.sh" ] && [ -z "$(find "$HERE/$2" -newer "$BIN/$1" -print -quit)" ]
 }
 
+ONLY=" $* "
 build() { # binary name, module dir, package, [ldflags]
   local name=$1 dir=$2 pkg=$3 ldflags=${4:--s -w}
+  if [ "$ONLY" != "  " ] && [[ "$ONLY" != *" $name "* ]]; then
+    return
+  fi
   if fresh "$name" "$dir"; then
     echo "  $name: up to date"
     return
@@ -62,5 +70,6 @@ build helm helm helm.sh/helm/v3/cmd/helm
 # (remove_all_sd drops the cloud SDKs, most of promtool's build time).
 GOFLAGS="${GOFLAGS:-} -tags=remove_all_sd" build promtool promtool github.com/prometheus/prometheus/cmd/promtool
 build dashcheck dashcheck switchyard.dev/e2e/cluster/dashcheck
+build umoci umoci github.com/opencontainers/umoci/cmd/umoci
 rm -f "$BIN/server" "$BIN/v3"  # names an unqualified `go build` of etcd used to produce
 echo "cluster binaries ready ($(( $(date +%s) - t0 )) s)"

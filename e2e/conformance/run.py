@@ -9,7 +9,9 @@ against Switchyard on the local cluster (e2e/cluster) with a real Envoy.
                     (a regression). `make conformance-check`, part of `make test`.
 
 The controller and Envoy run as in e2e/kubestack.py (Envoy started like the
-DaemonSet). The suite infers the features to test from the GatewayClass's
+DaemonSet). With --external, the suite runs against the cluster of
+SWITCHYARD_E2E_KUBECONFIG where Switchyard is already installed (`make
+e2e-kind`: kind + helm install); nothing is started here. The suite infers the features to test from the GatewayClass's
 status.supportedFeatures, i.e. exactly what Switchyard claims.
 """
 
@@ -106,8 +108,14 @@ def main():
     ap.add_argument("mode", choices=["full", "check"])
     ap.add_argument("--keep", action="store_true", help="leave the controller and Envoy running afterwards")
     ap.add_argument("--tests", help="check: these tests (comma-separated) instead of the baseline")
+    ap.add_argument("--external", action="store_true",
+                    help="Switchyard is installed in the cluster of SWITCHYARD_E2E_KUBECONFIG: start nothing")
+    ap.add_argument("--usable-address", default=USABLE_ADDRESS,
+                    help="GatewayStaticAddresses: an address the installed Envoys can serve")
     opts = ap.parse_args()
-    reason = ks.available()
+    if opts.external and not ks.EXTERNAL_KUBECONFIG:
+        sys.exit("conformance: --external needs SWITCHYARD_E2E_KUBECONFIG (the cluster Switchyard is installed in)")
+    reason = ks.external_available() if opts.external else ks.available()
     if reason:
         sys.exit(f"conformance: cannot run: {reason}")
     if opts.mode == "check" and not opts.tests and not BASELINE.exists():
@@ -115,14 +123,17 @@ def main():
 
     t0 = time.time()
     print(ks.cluster_up(), flush=True)
-    ks.install_gateway_class()
+    if not opts.external:
+        ks.install_gateway_class()
     clean_leftovers()
     stack = ks.KubeStack(POOL)
-    print(f"conformance: controller and Envoy logs in {stack.workdir}", flush=True)
+    print(f"conformance: {'suite' if opts.external else 'controller, Envoy and suite'} logs in {stack.workdir}",
+          flush=True)
     failed = []
     try:
-        controller = stack.controller("conformance")
-        stack.envoy(controller)
+        if not opts.external:
+            controller = stack.controller("conformance")
+            stack.envoy(controller)
         ks.wait(lambda: any(c["type"] == "Accepted" and c["status"] == "True" for c in
                             (ks.get("gatewayclass", "switchyard").get("status") or {}).get("conditions", [])),
                 30, "GatewayClass switchyard Accepted")
@@ -131,7 +142,7 @@ def main():
         # GatewayStaticAddresses: usable = inside the pool Envoy binds,
         # unusable = outside it (docs/gateway-infrastructure.md).
         args = ["-gateway-class=switchyard", "-mode=default", f"-timeout-config-overrides={TIMEOUTS}",
-                f"-usable-address={USABLE_ADDRESS}", f"-unusable-address={UNUSABLE_ADDRESS}"]
+                f"-usable-address={opts.usable_address}", f"-unusable-address={UNUSABLE_ADDRESS}"]
         log = stack.workdir / "conformance.log"
         if opts.mode == "full":
             args += [f"-conformance-profiles={PROFILES}", f"-report-output={REPORT}", "-organization=switchyard",

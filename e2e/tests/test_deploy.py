@@ -1,9 +1,12 @@
 """Checks of deploy/: every kustomize resource parses, the bootstrap copies
 equal envoy-bootstrap/bootstrap.yaml, the DaemonSets fill in every placeholder
-of the bootstrap, the vendored CRDs are the v1.6.1 bundle; then the kustomize
-base and the Helm chart are rendered with the real tools (kubectl kustomize,
-helm template) and validated by the local cluster's API server (server-side
-dry run). The Envoy the Kubernetes e2e tests run is started from the rendered
+of the bootstrap, the vendored CRDs are the v1.6.1 bundle and the chart's
+crds/ their copies; then the kustomize base and the Helm chart are rendered
+with the real tools (kubectl kustomize, helm template) and validated by the
+local cluster's API server (server-side dry run), and installed for real as
+docs/install.md says (helm install --create-namespace, upgrade, uninstall;
+kubectl apply --server-side -k deploy/kustomize/with-crds). With
+SWITCHYARD_E2E_KUBECONFIG the same runs against that external cluster. The Envoy the Kubernetes e2e tests run is started from the rendered
 DaemonSet (e2e/kubestack.py)."""
 
 import re
@@ -119,11 +122,12 @@ def test_vendored_crds_are_the_v1_6_1_bundle():
 
 def _cluster():
     import kubestack as ks
-    reason = ks.available()
+    reason = ks.external_available()
     if reason or not (ks.BIN / "helm").exists():
         pytest.skip(reason or "helm not built (make cluster-build)")
     ks.cluster_up()
-    ks.install_gateway_class()
+    if not ks.EXTERNAL_KUBECONFIG:  # an external cluster has Switchyard installed already
+        ks.install_gateway_class()
     return ks
 
 
@@ -368,32 +372,150 @@ static_resources:
         proc.wait(10)
 
 
-def test_helm_install_as_documented_on_a_fresh_namespace():
-    """`helm install ... -n <namespace> --create-namespace` against the local cluster (CRDs installed as the
-    README says first): every object is created; then uninstalled. The GatewayClass gets a test name so the
-    other tests' `switchyard` class is left alone. (Pods do not start here: the local kubelet has no mapping
-    for the controller and Envoy images.)"""
+def _helm(ks):
+    return [str(ks.BIN / "helm"), "--kubeconfig", str(ks.KUBECONFIG)]
+
+
+def _run(cmd, timeout=120):
     import subprocess
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    return r.stdout
+
+
+def _crd_sources():
+    """The files the chart's crds/ must hold: the experimental channel as its kustomization lists
+    it, plus Switchyard's own CRDs (deploy/crds/switchyard) when present."""
+    crds = ROOT / "deploy" / "crds"
+    files = [crds / "experimental" / f
+             for f in yaml.safe_load((crds / "experimental" / "kustomization.yaml").read_text())["resources"]]
+    files += [f for f in sorted((crds / "switchyard").glob("*.yaml")) if f.name != "kustomization.yaml"]
+    return files
+
+
+def test_helm_chart_crds_are_the_synced_copies():
+    out = ROOT / "deploy" / "helm" / "switchyard" / "crds"
+    sources = _crd_sources()
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in sources), \
+        "deploy/helm/switchyard/crds is stale: run deploy/crds/sync-chart.sh"
+    for f in sources:
+        assert (out / f.name).read_bytes() == f.read_bytes(), f"{f.name} is stale: run deploy/crds/sync-chart.sh"
+
+
+def test_helm_install_upgrade_uninstall_on_a_fresh_namespace():
+    """`helm install ... -n <namespace> --create-namespace` as docs/install.md says, against the local
+    cluster: every object is created; `helm upgrade` changes them; `helm uninstall` removes them and
+    leaves the CRDs (Helm's crds/ semantics). The GatewayClass and controllerName get test names so the
+    other tests' `switchyard` class is left alone. (The controller and Envoy Pods do not start here:
+    the process kubelet maps no binary to their images, e2e/cluster/images.yaml; they report
+    ImageNotMapped.)"""
     ks = _cluster()
-    ns = "switchyard-helm-e2e"
-    helm = [str(ks.BIN / "helm"), "--kubeconfig", str(ks.KUBECONFIG)]
-    subprocess.run(helm + ["uninstall", "sy-e2e", "-n", ns], capture_output=True, timeout=60)
+    ns, release, cls = "switchyard-helm-e2e", "sy-e2e", "switchyard-helm-e2e"
+    helm = _helm(ks)
+    chart = str(ROOT / "deploy" / "helm" / "switchyard")
+    import subprocess
+    subprocess.run(helm + ["uninstall", release, "-n", ns], capture_output=True, timeout=60)
     ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=60s", timeout=70)
+    assert ks.get("namespace", ns) is None
+    # The chart installs the CRDs (crds/) before its templates; here they exist already, and Helm
+    # skips existing CRDs (it never changes them), so the rendering is server-validated instead.
+    crds = _run([str(ks.BIN / "helm"), "template", release, chart, "-n", ns, "--include-crds"])
+    crd_docs = [d for d in yaml.safe_load_all(crds) if d and d["kind"] in
+                ("CustomResourceDefinition", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")]
+    assert len(crd_docs) == sum(len([d for d in yaml.safe_load_all(f.read_text()) if d]) for f in _crd_sources())
+    out = ks.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-",
+                     stdin=yaml.safe_dump_all(crd_docs))
+    assert out.count("(server dry run)") == len(crd_docs), out
+    common = ["--set", f"gatewayClass.name={cls}", "--set", "controller.controllerName=switchyard.dev/helm-e2e"]
     try:
-        r = subprocess.run(helm + ["install", "sy-e2e", str(ROOT / "deploy" / "helm" / "switchyard"), "-n", ns,
-                                   "--create-namespace", "--set", "gatewayClass.name=switchyard-helm-e2e"],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
+        out = _run(helm + ["install", release, chart, "-n", ns, "--create-namespace", *common])
+        assert "STATUS: deployed" in out, out
+        assert ks.get("namespace", ns)
         for kind, name in (("deployment", "switchyard-controller"), ("daemonset", "switchyard-envoy"),
                            ("serviceaccount", "switchyard-controller"), ("role", "switchyard-leader-election"),
-                           ("configmap", "switchyard-envoy-bootstrap"), ("service", "switchyard-xds")):
+                           ("configmap", "switchyard-envoy-bootstrap"), ("service", "switchyard-xds"),
+                           ("job", "switchyard-certgen-1")):
             assert ks.get(kind, name, ns), (kind, name)
         assert ks.get("clusterrole", f"switchyard-controller-{ns}")
-        assert ks.get("gatewayclass", "switchyard-helm-e2e")
+        gc = ks.get("gatewayclass", cls)
+        assert gc["spec"]["controllerName"] == "switchyard.dev/helm-e2e"
         dep = ks.get("deployment", "switchyard-controller", ns)
+        assert dep["spec"]["replicas"] == 2
         env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
         # The Lease lives in the release namespace (POD_NAMESPACE), where the Role grants it.
         assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        gateways_crd = ks.get("crd", "gateways.gateway.networking.k8s.io")
+        # Upgrade: new values reach the objects; the CRDs are not touched.
+        out = _run(helm + ["upgrade", release, chart, "-n", ns, *common, "--set", "controller.replicas=1",
+                           "--set", "controller.addressPool=10.244.0.1/32"])
+        assert "REVISION: 2" in out, out
+        dep = ks.get("deployment", "switchyard-controller", ns)
+        assert dep["spec"]["replicas"] == 1
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["SWITCHYARD_ADDRESS_POOL"]["value"] == "10.244.0.1/32"
+        assert ks.get("job", "switchyard-certgen-2", ns), "the certgen Job runs again on each revision"
+        assert ks.get("crd", "gateways.gateway.networking.k8s.io")["metadata"]["resourceVersion"] == \
+            gateways_crd["metadata"]["resourceVersion"]
+        history = _run(helm + ["history", release, "-n", ns])
+        assert "superseded" in history and "deployed" in history, history
+        # Uninstall: the release's objects go; the CRDs stay.
+        _run(helm + ["uninstall", release, "-n", ns, "--wait", "--timeout", "60s"])
+        for kind, name in (("deployment", "switchyard-controller"), ("daemonset", "switchyard-envoy"),
+                           ("service", "switchyard-xds")):
+            assert ks.get(kind, name, ns) is None, (kind, name)
+        assert ks.get("gatewayclass", cls) is None and ks.get("clusterrole", f"switchyard-controller-{ns}") is None
+        assert ks.get("crd", "gateways.gateway.networking.k8s.io")
     finally:
-        subprocess.run(helm + ["uninstall", "sy-e2e", "-n", ns], capture_output=True, timeout=60)
+        subprocess.run(helm + ["uninstall", release, "-n", ns], capture_output=True, timeout=60)
+        ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_kustomize_with_crds_overlay_installs_for_real(tmp_path):
+    """deploy/kustomize/with-crds (the base plus the CRDs): rendered, server-validated, then applied for
+    real with `kubectl apply --server-side -k` as docs/install.md says, through a wrapper kustomization
+    that only moves it to a test namespace and renames the cluster-scoped objects (GatewayClass,
+    ClusterRole, ClusterRoleBinding) so the shared cluster's are left alone; then deleted."""
+    import os
+    ks = _cluster()
+    overlay = ROOT / "deploy" / "kustomize" / "with-crds"
+    docs = _kubectl_kustomize(overlay)
+    kinds = [d["kind"] for d in docs]
+    sources = [d for f in _crd_sources() if f.parent.name == "experimental"
+               for d in yaml.safe_load_all(f.read_text()) if d]
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(c["metadata"]["name"] for c in crds) == sorted(
+        d["metadata"]["name"] for d in sources if d["kind"] == "CustomResourceDefinition")
+    base = {(k, n) for k, n in _kinds(ks.rendered_kustomize())}
+    assert base <= set(_kinds(docs)), "the overlay holds all of the base"
+    assert kinds.count("GatewayClass") == 1
+    out = ks.kubectl("apply", "--server-side", "--force-conflicts", "--dry-run=server", "-k", str(overlay))
+    assert out.count("(server dry run)") == len(docs), out
+    ns, cls = "switchyard-kust-e2e", "switchyard-kust-e2e"
+    renames = [("GatewayClass", "switchyard", cls),
+               ("ClusterRole", "switchyard-controller", "switchyard-controller-kust-e2e"),
+               ("ClusterRoleBinding", "switchyard-controller", "switchyard-controller-kust-e2e")]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": ns,
+        "resources": [os.path.relpath(overlay, tmp_path)],
+        "patches": [{"target": {"kind": k, "name": old},
+                     "patch": f'[{{"op": "replace", "path": "/metadata/name", "value": "{new}"}}]'}
+                    for k, old, new in renames]}))
+    ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=60s", timeout=70)
+    try:
+        out = ks.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(tmp_path), timeout=120)
+        assert "gatewayclass.gateway.networking.k8s.io/" + cls + " serverside-applied" in out, out
+        for kind, name in (("deployment", "switchyard-controller"), ("daemonset", "switchyard-envoy"),
+                           ("configmap", "switchyard-envoy-bootstrap"), ("service", "switchyard-xds"),
+                           ("job", "switchyard-certgen")):
+            assert ks.get(kind, name, ns), (kind, name)
+        crb = ks.get("clusterrolebinding", "switchyard-controller-kust-e2e")
+        assert crb["roleRef"]["name"] == "switchyard-controller-kust-e2e"
+        assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "switchyard-controller", "namespace": ns}]
+        assert ks.get("gatewayclass", cls)["spec"]["controllerName"] == "switchyard.dev/gateway-controller"
+        # A second apply (an upgrade with the same files) changes nothing and fails on nothing.
+        again = ks.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(tmp_path), timeout=120)
+        assert again.count("serverside-applied") == len(docs), again
+    finally:
+        for kind, _, new in renames:
+            ks.kubectl("delete", kind.lower(), new, "--ignore-not-found", check=False)
         ks.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
