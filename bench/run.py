@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 from fanout import fanout  # noqa: E402
+from kube import kube_bench  # noqa: E402
 
 
 def wait_gateway(stack, timeout=30):
@@ -435,6 +436,7 @@ def main():
         ("dataplane", lambda: dataplane(3, 2) if quick else dataplane(5, 8)),
         ("fanout", lambda: fanout([100] if quick else [100, 1000], ["delta", "sotw"],
                                   routes=100 if quick else 1000, changes=5 if quick else 10)),
+        ("kube", lambda: kube_bench(100 if quick else 1000)),
     ]
     result = {"date": time.strftime("%Y-%m-%d"), "quick": quick, "machine": machine(), "scenarios": {}}
     for name, fn in plan:
