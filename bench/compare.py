@@ -263,9 +263,29 @@ def churn(cls, flips, timeout):
             return res
 
 
+def kube_mode(routes, sides):
+    """bench/kube.py's probe on the local cluster for Switchyard, bench/egkube.py's for Envoy Gateway."""
+    import tempfile
+    from egkube import eg_kube_bench
+    from kube import kube_bench
+    out = {"routes": routes}
+    for name in sides:
+        try:
+            if name == "switchyard":
+                out[name] = kube_bench(routes)
+            else:
+                workdir = Path(tempfile.mkdtemp(prefix="bench-egkube-"))
+                out[name] = eg_kube_bench(routes, workdir)
+                out[name]["workdir"] = str(workdir)
+        except Exception as e:  # noqa: BLE001 - reported in the result, as the other probes
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
+        print(f"  {name}: {json.dumps({k: v for k, v in out[name].items() if 'by_hundred' not in k})[:1500]}", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------- figures and ratios
 
-def figures(probes):
+def figures(probes, kube=None):
     """Headline figures of both sides: (probe, figure, unit, switchyard, peer, ratio peer ÷ Switchyard)."""
     rows = []
 
@@ -298,6 +318,16 @@ def figures(probes):
             a.get("non_200"), b.get("non_200"))
         add("churn", "backend flip visible, mean", "ms", a.get("switch_visible", {}).get("mean_ms"),
             b.get("switch_visible", {}).get("mean_ms"))
+    if kube:
+        a, b = kube.get("switchyard") or {}, kube.get("envoy-gateway") or {}
+        add("kube", f"API write → served, mean ({kube.get('routes')} routes one at a time)", "ms",
+            (a.get("api_write_to_served") or {}).get("mean_ms"), (b.get("api_write_to_served") or {}).get("mean_ms"))
+        add("kube", "API write → served, max", "ms",
+            (a.get("api_write_to_served") or {}).get("max_ms"), (b.get("api_write_to_served") or {}).get("max_ms"))
+        add("kube", "HTTPRoute status writes per route", "", a.get("status_writes_per_route"), b.get("status_writes_per_route"))
+        add("kube", "status writes after a controller restart (nothing changed)", "",
+            (a.get("restart") or {}).get("status_writes"), (b.get("restart") or {}).get("status_writes"))
+        add("kube", "controller RSS after the run", "MiB", a.get("controller_rss_mib"), b.get("controller_rss_mib"))
     # Resources over the whole run: CPU-seconds summed over the probes, peak RSS over them.
     per_side = {}
     for name in ("switchyard", "envoy-gateway"):
@@ -334,6 +364,7 @@ def main():
     ap.add_argument("--per-level", type=int, default=0, help="routes added one at a time per level")
     ap.add_argument("--bulk", default="", help="bulk sizes, e.g. 1000,5000")
     ap.add_argument("--flips", type=int, default=0)
+    ap.add_argument("--kube-routes", type=int, default=0, help="routes of the Kubernetes-mode probe")
     ap.add_argument("--timeout", type=float, default=120, help="seconds one route may take to answer")
     ap.add_argument("--bulk-timeout", type=float, default=900)
     ap.add_argument("--out", default="")
@@ -344,12 +375,13 @@ def main():
     per_level = a.per_level or (5 if a.quick else 10)
     bulk_sizes = [int(x) for x in (a.bulk or ("1000" if a.quick else "1000,5000")).split(",")]
     flips = a.flips or (6 if a.quick else 10)
+    kube_routes = a.kube_routes or (50 if a.quick else 200)
 
     m = machine()
     m["loadavg_at_start"] = loadavg()
     result = {"date": time.strftime("%Y-%m-%d"), "quick": a.quick, "machine": m,
               "params": {"levels": levels, "per_level": per_level, "bulk": bulk_sizes, "flips": flips,
-                         "route_timeout_s": a.timeout, "bulk_timeout_s": a.bulk_timeout, "sides": sides},
+                         "kube_routes": kube_routes, "route_timeout_s": a.timeout, "bulk_timeout_s": a.bulk_timeout, "sides": sides},
               "setup": {}, "probes": {}}
     for name in sides:
         st = SIDES[name](backends=2)
@@ -378,8 +410,11 @@ def main():
     ch = run("churn", lambda cls: churn(cls, flips, a.timeout))
     if ch:
         result["probes"]["churn"] = ch
+    if not only or "kube" in only:
+        print("== kube", flush=True)
+        result["kube_mode"] = kube_mode(kube_routes, sides)
     result["machine"]["loadavg_at_end"] = loadavg()
-    result["figures"] = figures(result["probes"])
+    result["figures"] = figures(result["probes"], result.get("kube_mode"))
     out = Path(a.out or (Path(__file__).parent / "results" / f"compare-{result['date']}{'-quick' if a.quick else ''}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

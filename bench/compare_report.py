@@ -98,7 +98,45 @@ def _detail(res):
     return out
 
 
-def section(res, src, plot_rel, kube_note):
+KUBE_HOW = (
+    "The probe of Switchyard's Kubernetes-mode bench (`bench/kube.py`) against both, on the local cluster "
+    "(real etcd, kube-apiserver, kube-controller-manager, the process kubelet; `docs/local-cluster.md`): "
+    "HTTPRoutes POSTed one at a time by an API client over one keep-alive connection, each timed until Envoy "
+    "answers 200 from the echo Pod. Both controllers and both Envoys run as host processes (as `bench/kube.py` "
+    "runs Switchyard): Envoy Gateway with its Custom provider, `resource: {type: Kubernetes}` (it watches the API "
+    "server through KUBECONFIG, the same code path as in a cluster, without the file loader) and "
+    "`infrastructure: {type: Host}` (`bench/egkube.py`). Its usual install, the controller as a Pod creating an "
+    "Envoy Deployment, cannot run on this cluster: the process kubelet runs only the images mapped in "
+    "`e2e/cluster/images.yaml`, and that Envoy Pod would reach the controller's xDS through a Service DNS name "
+    "with no Service proxy on this cluster. Restart: Switchyard's figure is the time until its controller "
+    "reports every route Accepted (its Envoy keeps serving); Envoy Gateway's Host provider stops its Envoy with "
+    "the controller, so its figure is the time from the new start until every route answers again.")
+
+
+def kube_section(kube):
+    rows = []
+    for side in ("switchyard", "envoy-gateway"):
+        d = kube.get(side)
+        if d is None:
+            continue
+        name = SIDE_NAMES[side]
+        why = d.get("skipped") or d.get("error")
+        if why:
+            rows.append([name, "—", "—", "—", "—", "—", f"not run: {why}"])
+            continue
+        lat = d.get("api_write_to_served") or {}
+        rs = d.get("restart") or {}
+        restart = (f"all Accepted {_fmt(rs.get('start_to_all_accepted_s'))} s after start" if side == "switchyard"
+                   else f"all answer {_fmt(rs.get('start_to_all_answer_s'))} s after start")
+        rows.append([name, _fmt(d.get("routes")), f"{_fmt(lat.get('mean_ms'))} / {_fmt(lat.get('p99_ms'))} / {_fmt(lat.get('max_ms'))}",
+                     _fmt(d.get("errors")), _fmt(d.get("status_writes_per_route")),
+                     f"{restart}; {_fmt(rs.get('status_writes'))} status writes",
+                     f"controller {_fmt(d.get('controller_rss_mib'))} MiB, Envoy {_fmt(d.get('envoy_rss_mib'))} MiB"])
+    return "\n".join([KUBE_HOW, "", _table(["side", "routes", "API write → served mean / p99 / max (ms)", "errors",
+                                            "HTTPRoute status writes per route", "restart", "RSS after"], rows)])
+
+
+def section(res, src, plot_rel, kube_note=None):
     m = res.get("machine", {})
     setup = res.get("setup", {})
     out = ["## Side by side with Envoy Gateway", "",
@@ -133,8 +171,10 @@ def section(res, src, plot_rel, kube_note):
     out += [""] + _detail(res)
     if plot_rel:
         out += ["", f"![Propagation latency against routes in place, both sides]({plot_rel})"]
-    if kube_note:
-        out += ["", "### Envoy Gateway in Kubernetes mode", "", kube_note]
+    if res.get("kube_mode"):
+        out += ["", "### Kubernetes mode on the local cluster", "", kube_section(res["kube_mode"])]
+    elif kube_note:
+        out += ["", "### Kubernetes mode on the local cluster", "", kube_note]
     return "\n".join(out)
 
 

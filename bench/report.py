@@ -485,7 +485,7 @@ def main():
             cshown = csrc.resolve().relative_to(ROOT)
         except ValueError:
             cshown = csrc
-        compare_md = compare_report.section(cres, cshown, cplot_rel, (cres.get("kube_mode") or {}).get("note"))
+        compare_md = compare_report.section(cres, cshown, cplot_rel)
     out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md))
     print(f"wrote {out}" + (f" and {plot_path}" if plotted else "") + (f"; side by side from {csrc}" if cres else ""))
 
