@@ -42,8 +42,13 @@ def eg_version():
         out = subprocess.run([str(EG_BIN), "version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    m = re.search(r"ENVOY_GATEWAY_VERSION:\s*(\S+)", out) or re.search(r"(v\d+\.\d+\.\d+\S*)", out)
-    return m.group(1) if m else out.strip() or None
+    m = re.search(r'envoyGatewayVersion"?:\s*"?(v[^"\s,]+)', out)
+    if m:
+        return m.group(1)
+    # A binary built without the version ldflag (not by `make bench-compare`): the pinned module version.
+    gomod = h.ROOT / "bench" / "compare" / "envoy-gateway" / "go.mod"
+    pinned = re.search(r"github\.com/envoyproxy/gateway (v\S+)", gomod.read_text()) if gomod.exists() else None
+    return f"{pinned.group(1)} (go.mod; the binary does not report it)" if pinned else None
 
 
 def envoy_semver():
