@@ -12,7 +12,9 @@ sides run back to back (Switchyard first), each in a fresh temp directory.
 - propagation: routes are added one file at a time; each is timed from the
   file write until Envoy answers 200 from the right backend. Measured at
   several sizes of configuration already in place (routes written in bulk and
-  waited for first, not timed). Every other answer while a route comes up is
+  waited for first, not timed); before each added route the controller is
+  left to go idle (under 0.05 CPU-s in 1 s), so that each change is measured
+  alone, not queued behind the previous ones. Every other answer while a route comes up is
   counted by status (404 = route not known yet; 503 and others are errors).
 - bulk: N route files written at once; time until every route answers 200
   from its backend.
@@ -165,6 +167,19 @@ def wait_all(st, indices, timeout):
     return time.perf_counter() - t0, len(indices) - len(pending)
 
 
+def settle(st, timeout=180, idle_cpu_s=0.05, window_s=1.0):
+    """Waits until the controller is idle (under `idle_cpu_s` CPU-seconds in `window_s`): routes in place
+    answer before a controller has finished with the changes that wrote them (queued file events)."""
+    t0 = time.perf_counter()
+    pid = st.controller_pid()
+    while time.perf_counter() - t0 < timeout:
+        c0 = h.cpu_seconds(pid)
+        time.sleep(window_s)
+        if h.cpu_seconds(pid) - c0 < idle_cpu_s:
+            break
+    return round(time.perf_counter() - t0, 2)
+
+
 def propagation(cls, levels, per_level, timeout):
     """At each level of routes in place, adds `per_level` routes one file at a time, each timed."""
     with started(cls) as st:
@@ -181,8 +196,11 @@ def propagation(cls, levels, per_level, timeout):
                     if missing:
                         out.append({"in_place": level, "error": f"{missing} of the routes in place did not answer in {wait_s:.0f} s"})
                         break
+                settled = settle(st)
                 lat, statuses, timeouts = [], Counter(), 0
-                for _ in range(per_level):
+                for k in range(per_level):
+                    if k:
+                        settle(st)  # each change measured from an idle controller
                     name, host, _, backend = route_name(n)
                     write_route(st, n)
                     t0 = time.perf_counter()
@@ -198,7 +216,7 @@ def propagation(cls, levels, per_level, timeout):
                         time.sleep(POLL_S)
                     n += 1
                 errors = {k: v for k, v in statuses.items() if k != "404"}
-                out.append({"in_place": level, "added": per_level, "latency": h.summary_ms(lat),
+                out.append({"in_place": level, "added": per_level, "settled_after_s": settled, "latency": h.summary_ms(lat),
                             "latencies_ms": [round(1000 * x, 2) for x in lat], "timeouts": timeouts,
                             "responses_while_coming_up": dict(statuses), "error_responses": sum(errors.values()),
                             "loadavg": loadavg()})
@@ -368,6 +386,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=120, help="seconds one route may take to answer")
     ap.add_argument("--bulk-timeout", type=float, default=900)
     ap.add_argument("--out", default="")
+    ap.add_argument("--add", action="store_true", help="add this run's probes to the existing --out file")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))
     sides = [s for s in a.sides.split(",") if s]
@@ -379,6 +398,14 @@ def main():
 
     m = machine()
     m["loadavg_at_start"] = loadavg()
+    if a.add:
+        # Another run's file: this run's probes are added to (or replace) its own, e.g. `--only kube` later.
+        result = json.loads(Path(a.out).read_text())
+        result.setdefault("added_runs", []).append({"probes": sorted(only) or "all", "params": vars(a),
+                                                    "loadavg_at_start": m["loadavg_at_start"],
+                                                    "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
+        run_into(result, a, only, sides, levels, per_level, bulk_sizes, flips, kube_routes)
+        return
     result = {"date": time.strftime("%Y-%m-%d"), "quick": a.quick, "machine": m,
               "params": {"levels": levels, "per_level": per_level, "bulk": bulk_sizes, "flips": flips,
                          "kube_routes": kube_routes, "route_timeout_s": a.timeout, "bulk_timeout_s": a.bulk_timeout, "sides": sides},
@@ -388,6 +415,11 @@ def main():
         result["setup"][name] = st.setup()
         st.log.close()
         st.cleanup()
+    run_into(result, a, only, sides, levels, per_level, bulk_sizes, flips, kube_routes)
+
+
+def run_into(result, a, only, sides, levels, per_level, bulk_sizes, flips, kube_routes):
+    """Runs the probes selected by `only` (all when empty) and writes `result` after each."""
 
     def run(probe, fn):
         if only and probe not in only:
@@ -402,22 +434,38 @@ def main():
                 out[name] = {"error": f"{type(e).__name__}: {e}"}
         return out
 
+    out = Path(a.out or (Path(__file__).parent / "results" / f"compare-{result['date']}{'-quick' if a.quick else ''}.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(final=False):
+        """Written after every probe, so that a run cut short keeps what it measured."""
+        if a.add:
+            result["added_runs"][-1]["loadavg_at_end"] = loadavg()
+        else:
+            result["machine"]["loadavg_at_end"] = loadavg()
+            result["complete"] = final
+        result["figures"] = figures(result["probes"], result.get("kube_mode"))
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
     prop = run("propagation", lambda cls: propagation(cls, levels, per_level, a.timeout))
     if prop:
         result["probes"]["propagation"] = prop
+        save()
     if not only or "bulk" in only:
-        result["probes"]["bulk"] = {str(n): run("bulk", lambda cls, n=n: bulk(cls, n, a.bulk_timeout)) for n in bulk_sizes}
+        result["probes"]["bulk"] = {}
+        for n in bulk_sizes:
+            result["probes"]["bulk"][str(n)] = run("bulk", lambda cls, n=n: bulk(cls, n, a.bulk_timeout))
+            save()
     ch = run("churn", lambda cls: churn(cls, flips, a.timeout))
     if ch:
         result["probes"]["churn"] = ch
+        save()
     if not only or "kube" in only:
         print("== kube", flush=True)
+        load0 = loadavg()
         result["kube_mode"] = kube_mode(kube_routes, sides)
-    result["machine"]["loadavg_at_end"] = loadavg()
-    result["figures"] = figures(result["probes"], result.get("kube_mode"))
-    out = Path(a.out or (Path(__file__).parent / "results" / f"compare-{result['date']}{'-quick' if a.quick else ''}.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+        result["kube_mode"]["loadavg"] = f"{load0} at start, {loadavg()} at end"
+    save(final=True)
     for f in result["figures"]:
         print(f"{f['probe']:12} {f['figure']:70} {f['switchyard']!s:>10} {f['peer']!s:>10} {f['ratio']!s:>8}")
     print(f"wrote {out}")

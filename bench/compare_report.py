@@ -132,7 +132,8 @@ def kube_section(kube):
                      _fmt(d.get("errors")), _fmt(d.get("status_writes_per_route")),
                      f"{restart}; {_fmt(rs.get('status_writes'))} status writes",
                      f"controller {_fmt(d.get('controller_rss_mib'))} MiB, Envoy {_fmt(d.get('envoy_rss_mib'))} MiB"])
-    return "\n".join([KUBE_HOW, "", _table(["side", "routes", "API write → served mean / p99 / max (ms)", "errors",
+    load = f"Load average during this probe (1/5/15 min): {kube['loadavg']}." if kube.get("loadavg") else ""
+    return "\n".join([KUBE_HOW, "", load, "", _table(["side", "routes", "API write → served mean / p99 / max (ms)", "errors",
                                             "HTTPRoute status writes per route", "restart", "RSS after"], rows)])
 
 

@@ -42,7 +42,7 @@ def eg_version():
         out = subprocess.run([str(EG_BIN), "version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    m = re.search(r'envoyGatewayVersion"?:\s*"?(v[^"\s,]+)', out)
+    m = re.search(r'(?:envoyGatewayVersion"?|ENVOY_GATEWAY_VERSION):\s*"?(v[^"\s,]+)', out)
     if m:
         return m.group(1)
     # A binary built without the version ldflag (not by `make bench-compare`): the pinned module version.
@@ -107,6 +107,9 @@ class EgStack(h.Stack):
 
     def __init__(self, backends=2, log_level="info"):
         super().__init__(backends=backends)
+        self.log.close()
+        (self.dir / "switchyard.log").unlink()
+        self.log = open(self.dir / "envoy-gateway.log", "w")
         self.eg_admin = h.free_port()
         self.log_level = log_level
         self.home = self.dir / "eg"
@@ -130,11 +133,14 @@ class EgStack(h.Stack):
         if not link.exists():
             link.symlink_to(Path(os.path.realpath(h.envoy_binary())))
         self.config_file.write_text(self.config_text())
+        # The control plane's xDS TLS certificates (as its standalone docs do: `certgen --local`).
+        subprocess.run([str(EG_BIN), "certgen", "--local", "--config-home", str(self.home / "config")],
+                       stdout=self.log, stderr=self.log, check=True, timeout=60)
         self.controller = subprocess.Popen([str(EG_BIN), "server", "--config-path", str(self.config_file)],
                                            stdout=self.log, stderr=self.log, start_new_session=True)
         self.procs.append(self.controller)
         if not h.wait_port("127.0.0.1", self.eg_admin, 60):
-            raise RuntimeError(f"envoy-gateway admin did not start; log: {self.dir / 'switchyard.log'}")
+            raise RuntimeError(f"envoy-gateway admin did not start; log: {self.dir / 'envoy-gateway.log'}")
 
     def controller_pid(self):
         return self.controller.pid
@@ -172,7 +178,9 @@ class EgStack(h.Stack):
             f"spec:\n  controllerName: {CONTROLLER_NAME}\n  parametersRef: {{group: gateway.envoyproxy.io, "
             "kind: EnvoyProxy, name: bench, namespace: default}\n",
             "apiVersion: gateway.envoyproxy.io/v1alpha1\nkind: EnvoyProxy\nmetadata: {name: bench, namespace: default}\n"
-            f"spec:\n  provider:\n    type: Host\n    host: {{envoyVersion: \"{self.envoy_version}\"}}\n",
+            f"spec:\n  provider:\n    type: Host\n    host: {{envoyVersion: \"{self.envoy_version}\"}}\n"
+            # Its default is a JSON access log line per request; Switchyard's is off (--envoy-access-log).
+            "  telemetry: {accessLog: {disable: true}}\n",
             "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: bench, namespace: default}\n"
             f"spec:\n  gatewayClassName: bench\n  listeners:\n  - {{name: http, port: {self.gw_port}, protocol: HTTP, "
             "allowedRoutes: {namespaces: {from: All}}}\n",
@@ -198,6 +206,8 @@ class EgStack(h.Stack):
                 "config_file": self.config_text().replace(str(self.dir), "<dir>"),
                 "envoy": f"{self.envoy_version} (the project's PyPI Envoy, linked as func-e's installed version; "
                          "EnvoyProxy spec.provider.host.envoyVersion)",
+                "envoy_proxy": "EnvoyProxy: provider Host with envoyVersion, telemetry.accessLog.disable: true "
+                               "(its default logs every request; Switchyard's access log is off by default)",
                 "backends": "gateway.envoyproxy.io Backend resources (IP endpoints) for the same echo processes"}
 
 
