@@ -11,8 +11,10 @@ sides run back to back (Switchyard first), each in a fresh temp directory.
 
 - propagation: routes are added one file at a time; each is timed from the
   file write until Envoy answers 200 from the right backend. Measured at
-  several sizes of configuration already in place (routes written in bulk and
-  waited for first, not timed); before each added route the controller is
+  several sizes of configuration already in place (a fresh start with those
+  route files present, waited for until all answer, not timed: written while
+  the controller runs, Envoy Gateway's file provider queues one full reload
+  per file event and takes many minutes for 100); before each added route the controller is
   left to go idle (under 0.05 CPU-s in 1 s), so that each change is measured
   alone, not queued behind the previous ones. Every other answer while a route comes up is
   counted by status (404 = route not known yet; 503 and others are errors).
@@ -32,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -106,10 +109,12 @@ def services(st):
     return [("svc-0", st.backend_ports[0]), ("svc-1", st.backend_ports[1])]
 
 
-def start(cls):
+def start(cls, pre=None):
     st = cls(backends=2)
     st.start_backends()
     st.write("base.yaml", st.base_manifests(services(st)))
+    if pre:
+        pre(st)  # configuration in place before the controller starts
     st.start_controller()
     c = h.Client(st.gw_port, timeout=2)
     deadline = time.time() + 120
@@ -123,9 +128,9 @@ def start(cls):
 
 
 @contextlib.contextmanager
-def started(cls):
+def started(cls, pre=None):
     """A started side; its temp directory is kept when the probe fails (or BENCH_KEEP is set)."""
-    st = start(cls)
+    st = start(cls, pre)
     try:
         yield st
     except BaseException:
@@ -181,28 +186,26 @@ def settle(st, timeout=180, idle_cpu_s=0.05, window_s=1.0):
 
 
 def propagation(cls, levels, per_level, timeout):
-    """At each level of routes in place, adds `per_level` routes one file at a time, each timed."""
-    with started(cls) as st:
-        with Sampler(st) as sampler:
-            out, n = [], 0
-            client = h.Client(st.gw_port, timeout=5)
-            for level in levels:
-                if level > n:  # routes in place: written at once, not timed
-                    for i in range(n, level):
-                        write_route(st, i)
-                    wait_s, answered = wait_all(st, range(n, level), timeout * 10)
-                    missing = level - n - answered
-                    n = level
-                    if missing:
-                        out.append({"in_place": level, "error": f"{missing} of the routes in place did not answer in {wait_s:.0f} s"})
-                        break
+    """For each level, a fresh side started with that many routes in place; then `per_level` routes
+    added one file at a time, each timed."""
+    out, resources = [], []
+    for level in levels:
+        with started(cls, pre=lambda st: [write_route(st, i) for i in range(level)]) as st:
+            with Sampler(st) as sampler:
+                wait_s, answered = wait_all(st, range(level), timeout * 10)
+                if answered < level:
+                    out.append({"in_place": level, "error": f"{level - answered} of the routes in place did not "
+                                                           f"answer in {wait_s:.0f} s"})
+                    resources.append(sampler.result())
+                    continue
                 settled = settle(st)
+                client = h.Client(st.gw_port, timeout=5)
                 lat, statuses, timeouts = [], Counter(), 0
                 for k in range(per_level):
                     if k:
                         settle(st)  # each change measured from an idle controller
-                    name, host, _, backend = route_name(n)
-                    write_route(st, n)
+                    name, host, _, backend = route_name(level + k)
+                    write_route(st, level + k)
                     t0 = time.perf_counter()
                     while True:
                         status, body, _ = client.get(host)
@@ -214,14 +217,20 @@ def propagation(cls, levels, per_level, timeout):
                             timeouts += 1
                             break
                         time.sleep(POLL_S)
-                    n += 1
                 errors = {k: v for k, v in statuses.items() if k != "404"}
-                out.append({"in_place": level, "added": per_level, "settled_after_s": settled, "latency": h.summary_ms(lat),
+                out.append({"in_place": level, "added": per_level, "start_to_all_in_place_answer_s": round(wait_s, 2),
+                            "settled_after_s": settled, "latency": h.summary_ms(lat),
                             "latencies_ms": [round(1000 * x, 2) for x in lat], "timeouts": timeouts,
                             "responses_while_coming_up": dict(statuses), "error_responses": sum(errors.values()),
-                            "loadavg": loadavg()})
+                            "loadavg": loadavg(), "resources": sampler.result()})
+                resources.append(out[-1]["resources"])
                 print(f"  {st.kind}: {level} in place: {h.summary_ms(lat)} errors {errors}", flush=True)
-            return {"levels": out, "resources": sampler.result()}
+    total = {"wall_s": round(sum(r["wall_s"] for r in resources), 2),
+             "controller_cpu_s": round(sum(r["controller_cpu_s"] for r in resources), 2),
+             "envoy_cpu_s": round(sum(r["envoy_cpu_s"] or 0 for r in resources), 2),
+             "controller_peak_rss_mib": max((r["controller_peak_rss_mib"] for r in resources), default=None),
+             "envoy_peak_rss_mib": max((r["envoy_peak_rss_mib"] for r in resources), default=None)}
+    return {"levels": out, "resources": total}
 
 
 def bulk(cls, routes, timeout):
@@ -373,7 +382,12 @@ def figures(probes, kube=None):
     return rows
 
 
+def interrupted(*_):
+    raise KeyboardInterrupt  # SIGTERM: stop the sides' processes on the way out, as on Ctrl-C
+
+
 def main():
+    signal.signal(signal.SIGTERM, interrupted)
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     ap.add_argument("--only", default="", help="comma-separated probes: propagation,bulk,churn")
