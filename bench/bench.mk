@@ -45,7 +45,9 @@ bench-quick: bench-deps
 # bench/compare/envoy-gateway pins the version; ~/go caches the build), then
 # runs the same probes against Switchyard and Envoy Gateway standalone
 # (bench/compare.py) and re-renders BENCHMARKS.md with a side-by-side section
-# from the newest bench/results/compare-*.json.
+# from the newest bench/results/compare-*.json. About 40 minutes on 2 cores
+# (nearly all of it Envoy Gateway's); COMPARE_ARGS="--quick" takes a few, and
+# e.g. COMPARE_ARGS="--levels 0,100 --bulk 1000" picks sizes.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 EG_MOD := bench/compare/envoy-gateway
 EG_BIN := bench/compare/bin/envoy-gateway
