@@ -157,14 +157,17 @@ def section(res, src, plot_rel, kube_note=None):
            "running on this machine during the run and slows both sides by amounts this run cannot separate. Repeat the run on a quiet machine before quoting these figures.", ""]
     rows = []
     for name, s in setup.items():
-        rows.append([SIDE_NAMES.get(name, name), s.get("version") or "(this commit)", s.get("mode", "—"),
-                     f"`{s['command']}`" if s.get("command") else "—", s.get("backends", "—")])
+        command = s.get("command") or (f"switchyard standalone --delta {str(s.get('delta')).lower()} "
+                                       f"--debounce-ms {s.get('debounce_ms')} (bench/harness.py Stack)"
+                                       if name == "switchyard" else None)
+        rows.append([SIDE_NAMES.get(name, name), s.get("version") or f"(commit {m.get('commit', '?')})", s.get("mode", "—"),
+                     f"`{command}`" if command else "—", s.get("backends", "—")])
     if rows:
         out += ["### Setup", "", _table(["side", "version", "mode", "command", "backends"], rows)]
         eg = setup.get("envoy-gateway") or {}
         if eg.get("config_file"):
-            out += ["", f"Envoy Gateway's configuration file (Envoy: {eg.get('envoy', '—')}):", "", "```yaml",
-                    eg["config_file"].rstrip(), "```"]
+            out += ["", f"Envoy: {eg.get('envoy', '—')}. {eg.get('envoy_proxy', '')}", "",
+                    "Envoy Gateway's configuration file:", "", "```yaml", eg["config_file"].rstrip(), "```"]
     p = res.get("params", {})
     figs = res.get("figures", [])
     if figs:
