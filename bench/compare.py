@@ -356,6 +356,7 @@ def figures(probes, kube=None):
             (a.get("api_write_to_served") or {}).get("mean_ms"), (b.get("api_write_to_served") or {}).get("mean_ms"))
         add("kube", "API write → served, max", "ms",
             (a.get("api_write_to_served") or {}).get("max_ms"), (b.get("api_write_to_served") or {}).get("max_ms"))
+        add("kube", "error answers (not 200/404) while routes came up", "", a.get("errors"), b.get("errors"))
         add("kube", "HTTPRoute status writes per route", "", a.get("status_writes_per_route"), b.get("status_writes_per_route"))
         add("kube", "status writes after a controller restart (nothing changed)", "",
             (a.get("restart") or {}).get("status_writes"), (b.get("restart") or {}).get("status_writes"))

@@ -135,11 +135,13 @@ def kube_section(kube):
         restart = (f"all Accepted {_fmt(rs.get('start_to_all_accepted_s'))} s after start" if side == "switchyard"
                    else f"all answer {_fmt(rs.get('start_to_all_answer_s'))} s after start")
         rows.append([name, _fmt(d.get("routes")), f"{_fmt(lat.get('mean_ms'))} / {_fmt(lat.get('p99_ms'))} / {_fmt(lat.get('max_ms'))}",
-                     _fmt(d.get("errors")), _fmt(d.get("status_writes_per_route")),
+                     _fmt(d.get("errors")) + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(d['error_detail'].items()))})"
+                                              if d.get("error_detail") else ""),
+                     _fmt(d.get("status_writes_per_route")),
                      f"{restart}; {_fmt(rs.get('status_writes'))} status writes",
                      f"controller {_fmt(d.get('controller_rss_mib'))} MiB, Envoy {_fmt(d.get('envoy_rss_mib'))} MiB"])
     load = f"Load average during this probe (1/5/15 min): {kube['loadavg']}." if kube.get("loadavg") else ""
-    return "\n".join([KUBE_HOW, "", load, "", _table(["side", "routes", "API write → served mean / p99 / max (ms)", "errors",
+    return "\n".join([KUBE_HOW, "", load, "", _table(["side", "routes", "API write → served mean / p99 / max (ms)", "errors (not 200/404, or no answer in 30–60 s)",
                                             "HTTPRoute status writes per route", "restart", "RSS after"], rows)])
 
 
@@ -223,7 +225,7 @@ def plot(res, path):
     ax.set_ylabel("file write → 200 from Envoy (ms, log scale)")
     ax.grid(True, which="both", alpha=0.3)
     m = res.get("machine", {})
-    ax.set_title(f"Propagation of an added route — Switchyard vs Envoy Gateway, {res.get('date', '')}\n"
+    ax.set_title(f"Propagation of an added route, standalone file mode — Switchyard vs Envoy Gateway {((res.get('setup') or {}).get('envoy-gateway') or {}).get('version') or ''}, {res.get('date', '')}\n"
                  f"{m.get('cores', '?')} cores, load average {m.get('loadavg_at_start', '?')} at start", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
