@@ -341,8 +341,12 @@ def figures(probes, kube=None):
             add("propagation", f"error answers (not 200/404) while routes came up, {level:,} in place", "",
                 a.get("error_responses"), b.get("error_responses"))
     for routes, entry in sorted((probes.get("bulk") or {}).items(), key=lambda kv: int(kv[0])):
-        add("bulk", f"{int(routes):,} routes written at once → all answer", "s",
-            side(entry, "switchyard").get("all_answer_s"), side(entry, "envoy-gateway").get("all_answer_s"))
+        a, b = side(entry, "switchyard"), side(entry, "envoy-gateway")
+        add("bulk", f"{int(routes):,} routes written at once → all answer", "s", a.get("all_answer_s"), b.get("all_answer_s"))
+        if b.get("all_answer_s") is None and b.get("timeout_s") and a.get("all_answer_s"):
+            # Not done within the timeout: the timeout is a lower bound of the peer's figure and of the ratio.
+            rows[-1]["peer"] = f"> {b['timeout_s']:g} ({b.get('answered', 0):,} of {int(routes):,} answered)"
+            rows[-1]["ratio"] = f"> {b['timeout_s'] / a['all_answer_s']:.0f}"
     ch = probes.get("churn")
     if ch:
         a, b = side(ch, "switchyard"), side(ch, "envoy-gateway")

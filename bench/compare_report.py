@@ -32,6 +32,8 @@ def _table(header, rows):
 
 
 def _ratio(r):
+    if isinstance(r, str):  # a bound, e.g. "> 66" when the peer did not finish
+        return f"{r}×"
     return "—" if r is None else f"{r:,.2f}×" if r < 100 else f"{r:,.0f}×"
 
 
