@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -308,7 +309,10 @@ def kube_mode(routes, sides):
             else:
                 workdir = Path(tempfile.mkdtemp(prefix="bench-egkube-"))
                 out[name] = eg_kube_bench(routes, workdir)
-                out[name]["workdir"] = str(workdir)
+                if os.environ.get("BENCH_KEEP") or "api_write_to_served" not in out[name]:
+                    out[name]["workdir"] = str(workdir)  # its logs, kept
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
         except Exception as e:  # noqa: BLE001 - reported in the result, as the other probes
             out[name] = {"error": f"{type(e).__name__}: {e}"}
         print(f"  {name}: {json.dumps({k: v for k, v in out[name].items() if 'by_hundred' not in k})[:1500]}", flush=True)
