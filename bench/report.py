@@ -35,7 +35,9 @@ MICRO_GROUPS = ["translate", "build", "translate_build", "edit_one_route", "deco
 # ---------------------------------------------------------------- inputs
 
 def newest_result():
-    files = sorted((p for p in RESULTS.glob("*.json") if not p.name.startswith("compare-")), key=lambda p: p.stat().st_mtime)
+    files = sorted((p for p in RESULTS.glob("*.json")
+                    if not p.name.startswith("compare-") and not p.name.endswith("-fleet.json")),
+                   key=lambda p: p.stat().st_mtime)
     if not files:
         raise SystemExit("no bench/results/*.json: run `make bench` or `make bench-quick` first")
     return files[-1]
@@ -431,7 +433,25 @@ def existing_notes(path):
     return None
 
 
-def render(res, src, plot_rel, notes, compare_md=None):
+def newest_fleet():
+    """The newest `bench/run.py --only fanout,kube` result (`<date>-fleet.json`), if any."""
+    files = sorted(RESULTS.glob("*-fleet.json"), key=lambda p: p.stat().st_mtime)
+    return files[-1] if files else None
+
+
+def merge_extra(res, extra, shown):
+    """Scenarios of `extra` that `res` lacks, and a line saying where they come from."""
+    added = [k for k in extra.get("scenarios", {}) if k not in res.get("scenarios", {})]
+    for k in added:
+        res.setdefault("scenarios", {})[k] = extra["scenarios"][k]
+    if not added:
+        return None
+    m = extra.get("machine", {})
+    return (f"_{', '.join(added)}: from `{shown}` ({extra.get('date')}, commit {m.get('commit', '?')}, "
+            f"load average at start {m.get('loadavg_at_start', '?')}; same machine)._")
+
+
+def render(res, src, plot_rel, notes, compare_md=None, extra_note=None):
     sc = res.get("scenarios", {})
     trows = targets(sc)
     met = sum(1 for r in trows if r[3] == MET)
@@ -446,6 +466,8 @@ def render(res, src, plot_rel, notes, compare_md=None):
            f"{met} met, {len(missed)} not met, {unmeasured} not measured in this run.", "",
            table(["target", "goal", "measured", "status"], trows), "",
            "## Results"]
+    if extra_note:
+        out += ["", extra_note]
     for name, fn in [("propagation", lambda p: section_propagation(p, plot_rel)), ("churn", section_churn),
                      ("scale", section_scale), ("endpoints", section_endpoints), ("dataplane", section_dataplane),
                      ("fanout", section_fanout), ("kube", section_kube), ("micro", section_micro)]:
@@ -519,6 +541,8 @@ def main():
     ap.add_argument("--plot", default=str(RESULTS / "propagation.png"))
     ap.add_argument("--compare", help="compare result JSON (default: newest bench/results/compare-*.json)")
     ap.add_argument("--compare-plot", default=str(RESULTS / "compare-propagation.png"))
+    ap.add_argument("--extra", help="a result JSON whose scenarios the main one lacks are added "
+                                    "(default: newest bench/results/*-fleet.json)")
     a = ap.parse_args()
 
     src = Path(a.result) if a.result else newest_result()
@@ -531,6 +555,14 @@ def main():
             res.setdefault("scenarios", {})["micro"] = micro
             src.write_text(json.dumps(res, indent=1) + "\n")
 
+    extra_note = None
+    extra_src = Path(a.extra) if a.extra else newest_fleet()
+    if extra_src is not None and extra_src.resolve() != src.resolve():
+        try:
+            shown = extra_src.resolve().relative_to(ROOT)
+        except ValueError:
+            shown = extra_src
+        extra_note = merge_extra(res, json.loads(extra_src.read_text()), shown)
     out = Path(a.out)
     plot_path = Path(a.plot)
     plotted = plot(res, plot_path)
@@ -549,7 +581,7 @@ def main():
         except ValueError:
             cshown = csrc
         compare_md = compare_report.section(cres, cshown, cplot_rel)
-    out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md))
+    out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md, extra_note))
     print(f"wrote {out}" + (f" and {plot_path}" if plotted else "") + (f"; side by side from {csrc}" if cres else ""))
 
 
