@@ -122,10 +122,9 @@ async fn run_node(args: Arc<Args>, i: usize, state: State) -> anyhow::Result<()>
     let channel = loop {
         match endpoint.connect().await {
             Ok(c) => break c,
-            Err(e) if attempt < 20 => {
+            Err(_) if attempt < 20 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt.min(5)))).await;
-                let _ = e;
             }
             Err(e) => return Err(e.into()),
         }
@@ -295,8 +294,21 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.nodes {
         let (args, state) = (args.clone(), state.clone());
         tokio::spawn(async move {
-            if let Err(e) = run_node(args, i, state.clone()).await {
-                lock(&state).failed[i] = Some(format!("{e:#}"));
+            // Like Envoy, a stream that fails before the node synced is
+            // opened again after a backoff (a thousand nodes connecting at
+            // once can see resets); a failure after that is reported.
+            let mut attempt = 0u64;
+            loop {
+                let Err(e) = run_node(args.clone(), i, state.clone()).await else {
+                    break;
+                };
+                let synced = lock(&state).synced[i];
+                attempt += 1;
+                if synced || attempt > 20 {
+                    lock(&state).failed[i] = Some(format!("{e:#}"));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
             }
         });
     }
