@@ -13,6 +13,7 @@ pub mod backend;
 pub mod backend_tls;
 pub mod conditions;
 mod frontend_tls;
+mod addresses;
 mod gateway;
 mod gatewayclass;
 mod grpc;
