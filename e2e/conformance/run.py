@@ -121,7 +121,9 @@ def main():
     print(f"conformance: controller and Envoy logs in {stack.workdir}", flush=True)
     failed = []
     try:
-        controller = stack.controller("conformance")
+        # Today's behaviour, explicitly: VirtualIP with the pool (Envoy on
+        # this host binds each Gateway's pool address).
+        controller = stack.controller("conformance", address_mode="VirtualIP")
         stack.envoy(controller)
         ks.wait(lambda: any(c["type"] == "Accepted" and c["status"] == "True" for c in
                             (ks.get("gatewayclass", "switchyard").get("status") or {}).get("conditions", [])),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::addressing::AddressDefaults;
 
     #[test]
     fn pools_parse() {
@@ -80,3 +81,130 @@ use super::*;
         assert!(got("x").starts_with("10.0.0."));
     }
 
+
+const LB_CLASS: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gc}
+spec:
+  controllerName: c
+  parametersRef: {group: gateway.switchyard.dev, kind: GatewayClassConfig, name: lb}
+---
+apiVersion: gateway.switchyard.dev/v1alpha1
+kind: GatewayClassConfig
+metadata: {name: lb}
+spec:
+  addressMode: LoadBalancer
+  loadBalancer: {portRange: {from: 20000, to: 20002}}
+"#;
+
+fn lb_inputs(gws: &[(&str, &[(u16, &str)])]) -> Inputs {
+    let mut inputs = Inputs::new("c");
+    for d in crate::provider::file::parse_documents(LB_CLASS).expect("yaml") {
+        inputs.insert_value(d).expect("decodes");
+    }
+    for (name, listeners) in gws {
+        let ls: Vec<serde_json::Value> = listeners
+            .iter()
+            .map(|(p, proto)| serde_json::json!({"name": format!("l{p}{proto}"), "port": p, "protocol": proto}))
+            .collect();
+        inputs
+            .insert_value(serde_json::json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "metadata": {"name": name, "namespace": "ns"},
+                "spec": {"gatewayClassName": "gc", "listeners": ls},
+            }))
+            .expect("gateway");
+    }
+    inputs
+}
+
+fn ports(inputs: &Inputs, gw: &str) -> Vec<((u16, bool), u16)> {
+    inputs
+        .assigned_ports
+        .get(&ObjKey::new("ns", gw))
+        .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn load_balancer_ports_are_sticky_and_released_with_their_listener() {
+    let mut pool = AddressPool::new(AddressDefaults::default());
+    let mut inputs = lb_inputs(&[("a", &[(80, "HTTP"), (443, "HTTPS")]), ("b", &[(80, "HTTP")])]);
+    pool.assign(&mut inputs);
+    assert_eq!(ports(&inputs, "a"), [((80, false), 20000), ((443, false), 20001)]);
+    assert_eq!(ports(&inputs, "b"), [((80, false), 20002)]);
+    // "a" drops 443: its port is free again; "b" keeps 20002 although a
+    // lower one is free now.
+    let mut inputs = lb_inputs(&[("a", &[(80, "HTTP")]), ("b", &[(80, "HTTP")])]);
+    pool.assign(&mut inputs);
+    assert_eq!(ports(&inputs, "a"), [((80, false), 20000)]);
+    assert_eq!(ports(&inputs, "b"), [((80, false), 20002)]);
+    // A UDP listener on 53 gets the lowest UDP port (its own space).
+    let mut inputs = lb_inputs(&[("a", &[(80, "HTTP"), (53, "UDP")]), ("b", &[(80, "HTTP")])]);
+    pool.assign(&mut inputs);
+    assert_eq!(ports(&inputs, "a"), [((53, true), 20000), ((80, false), 20000)]);
+}
+
+#[test]
+fn load_balancer_ports_are_restored_from_the_gateway_service_after_a_restart() {
+    let mut inputs = lb_inputs(&[("a", &[(80, "HTTP")]), ("b", &[(80, "HTTP")])]);
+    // "b"'s Service (written before the restart) targets 20001; one of
+    // "a"'s targets a port outside the range, which is not taken.
+    for (gw, target) in [("b", 20001), ("a", 31000)] {
+        inputs
+            .insert_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": format!("switchyard-{gw}"), "namespace": "ns"},
+                "spec": {"type": "LoadBalancer",
+                         "ports": [{"name": "tcp-80", "port": 80, "protocol": "TCP", "targetPort": target}]},
+            }))
+            .expect("service");
+    }
+    let mut pool = AddressPool::new(AddressDefaults::default());
+    pool.assign(&mut inputs);
+    assert_eq!(ports(&inputs, "b"), [((80, false), 20001)]);
+    assert_eq!(ports(&inputs, "a"), [((80, false), 20000)]);
+}
+
+#[test]
+fn an_exhausted_port_range_leaves_the_listener_without_a_port_and_says_so() {
+    let mut pool = AddressPool::new(AddressDefaults::default());
+    let mut inputs = lb_inputs(&[
+        ("a", &[(80, "HTTP"), (81, "HTTP")]),
+        ("b", &[(80, "HTTP"), (443, "HTTPS")]),
+    ]);
+    pool.assign(&mut inputs);
+    let all: usize = inputs.assigned_ports.values().map(|m| m.len()).sum();
+    assert_eq!(all, 3, "the range has three ports");
+    assert_eq!(ports(&inputs, "b"), [((80, false), 20002)]);
+    let out = crate::translate::translate(&inputs);
+    let st = out
+        .status
+        .get(crate::inputs::Kind::Gateway, &ObjKey::new("ns", "b"))
+        .unwrap_or_else(|| panic!("no status: {:?}", out.status.objects.keys().collect::<Vec<_>>()));
+    let crate::status::ObjectStatus::Gateway { conditions, .. } = st else {
+        panic!("not a Gateway status");
+    };
+    let programmed = conditions
+        .iter()
+        .find(|c| c.type_ == "Programmed")
+        .expect("Programmed");
+    assert_eq!(programmed.status, "False");
+    assert_eq!(programmed.reason, "AddressNotAssigned");
+    assert!(
+        programmed.message.contains("20000-20002") && programmed.message.contains("443/TCP"),
+        "{}",
+        programmed.message
+    );
+    // No Envoy listener for the Gateway without every port.
+    let model = out.model;
+    assert!(model
+        .gateways
+        .get(&ObjKey::new("ns", "b"))
+        .is_none_or(|g| g.listeners.is_empty()));
+    let a = &model.gateways[&ObjKey::new("ns", "a")];
+    let bound: Vec<(String, u16)> = a.listeners.iter().map(|l| (l.address.clone(), l.port)).collect();
+    assert_eq!(bound, [("0.0.0.0".to_string(), 20000), ("0.0.0.0".to_string(), 20001)]);
+    assert_eq!(a.listeners[0].name, "ns/a/80", "names keep the listener port");
+}
