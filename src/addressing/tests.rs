@@ -159,3 +159,30 @@ fn node_addresses_prefer_the_first_type_each_node_has_and_skip_unready_nodes() {
         ["10.0.0.1", "10.0.0.2"]
     );
 }
+
+#[test]
+fn the_crd_matches_the_kinds_table_and_the_helm_chart_ships_the_same_copy() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let file = "gateway.switchyard.dev_gatewayclassconfigs.yaml";
+    let text = std::fs::read_to_string(root.join("crds/switchyard").join(file)).expect("CRD");
+    let helm = std::fs::read_to_string(root.join("helm/switchyard/crds").join(file)).expect("chart CRD");
+    assert_eq!(text, helm, "deploy/helm/switchyard/crds/{file} differs from deploy/crds/switchyard/");
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    let info = Kind::GatewayClassConfig.info();
+    assert_eq!(v["spec"]["group"].as_str(), Some(info.group));
+    assert_eq!(v["spec"]["names"]["kind"].as_str(), Some(info.name));
+    assert_eq!(v["spec"]["names"]["plural"].as_str(), Some(info.plural));
+    assert_eq!(v["spec"]["scope"].as_str(), Some("Cluster"));
+    assert_eq!(v["spec"]["versions"][0]["name"].as_str(), Some(info.version));
+    let props = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let modes: Vec<&str> = props["addressMode"]["enum"]
+        .as_sequence()
+        .expect("enum")
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for m in &modes {
+        assert!(m.parse::<AddressMode>().is_ok(), "{m}");
+    }
+    assert_eq!(modes.len(), 3);
+}

@@ -87,7 +87,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: gc}
 spec:
-  controllerName: c
+  controllerName: example.com/c
   parametersRef: {group: gateway.switchyard.dev, kind: GatewayClassConfig, name: lb}
 ---
 apiVersion: gateway.switchyard.dev/v1alpha1
@@ -99,14 +99,14 @@ spec:
 "#;
 
 fn lb_inputs(gws: &[(&str, &[(u16, &str)])]) -> Inputs {
-    let mut inputs = Inputs::new("c");
+    let mut inputs = Inputs::new("example.com/c");
     for d in crate::provider::file::parse_documents(LB_CLASS).expect("yaml") {
         inputs.insert_value(d).expect("decodes");
     }
     for (name, listeners) in gws {
         let ls: Vec<serde_json::Value> = listeners
             .iter()
-            .map(|(p, proto)| serde_json::json!({"name": format!("l{p}{proto}"), "port": p, "protocol": proto}))
+            .map(|(p, proto)| serde_json::json!({"name": format!("l{p}-{}", proto.to_lowercase()), "port": p, "protocol": proto}))
             .collect();
         inputs
             .insert_value(serde_json::json!({
