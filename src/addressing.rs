@@ -210,11 +210,7 @@ pub struct GatewayClassConfigSpec {
     pub load_balancer: Option<LoadBalancerSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_addresses: Option<NodeAddressesSpec>,
-    #[serde(
-        rename = "virtualIP",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "virtualIP", default, skip_serializing_if = "Option::is_none")]
     pub virtual_ip: Option<VirtualIpSpec>,
 }
 
@@ -424,8 +420,9 @@ fn config_mode(spec: &GatewayClassConfigSpec, d: &AddressDefaults) -> Result<Mod
                         .into(),
                 );
             };
-            let net = parse_pool(pool)
-                .ok_or_else(|| format!("spec.virtualIP.pool: {pool:?} is not a CIDR or an IP address"))?;
+            let net = parse_pool(pool).ok_or_else(|| {
+                format!("spec.virtualIP.pool: {pool:?} is not a CIDR or an IP address")
+            })?;
             Ok(Mode::VirtualIP { pool: Some(net) })
         }
     }
@@ -433,11 +430,9 @@ fn config_mode(spec: &GatewayClassConfigSpec, d: &AddressDefaults) -> Result<Mod
 
 /// `10.0.0.0/24` or a bare IP (a /32 or /128).
 pub fn parse_pool(spec: &str) -> Option<IpNet> {
-    spec.parse::<IpNet>().ok().or_else(|| {
-        spec.parse::<std::net::IpAddr>()
-            .ok()
-            .map(IpNet::from)
-    })
+    spec.parse::<IpNet>()
+        .ok()
+        .or_else(|| spec.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 /// The Service name for a Gateway: a DNS-1035 label (starts with a letter,

@@ -15,7 +15,8 @@ fn class_with(config: Option<&str>, parameters_ref: &str) -> Inputs {
     crate::testing::inputs(&text)
 }
 
-const REF: &str = "parametersRef: {group: gateway.switchyard.dev, kind: GatewayClassConfig, name: cfg}";
+const REF: &str =
+    "parametersRef: {group: gateway.switchyard.dev, kind: GatewayClassConfig, name: cfg}";
 
 #[test]
 fn valid_configs_resolve_to_their_mode() {
@@ -42,7 +43,10 @@ fn valid_configs_resolve_to_their_mode() {
         })
     );
     let m = resolve(
-        &class_with(Some("{addressMode: VirtualIP, virtualIP: {pool: 10.0.0.5}}"), REF),
+        &class_with(
+            Some("{addressMode: VirtualIP, virtualIP: {pool: 10.0.0.5}}"),
+            REF,
+        ),
         "gc",
     );
     assert_eq!(
@@ -112,7 +116,9 @@ fn invalid_parameters_name_the_object_and_field() {
 fn defaults_apply_without_parameters_ref_and_standalone_has_no_load_balancer() {
     let mut inputs = class_with(None, "");
     inputs.addressing.mode = AddressMode::LoadBalancer;
-    assert!(matches!(resolve(&inputs, "gc"), Ok(Mode::LoadBalancer { ports, .. }) if ports == PortRange::default()));
+    assert!(
+        matches!(resolve(&inputs, "gc"), Ok(Mode::LoadBalancer { ports, .. }) if ports == PortRange::default())
+    );
     inputs.addressing.standalone = true;
     let err = resolve(&inputs, "gc").expect_err("standalone");
     assert!(err.contains("needs Kubernetes"), "{err}");
@@ -122,11 +128,17 @@ fn defaults_apply_without_parameters_ref_and_standalone_has_no_load_balancer() {
 
 #[test]
 fn flags_parse() {
-    assert_eq!("1-2".parse::<PortRange>().ok(), Some(PortRange { from: 1, to: 2 }));
+    assert_eq!(
+        "1-2".parse::<PortRange>().ok(),
+        Some(PortRange { from: 1, to: 2 })
+    );
     assert!("2-1".parse::<PortRange>().is_err());
     assert!("0-1".parse::<PortRange>().is_err());
     assert!("x".parse::<PortRange>().is_err());
-    assert_eq!("NodeAddresses".parse::<AddressMode>().ok(), Some(AddressMode::NodeAddresses));
+    assert_eq!(
+        "NodeAddresses".parse::<AddressMode>().ok(),
+        Some(AddressMode::NodeAddresses)
+    );
     assert!("nodeaddresses".parse::<AddressMode>().is_err());
     let sel = parse_selector("a=b, c=d").expect("selector");
     assert_eq!(sel.len(), 2);
@@ -142,8 +154,16 @@ fn node_addresses_prefer_the_first_type_each_node_has_and_skip_unready_nodes() {
         )
     };
     let text = [
-        node("a", "True", "[{type: InternalIP, address: 10.0.0.2}, {type: ExternalIP, address: 203.0.113.2}]"),
-        node("b", "True", "[{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: b}]"),
+        node(
+            "a",
+            "True",
+            "[{type: InternalIP, address: 10.0.0.2}, {type: ExternalIP, address: 203.0.113.2}]",
+        ),
+        node(
+            "b",
+            "True",
+            "[{type: InternalIP, address: 10.0.0.1}, {type: Hostname, address: b}]",
+        ),
         node("c", "False", "[{type: ExternalIP, address: 203.0.113.3}]"),
         node("d", "True", "[{type: InternalIP, address: 10.0.0.1}]"),
     ]
@@ -165,16 +185,24 @@ fn the_crd_matches_the_kinds_table_and_the_helm_chart_ships_the_same_copy() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let file = "gateway.switchyard.dev_gatewayclassconfigs.yaml";
     let text = std::fs::read_to_string(root.join("crds/switchyard").join(file)).expect("CRD");
-    let helm = std::fs::read_to_string(root.join("helm/switchyard/crds").join(file)).expect("chart CRD");
-    assert_eq!(text, helm, "deploy/helm/switchyard/crds/{file} differs from deploy/crds/switchyard/");
+    let helm =
+        std::fs::read_to_string(root.join("helm/switchyard/crds").join(file)).expect("chart CRD");
+    assert_eq!(
+        text, helm,
+        "deploy/helm/switchyard/crds/{file} differs from deploy/crds/switchyard/"
+    );
     let v: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
     let info = Kind::GatewayClassConfig.info();
     assert_eq!(v["spec"]["group"].as_str(), Some(info.group));
     assert_eq!(v["spec"]["names"]["kind"].as_str(), Some(info.name));
     assert_eq!(v["spec"]["names"]["plural"].as_str(), Some(info.plural));
     assert_eq!(v["spec"]["scope"].as_str(), Some("Cluster"));
-    assert_eq!(v["spec"]["versions"][0]["name"].as_str(), Some(info.version));
-    let props = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(
+        v["spec"]["versions"][0]["name"].as_str(),
+        Some(info.version)
+    );
+    let props =
+        &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     let modes: Vec<&str> = props["addressMode"]["enum"]
         .as_sequence()
         .expect("enum")

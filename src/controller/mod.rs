@@ -605,8 +605,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     world.inputs.assigned_ports.clone(),
                 );
                 pool.assign(&mut world.inputs);
-                if (&world.inputs.assigned_addresses, &world.inputs.assigned_ports)
-                    != (&before.0, &before.1)
+                if (
+                    &world.inputs.assigned_addresses,
+                    &world.inputs.assigned_ports,
+                ) != (&before.0, &before.1)
                 {
                     changes.record_all();
                 }

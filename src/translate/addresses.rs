@@ -32,7 +32,11 @@ fn not_assigned(msg: String) -> AddressError {
 }
 
 fn not_usable(msg: String) -> AddressError {
-    (reasons::ADDRESS_NOT_USABLE, reasons::ADDRESS_NOT_USABLE, msg)
+    (
+        reasons::ADDRESS_NOT_USABLE,
+        reasons::ADDRESS_NOT_USABLE,
+        msg,
+    )
 }
 
 /// `spec.addresses` entries with a value (an empty value asks the

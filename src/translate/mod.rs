@@ -8,12 +8,12 @@ use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
 use crate::status::{ObjectStatus, StatusSet};
 
+mod addresses;
 mod attach;
 pub mod backend;
 pub mod backend_tls;
 pub mod conditions;
 mod frontend_tls;
-mod addresses;
 mod gateway;
 mod gatewayclass;
 mod grpc;

@@ -80,7 +80,9 @@ impl AddressPool {
 
     #[cfg(test)]
     fn addresses(&mut self, net: IpNet) -> &[IpAddr] {
-        self.pools.entry(net).or_insert_with(|| pool_addresses(&net))
+        self.pools
+            .entry(net)
+            .or_insert_with(|| pool_addresses(&net))
     }
 
     /// Assigns addresses (VirtualIP) and Envoy ports (LoadBalancer) to our
@@ -211,10 +213,13 @@ impl AddressPool {
         // Restore from the Gateway's existing Service (a restarted controller
         // keeps every Envoy port, so the load balancer never moves).
         for (k, (range, need)) in &wanted {
-            let svc = inputs
-                .services
-                .get(&ObjKey::new(&k.namespace, addressing::service_name(&k.name)));
-            let Some(ports) = svc.and_then(|s| s.spec.as_ref()).and_then(|s| s.ports.as_ref())
+            let svc = inputs.services.get(&ObjKey::new(
+                &k.namespace,
+                addressing::service_name(&k.name),
+            ));
+            let Some(ports) = svc
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.ports.as_ref())
             else {
                 continue;
             };
@@ -244,13 +249,20 @@ impl AddressPool {
         // Then the lowest free port of the range for what is left.
         for (k, (range, need)) in &wanted {
             for &(lp, udp) in need {
-                if self.ports.get(k).is_some_and(|m| m.contains_key(&(lp, udp))) {
+                if self
+                    .ports
+                    .get(k)
+                    .is_some_and(|m| m.contains_key(&(lp, udp)))
+                {
                     continue;
                 }
                 let free = (range.from..=range.to).find(|p| !used.contains(&(*p, udp)));
                 if let Some(ep) = free {
                     used.insert((ep, udp));
-                    self.ports.entry(k.clone()).or_default().insert((lp, udp), ep);
+                    self.ports
+                        .entry(k.clone())
+                        .or_default()
+                        .insert((lp, udp), ep);
                 }
             }
         }

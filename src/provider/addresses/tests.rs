@@ -1,86 +1,84 @@
 use super::*;
 use crate::addressing::AddressDefaults;
 
-    #[test]
-    fn pools_parse() {
-        let addrs = |s: &str| {
-            let net = addressing::parse_pool(s).expect("pool");
-            AddressPool::parse(s).expect("ok").addresses(net).to_vec()
-        };
-        assert_eq!(
-            addrs("127.0.0.1/32"),
-            vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]
-        );
-        assert_eq!(addrs("127.0.0.7").len(), 1);
-        let p = addrs("127.0.0.0/24");
-        assert_eq!(p.first().map(|a| a.to_string()), Some("127.0.0.1".into()));
-        assert_eq!(p.len(), 254);
-        assert!(AddressPool::parse("nope").is_err());
-    }
+#[test]
+fn pools_parse() {
+    let addrs = |s: &str| {
+        let net = addressing::parse_pool(s).expect("pool");
+        AddressPool::parse(s).expect("ok").addresses(net).to_vec()
+    };
+    assert_eq!(
+        addrs("127.0.0.1/32"),
+        vec!["127.0.0.1".parse::<IpAddr>().expect("ip")]
+    );
+    assert_eq!(addrs("127.0.0.7").len(), 1);
+    let p = addrs("127.0.0.0/24");
+    assert_eq!(p.first().map(|a| a.to_string()), Some("127.0.0.1".into()));
+    assert_eq!(p.len(), 254);
+    assert!(AddressPool::parse("nope").is_err());
+}
 
-    #[test]
-    fn assign_publishes_the_pool_for_static_address_checks() {
-        let mut inputs = Inputs::new("c");
-        AddressPool::parse("10.0.0.0/29")
-            .expect("pool")
-            .assign(&mut inputs);
-        let net = inputs.addressing.pool.expect("pool published");
-        assert!(net.contains(&"10.0.0.6".parse::<IpAddr>().expect("ip")));
-        assert!(!net.contains(&"10.0.0.9".parse::<IpAddr>().expect("ip")));
-    }
+#[test]
+fn assign_publishes_the_pool_for_static_address_checks() {
+    let mut inputs = Inputs::new("c");
+    AddressPool::parse("10.0.0.0/29")
+        .expect("pool")
+        .assign(&mut inputs);
+    let net = inputs.addressing.pool.expect("pool published");
+    assert!(net.contains(&"10.0.0.6".parse::<IpAddr>().expect("ip")));
+    assert!(!net.contains(&"10.0.0.9".parse::<IpAddr>().expect("ip")));
+}
 
-    fn inputs_with(gws: &[(&str, Option<&str>)]) -> Inputs {
-        let mut inputs = Inputs::new("c");
-        inputs
-            .insert_value(serde_json::json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-                "metadata": {"name": "gc"}, "spec": {"controllerName": "c"},
-            }))
-            .unwrap();
-        for (name, status) in gws {
-            let mut gw = serde_json::json!({
-                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-                "metadata": {"name": name, "namespace": "ns"},
-                "spec": {"gatewayClassName": "gc", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]},
-            });
-            if let Some(ip) = status {
-                gw["status"] =
-                    serde_json::json!({"addresses": [{"type": "IPAddress", "value": ip}]});
-            }
-            inputs.insert_value(gw).unwrap();
+fn inputs_with(gws: &[(&str, Option<&str>)]) -> Inputs {
+    let mut inputs = Inputs::new("c");
+    inputs
+        .insert_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "gc"}, "spec": {"controllerName": "c"},
+        }))
+        .unwrap();
+    for (name, status) in gws {
+        let mut gw = serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"gatewayClassName": "gc", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]},
+        });
+        if let Some(ip) = status {
+            gw["status"] = serde_json::json!({"addresses": [{"type": "IPAddress", "value": ip}]});
         }
-        inputs
+        inputs.insert_value(gw).unwrap();
     }
+    inputs
+}
 
-    #[test]
-    fn a_restarted_controller_keeps_the_addresses_gateways_report() {
-        let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
-        // "a" was deleted while the controller was down; "b" and "c" keep
-        // theirs, and the new "d" gets a free one, not one of theirs.
-        let mut inputs = inputs_with(&[
-            ("b", Some("10.0.0.2")),
-            ("c", Some("10.0.0.3")),
-            ("d", None),
-        ]);
-        pool.assign(&mut inputs);
-        let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
-        assert_eq!(got("b"), "10.0.0.2");
-        assert_eq!(got("c"), "10.0.0.3");
-        assert_eq!(got("d"), "10.0.0.1");
-        // A reported address outside the pool, or taken, is not reused.
-        let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
-        let mut inputs = inputs_with(&[
-            ("x", Some("192.168.1.1")),
-            ("y", Some("10.0.0.4")),
-            ("z", Some("10.0.0.4")),
-        ]);
-        pool.assign(&mut inputs);
-        let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
-        assert_eq!(got("y"), "10.0.0.4");
-        assert_ne!(got("z"), "10.0.0.4");
-        assert!(got("x").starts_with("10.0.0."));
-    }
-
+#[test]
+fn a_restarted_controller_keeps_the_addresses_gateways_report() {
+    let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
+    // "a" was deleted while the controller was down; "b" and "c" keep
+    // theirs, and the new "d" gets a free one, not one of theirs.
+    let mut inputs = inputs_with(&[
+        ("b", Some("10.0.0.2")),
+        ("c", Some("10.0.0.3")),
+        ("d", None),
+    ]);
+    pool.assign(&mut inputs);
+    let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
+    assert_eq!(got("b"), "10.0.0.2");
+    assert_eq!(got("c"), "10.0.0.3");
+    assert_eq!(got("d"), "10.0.0.1");
+    // A reported address outside the pool, or taken, is not reused.
+    let mut pool = AddressPool::parse("10.0.0.0/29").unwrap();
+    let mut inputs = inputs_with(&[
+        ("x", Some("192.168.1.1")),
+        ("y", Some("10.0.0.4")),
+        ("z", Some("10.0.0.4")),
+    ]);
+    pool.assign(&mut inputs);
+    let got = |k: &str| inputs.assigned_addresses[&ObjKey::new("ns", k)][0].clone();
+    assert_eq!(got("y"), "10.0.0.4");
+    assert_ne!(got("z"), "10.0.0.4");
+    assert!(got("x").starts_with("10.0.0."));
+}
 
 const LB_CLASS: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -130,9 +128,15 @@ fn ports(inputs: &Inputs, gw: &str) -> Vec<((u16, bool), u16)> {
 #[test]
 fn load_balancer_ports_are_sticky_and_released_with_their_listener() {
     let mut pool = AddressPool::new(AddressDefaults::default());
-    let mut inputs = lb_inputs(&[("a", &[(80, "HTTP"), (443, "HTTPS")]), ("b", &[(80, "HTTP")])]);
+    let mut inputs = lb_inputs(&[
+        ("a", &[(80, "HTTP"), (443, "HTTPS")]),
+        ("b", &[(80, "HTTP")]),
+    ]);
     pool.assign(&mut inputs);
-    assert_eq!(ports(&inputs, "a"), [((80, false), 20000), ((443, false), 20001)]);
+    assert_eq!(
+        ports(&inputs, "a"),
+        [((80, false), 20000), ((443, false), 20001)]
+    );
     assert_eq!(ports(&inputs, "b"), [((80, false), 20002)]);
     // "a" drops 443: its port is free again; "b" keeps 20002 although a
     // lower one is free now.
@@ -143,7 +147,10 @@ fn load_balancer_ports_are_sticky_and_released_with_their_listener() {
     // A UDP listener on 53 gets the lowest UDP port (its own space).
     let mut inputs = lb_inputs(&[("a", &[(80, "HTTP"), (53, "UDP")]), ("b", &[(80, "HTTP")])]);
     pool.assign(&mut inputs);
-    assert_eq!(ports(&inputs, "a"), [((53, true), 20000), ((80, false), 20000)]);
+    assert_eq!(
+        ports(&inputs, "a"),
+        [((53, true), 20000), ((80, false), 20000)]
+    );
 }
 
 #[test]
@@ -182,7 +189,12 @@ fn an_exhausted_port_range_leaves_the_listener_without_a_port_and_says_so() {
     let st = out
         .status
         .get(crate::inputs::Kind::Gateway, &ObjKey::new("ns", "b"))
-        .unwrap_or_else(|| panic!("no status: {:?}", out.status.objects.keys().collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "no status: {:?}",
+                out.status.objects.keys().collect::<Vec<_>>()
+            )
+        });
     let crate::status::ObjectStatus::Gateway { conditions, .. } = st else {
         panic!("not a Gateway status");
     };
@@ -204,7 +216,20 @@ fn an_exhausted_port_range_leaves_the_listener_without_a_port_and_says_so() {
         .get(&ObjKey::new("ns", "b"))
         .is_none_or(|g| g.listeners.is_empty()));
     let a = &model.gateways[&ObjKey::new("ns", "a")];
-    let bound: Vec<(String, u16)> = a.listeners.iter().map(|l| (l.address.clone(), l.port)).collect();
-    assert_eq!(bound, [("0.0.0.0".to_string(), 20000), ("0.0.0.0".to_string(), 20001)]);
-    assert_eq!(a.listeners[0].name, "ns/a/80", "names keep the listener port");
+    let bound: Vec<(String, u16)> = a
+        .listeners
+        .iter()
+        .map(|l| (l.address.clone(), l.port))
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("0.0.0.0".to_string(), 20000),
+            ("0.0.0.0".to_string(), 20001)
+        ]
+    );
+    assert_eq!(
+        a.listeners[0].name, "ns/a/80",
+        "names keep the listener port"
+    );
 }

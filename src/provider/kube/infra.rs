@@ -191,10 +191,10 @@ pub fn desired(inputs: &Inputs, status: &StatusSet) -> BTreeMap<ObjKey, Desired>
                 if matches!(mode, Mode::VirtualIP { .. }) =>
             {
                 addresses
-                .iter()
-                .filter_map(|a| a.value.parse::<IpAddr>().ok())
-                .filter(endpoint_address)
-                .collect()
+                    .iter()
+                    .filter_map(|a| a.value.parse::<IpAddr>().ok())
+                    .filter(endpoint_address)
+                    .collect()
             }
             _ => Vec::new(),
         };

@@ -201,13 +201,12 @@ fn load_balancer_mode_selects_the_envoy_pods_and_targets_the_allocated_ports() {
     // TCP ports are separate spaces.
     let ports = ports_of(web);
     assert_eq!(ports.len(), 3);
-    let targets: BTreeSet<i64> = ports
-        .iter()
-        .filter(|p| p.1 == "TCP")
-        .map(|p| p.2)
-        .collect();
+    let targets: BTreeSet<i64> = ports.iter().filter(|p| p.1 == "TCP").map(|p| p.2).collect();
     assert_eq!(targets.len(), 2, "{ports:?}");
-    assert!(ports.iter().all(|p| (30100..=30199).contains(&p.2)), "{ports:?}");
+    assert!(
+        ports.iter().all(|p| (30100..=30199).contains(&p.2)),
+        "{ports:?}"
+    );
     assert!(web.slices.is_empty(), "the selector makes the endpoints");
     let local = &d[&ObjKey::new("apps", "switchyard-local-gw")];
     assert!(local.service["spec"].get("loadBalancerIP").is_none());
