@@ -209,9 +209,13 @@ def metric(text, name, **labels):
 class Controller:
     """One `switchyard controller` replica."""
 
-    def __init__(self, workdir, identity, address_pool, lease_secs=15, extra=()):
+    def __init__(self, workdir, identity, address_pool, lease_secs=15, extra=(), address_mode="VirtualIP"):
         self.workdir = Path(workdir)
         self.identity = identity
+        # The controller's default mode is LoadBalancer; these tests run
+        # Envoy on the host with Gateway addresses from the pool (VirtualIP),
+        # unless a test asks for another mode (docs/networking.md).
+        self.address_mode = address_mode
         self.address_pool = address_pool
         self.lease_secs = lease_secs
         self.extra = list(extra)
@@ -224,7 +228,8 @@ class Controller:
     def start(self):
         args = [str(SWITCHYARD), "controller", f"--xds-listen=127.0.0.1:{self.xds_port}",
                 f"--admin-listen=127.0.0.1:{self.admin_port}",
-                f"--admin-grpc-listen=127.0.0.1:{self.admin_grpc_port}", f"--address-pool={self.address_pool}",
+                f"--admin-grpc-listen=127.0.0.1:{self.admin_grpc_port}",
+                f"--address-mode={self.address_mode}", f"--address-pool={self.address_pool}",
                 f"--lease-namespace={LEASE_NAMESPACE}", f"--identity={self.identity}",
                 f"--lease-duration-secs={self.lease_secs}", *self.extra]
         if not any(a.startswith(("--xds-tls-dir", "--xds-insecure")) for a in self.extra):

@@ -14,7 +14,7 @@ use gateway_api::experimental::{
     listenersets::ListenerSet, referencegrants::ReferenceGrant, tcproutes::TcpRoute,
     tlsroutes::TlsRoute, udproutes::UdpRoute,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -152,11 +152,19 @@ pub struct Inputs {
     /// Addresses the provider assigned to Gateways that did not ask for
     /// static ones (`spec.addresses`).
     pub assigned_addresses: BTreeMap<ObjKey, Vec<String>>,
-    /// The addresses the Envoy fleet can bind (`--address-pool`), set by
-    /// the provider with `assigned_addresses`. A static Gateway address
-    /// outside it is not usable. `None` (only in tests that skip address
-    /// assignment): static addresses are taken as given.
-    pub address_pool: Option<ipnet::IpNet>,
+    /// LoadBalancer mode: the port Envoy listens on for each (listener
+    /// port, UDP?) of a Gateway, allocated by the provider from the class's
+    /// port range. A listener port without one: the range is exhausted.
+    pub assigned_ports: BTreeMap<ObjKey, BTreeMap<(u16, bool), u16>>,
+    /// The controller's address defaults (mode, `--address-pool`, ...), set
+    /// by the provider with `assigned_addresses`. A static VirtualIP
+    /// address outside the class's pool is not usable; without a pool
+    /// static addresses are taken as given.
+    pub addressing: crate::addressing::AddressDefaults,
+    /// `GatewayClassConfig`s (Switchyard's GatewayClass parameters), by name.
+    pub gateway_class_configs: BTreeMap<String, crate::addressing::GatewayClassConfig>,
+    /// Nodes (their addresses and readiness: NodeAddresses mode).
+    pub nodes: BTreeMap<String, Node>,
     /// Kinds whose CRDs are not installed (Kubernetes mode).
     pub missing_kinds: Vec<String>,
     /// `gateway.networking.k8s.io/bundle-version` of the installed CRDs
@@ -604,7 +612,10 @@ mod tests {
             Kind::ListenerSet => json!({"spec": {"parentRef": {"name": "gw"}, "listeners": []}}),
             Kind::EndpointSlice => json!({"addressType": "IPv4", "endpoints": [],
                 "metadata": {"labels": {"kubernetes.io/service-name": "s"}}}),
-            Kind::Namespace | Kind::Service | Kind::Secret | Kind::ConfigMap => json!({}),
+            Kind::Namespace | Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Node => {
+                json!({})
+            }
+            Kind::GatewayClassConfig => json!({"spec": {"addressMode": "NodeAddresses"}}),
         };
         let info = kind.info();
         let mut v = json!({"apiVersion": info.api_version(), "kind": info.name, "metadata": {"name": name}});

@@ -37,6 +37,8 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     ConfigMap,
+    Node,
+    GatewayClassConfig,
 }
 
 /// Whether and how Switchyard writes an object's `status`.
@@ -216,7 +218,7 @@ const ROUTE: KindInfo = KindInfo {
     ..ROW
 };
 
-const TABLE: [KindInfo; 15] = [
+const TABLE: [KindInfo; 17] = [
     KindInfo {
         kind: Kind::GatewayClass,
         name: "GatewayClass",
@@ -338,6 +340,25 @@ const TABLE: [KindInfo; 15] = [
         store: keyed!(config_maps),
         ..ROW
     },
+    KindInfo {
+        kind: Kind::Node,
+        group: "",
+        name: "Node",
+        plural: "nodes",
+        namespaced: false,
+        store: named!(nodes),
+        ..ROW
+    },
+    KindInfo {
+        kind: Kind::GatewayClassConfig,
+        group: crate::addressing::CONFIG_GROUP,
+        version: "v1alpha1",
+        name: "GatewayClassConfig",
+        plural: "gatewayclassconfigs",
+        namespaced: false,
+        store: named!(gateway_class_configs),
+        ..ROW
+    },
 ];
 
 // Row i describes the variant with discriminant i, so `Kind::info` is an
@@ -451,10 +472,12 @@ mod tests {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Node => "Node",
+            Kind::GatewayClassConfig => "GatewayClassConfig",
         }
     }
 
-    const VARIANTS: [Kind; 15] = [
+    const VARIANTS: [Kind; 17] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HTTPRoute,
@@ -470,6 +493,8 @@ mod tests {
         Kind::EndpointSlice,
         Kind::Secret,
         Kind::ConfigMap,
+        Kind::Node,
+        Kind::GatewayClassConfig,
     ];
 
     #[test]
@@ -538,7 +563,12 @@ mod tests {
         );
         assert_eq!(
             groups(),
-            ["gateway.networking.k8s.io", "", "discovery.k8s.io"]
+            [
+                "gateway.networking.k8s.io",
+                "",
+                "discovery.k8s.io",
+                "gateway.switchyard.dev"
+            ]
         );
     }
 
@@ -686,7 +716,7 @@ mod tests {
 
     #[test]
     fn core_rows_match_k8s_openapi() {
-        use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+        use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, Service};
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         use k8s_openapi::Resource;
         fn check<R: Resource>(k: Kind, namespaced: bool) {
@@ -707,5 +737,6 @@ mod tests {
         check::<EndpointSlice>(Kind::EndpointSlice, true);
         check::<Secret>(Kind::Secret, true);
         check::<ConfigMap>(Kind::ConfigMap, true);
+        check::<Node>(Kind::Node, false);
     }
 }

@@ -5,6 +5,7 @@
 //!  → xds::build (pure) → xds::cache → xds::server (ADS)`, and `StatusSet → status writer`.
 #![forbid(unsafe_code)]
 
+pub mod addressing;
 pub mod admin;
 pub mod admin_grpc;
 pub mod certgen;

@@ -166,9 +166,23 @@ enum Command {
         /// on loopback and reach it with `kubectl port-forward`.
         #[arg(long, default_value = "127.0.0.1:18002")]
         admin_grpc_listen: SocketAddr,
-        /// Addresses for Gateways without spec.addresses (CIDR or IP).
-        #[arg(long, env = "SWITCHYARD_ADDRESS_POOL", default_value = "127.0.0.1/32")]
-        address_pool: String,
+        /// How Gateways of classes without parametersRef get addresses:
+        /// LoadBalancer, NodeAddresses or VirtualIP (docs/networking.md).
+        #[arg(long, env = "SWITCHYARD_ADDRESS_MODE", default_value = "LoadBalancer")]
+        address_mode: switchyard::addressing::AddressMode,
+        /// VirtualIP mode: addresses for Gateways without spec.addresses
+        /// (CIDR or IP). No default: without it VirtualIP Gateways are
+        /// AddressNotAssigned.
+        #[arg(long, env = "SWITCHYARD_ADDRESS_POOL")]
+        address_pool: Option<String>,
+        /// LoadBalancer mode: ports Envoy listens on (FROM-TO), one per
+        /// Gateway and listener port.
+        #[arg(long, env = "SWITCHYARD_LB_PORT_RANGE", default_value = "20000-29999")]
+        lb_port_range: switchyard::addressing::PortRange,
+        /// Labels of the Envoy pods: the selector of the Gateways' Services
+        /// in LoadBalancer and NodeAddresses modes.
+        #[arg(long, env = "SWITCHYARD_ENVOY_POD_SELECTOR", default_value = switchyard::addressing::DEFAULT_ENVOY_POD_SELECTOR)]
+        envoy_pod_selector: String,
         #[arg(long, env = "POD_NAMESPACE", default_value = "switchyard-system")]
         lease_namespace: String,
         #[arg(long, default_value = "switchyard-controller")]
@@ -252,9 +266,15 @@ enum Command {
         /// shows every Gateway's configuration (never private keys).
         #[arg(long, default_value = "127.0.0.1:18002")]
         admin_grpc_listen: SocketAddr,
-        /// Addresses for Gateways without spec.addresses (CIDR or IP).
+        /// Addresses for Gateways without spec.addresses (CIDR or IP), in
+        /// VirtualIP mode.
         #[arg(long, default_value = "127.0.0.1/32")]
         address_pool: String,
+        /// How Gateways of classes without parametersRef get addresses:
+        /// VirtualIP (the pool) or NodeAddresses (0.0.0.0; addresses of the
+        /// Node objects in --config-dir). LoadBalancer needs Kubernetes.
+        #[arg(long, env = "SWITCHYARD_ADDRESS_MODE", default_value = "VirtualIP")]
+        address_mode: switchyard::addressing::AddressMode,
         #[arg(long, default_value = DEFAULT_CONTROLLER_NAME)]
         controller_name: String,
         /// Launch and supervise this Envoy binary.
@@ -474,7 +494,10 @@ fn main() -> anyhow::Result<()> {
             xds_listen,
             admin_listen,
             admin_grpc_listen,
+            address_mode,
             address_pool,
+            lb_port_range,
+            envoy_pod_selector,
             lease_namespace,
             lease_name,
             identity,
@@ -504,7 +527,25 @@ fn main() -> anyhow::Result<()> {
                     xds_listen,
                     admin_listen,
                     admin_grpc_listen,
-                    address_pool,
+                    addressing: switchyard::addressing::AddressDefaults {
+                        mode: address_mode,
+                        pool: address_pool
+                            .as_deref()
+                            .filter(|p| !p.is_empty())
+                            .map(|p| {
+                                switchyard::addressing::parse_pool(p).ok_or_else(|| {
+                                    anyhow::anyhow!(
+                                        "--address-pool {p:?} is not a CIDR or an IP address"
+                                    )
+                                })
+                            })
+                            .transpose()?,
+                        lb_ports: lb_port_range,
+                        envoy_pod_selector: switchyard::addressing::parse_selector(
+                            &envoy_pod_selector,
+                        )?,
+                        standalone: false,
+                    },
                     lease_namespace,
                     lease_name,
                     identity,
@@ -572,6 +613,7 @@ fn main() -> anyhow::Result<()> {
             admin_listen,
             admin_grpc_listen,
             address_pool,
+            address_mode,
             controller_name,
             envoy,
             envoy_admin,
@@ -643,6 +685,7 @@ fn main() -> anyhow::Result<()> {
                     admin_listen,
                     admin_grpc_listen,
                     address_pool,
+                    address_mode,
                     envoy,
                     xds_tls_dir,
                     debounce: Duration::from_millis(debounce_ms),

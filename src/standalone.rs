@@ -28,6 +28,9 @@ pub struct Options {
     /// The gRPC admin API (`switchyard.admin.v1`).
     pub admin_grpc_listen: SocketAddr,
     pub address_pool: String,
+    /// Address mode of classes without parametersRef (VirtualIP: the
+    /// pool; NodeAddresses: 0.0.0.0 and the Node objects' addresses).
+    pub address_mode: crate::addressing::AddressMode,
     pub envoy: Option<crate::supervisor::EnvoyConfig>,
     /// mTLS certificate directory of the xDS server (`ca.crt`, `tls.crt`,
     /// `tls.key`); `None` serves plaintext (loopback only).
@@ -185,7 +188,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         touched,
         loader: DirLoader::new(&opts.config_dir)
             .with_last_good(LastGoodStore::new(opts.status_dir.join(LAST_GOOD_DIR))),
-        pool: AddressPool::parse(&opts.address_pool)?,
+        pool: AddressPool::new(crate::addressing::AddressDefaults {
+            mode: opts.address_mode,
+            pool: Some(
+                crate::addressing::parse_pool(&opts.address_pool).ok_or_else(|| {
+                    crate::provider::addresses::PoolError::Parse(opts.address_pool.clone())
+                })?,
+            ),
+            standalone: true,
+            ..Default::default()
+        }),
         writer: FileStatusWriter::new(&opts.status_dir),
         engine: Engine::new(cache.clone())
             .with_model_handle(state.model.clone())

@@ -64,8 +64,17 @@ current() { ! readlink "/proc/$(cat "$PIDS/$1.pid")/exe" 2>/dev/null | grep -q '
 SETTINGS="v2 kubelet=$(readlink -f "$KUBELET" 2>/dev/null || echo "$KUBELET") port=$KUBELET_PORT node=$NODE bridge=$BRIDGE_IP"
 same_settings() { [ "$(cat "$RUN/settings" 2>/dev/null)" = "$SETTINGS" ]; }
 
+# Switchyard's own CRD (GatewayClassConfig, deploy/crds/switchyard):
+# idempotent, also on a reused cluster (it may predate the CRD).
+switchyard_crds() {
+  kubectl apply --server-side --force-conflicts -k "$ROOT/deploy/crds/switchyard" >>"$LOGS/crds.log" 2>&1 \
+    && kubectl wait --for condition=Established --timeout=60s crd/gatewayclassconfigs.gateway.switchyard.dev >>"$LOGS/crds.log" 2>&1
+}
+
 if [ -f "$KUBECONFIG" ] && same_settings && alive etcd && alive kube-apiserver && alive kube-controller-manager && alive kubelet \
     && current kubelet && current kube-apiserver && kubectl get --raw /readyz >/dev/null 2>&1 && node_ready; then
+  mkdir -p "$LOGS"
+  switchyard_crds || { echo "applying the Switchyard CRD failed: see $LOGS/crds.log" >&2; exit 1; }
   printf 'cluster already up (reused, %.1f s); export KUBECONFIG=%s\n' "$(elapsed)" "$KUBECONFIG"
   exit 0
 fi
@@ -238,6 +247,7 @@ names=$(kubectl get crd -o name | grep 'gateway\.networking\.' || true)
 # shellcheck disable=SC2086
 kubectl wait --for condition=Established --timeout=60s $names >>"$LOGS/crds.log" 2>&1 \
   || fail "CRDs not Established within 60 s" crds
+switchyard_crds || fail "applying the Switchyard CRD" crds
 
 printf 'cluster up in %.1f s (%d Gateway API %s CRDs Established); export KUBECONFIG=%s\n' \
   "$(elapsed)" "$(echo "$names" | wc -w)" "$GATEWAY_API_VERSION" "$KUBECONFIG"

@@ -132,7 +132,9 @@ def main():
     failed = []
     try:
         if not opts.external:
-            controller = stack.controller("conformance")
+            # VirtualIP with the pool, explicitly (Envoy on this host binds
+            # each Gateway's pool address).
+            controller = stack.controller("conformance", address_mode="VirtualIP")
             stack.envoy(controller)
         ks.wait(lambda: any(c["type"] == "Accepted" and c["status"] == "True" for c in
                             (ks.get("gatewayclass", "switchyard").get("status") or {}).get("conditions", [])),

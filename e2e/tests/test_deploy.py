@@ -65,12 +65,19 @@ def test_kustomize_base_parses_and_matches_the_bootstrap():
     base = ROOT / "deploy" / "kustomize" / "base"
     k = yaml.safe_load((base / "kustomization.yaml").read_text())
     kinds = []
+    files = []
     for r in k["resources"]:
-        for doc in yaml.safe_load_all((base / r).read_text()):
-            assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], (r, doc)
+        if (base / r).is_dir():  # a kustomization of its own (deploy/crds/switchyard)
+            sub = yaml.safe_load((base / r / "kustomization.yaml").read_text())
+            files += [base / r / f for f in sub["resources"]]
+        else:
+            files.append(base / r)
+    for f in files:
+        for doc in yaml.safe_load_all(f.read_text()):
+            assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], (f, doc)
             kinds.append(doc["kind"])
     assert {"Namespace", "ServiceAccount", "ClusterRole", "Role", "Deployment", "Service", "DaemonSet",
-            "GatewayClass"} <= set(kinds), kinds
+            "GatewayClass", "CustomResourceDefinition"} <= set(kinds), kinds
     gen = k["configMapGenerator"][0]["files"][0].split("=", 1)[1]
     assert (base / gen).read_text() == BOOTSTRAP, "deploy/kustomize/base copy of the bootstrap is stale"
     daemonset = next(d for d in yaml.safe_load_all((base / "envoy.yaml").read_text()) if d["kind"] == "DaemonSet")
@@ -156,8 +163,9 @@ def test_kustomize_base_renders_and_the_api_server_accepts_it():
 def test_helm_chart_renders_like_kustomize_and_the_api_server_accepts_it():
     import subprocess
     ks = _cluster()
+    # --include-crds: the chart's crds/ (GatewayClassConfig), which the kustomize base has too.
     r = subprocess.run([str(ks.BIN / "helm"), "template", "switchyard", str(ROOT / "deploy" / "helm" / "switchyard"),
-                        "--namespace", "switchyard-system", "--set", "controller.replicas=3"],
+                        "--namespace", "switchyard-system", "--set", "controller.replicas=3", "--include-crds"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]

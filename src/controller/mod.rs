@@ -27,7 +27,9 @@ pub struct Options {
     pub admin_listen: SocketAddr,
     /// The gRPC admin API (`switchyard.admin.v1`).
     pub admin_grpc_listen: SocketAddr,
-    pub address_pool: String,
+    /// Address mode, pool, port range and Envoy pod selector for classes
+    /// without parametersRef (docs/networking.md).
+    pub addressing: crate::addressing::AddressDefaults,
     pub lease_namespace: String,
     pub lease_name: String,
     pub identity: String,
@@ -507,7 +509,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut engine = Engine::new(cache.clone())
         .with_model_handle(debug.model.clone())
         .with_build_options(opts.build.clone());
-    let mut pool = AddressPool::parse(&opts.address_pool)?;
+    let mut pool = AddressPool::new(opts.addressing.clone());
     let mut world = World::new(&opts.controller_name);
     let mut last_snapshot: Option<(crate::xds::Snapshot, u64)> = None;
     let mut xds_events = cache.subscribe_events();
@@ -599,9 +601,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     "endpoints updated (no route re-translation)"
                 );
             } else {
-                let before = world.inputs.assigned_addresses.clone();
+                let before = (
+                    world.inputs.assigned_addresses.clone(),
+                    world.inputs.assigned_ports.clone(),
+                );
                 pool.assign(&mut world.inputs);
-                if world.inputs.assigned_addresses != before {
+                if (
+                    &world.inputs.assigned_addresses,
+                    &world.inputs.assigned_ports,
+                ) != (&before.0, &before.1)
+                {
                     changes.record_all();
                 }
                 world.inputs.now = Some(crate::certs::wall_clock());

@@ -42,7 +42,13 @@ pub struct Listener {
     /// `<gw-ns>/<gw-name>/<port>` (TCP) or `<gw-ns>/<gw-name>/<port>/udp`.
     pub name: String,
     pub address: String,
+    /// The port Envoy listens on (LoadBalancer mode: from the class's port
+    /// range; the name keeps the Gateway's listener port).
     pub port: u16,
+    /// Bind before the address is on the node (`IP_FREEBIND`: VirtualIP
+    /// mode, where MetalLB, kube-vip or keepalived move the address).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub freebind: bool,
     pub transport: Transport,
     /// Envoy picks the chain whose match is the most specific for the
     /// connection (SNI); at most one chain matches any (no `server_names`).

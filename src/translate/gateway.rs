@@ -2,7 +2,6 @@
 //! in from ListenerSets, and Gateway status.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use gateway_api::experimental::gateways::Gateway;
 
@@ -12,15 +11,39 @@ use super::listener::{
 };
 use super::listenerset::{self, ListenerSetInfo};
 use super::{generation, GatewayMap};
+use crate::addressing::{self, AddressMode};
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
 use crate::status::{Condition, GatewayAddress, ObjectStatus};
+
+/// Where Envoy binds a Gateway's listeners.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bind {
+    /// An address of the Gateway (VirtualIP) or `0.0.0.0` (LoadBalancer,
+    /// NodeAddresses).
+    pub address: String,
+    /// Bind before the address is on the node (VirtualIP, not loopback).
+    pub freebind: bool,
+    /// LoadBalancer: the Envoy port of each (listener port, UDP?); empty:
+    /// Envoy listens on the listener port.
+    pub ports: BTreeMap<(u16, bool), u16>,
+    pub mode: AddressMode,
+}
+
+/// Why a Gateway has no usable address: (reason for Accepted when it is
+/// `UnsupportedAddress`, reason for Programmed, message).
+pub type AddressError = (&'static str, &'static str, String);
 
 #[derive(Clone, Debug)]
 pub struct GatewayState {
     pub key: ObjKey,
     pub generation: i64,
-    pub address: Result<Vec<String>, (&'static str, &'static str, String)>,
+    /// The addresses `status.addresses` reports.
+    pub address: Result<Vec<GatewayAddress>, AddressError>,
+    /// Where Envoy listens (`None`: no Envoy listener). Set even while the
+    /// address is pending (a load balancer not provisioned yet): the
+    /// listeners are ready when it appears.
+    pub bind: Option<Bind>,
     /// Why the Gateway is not accepted regardless of its listeners
     /// (reason, message): fields Switchyard cannot honour, what the API
     /// server would have refused, an unusable infrastructure.parametersRef.
@@ -43,7 +66,13 @@ impl GatewayState {
         GatewayState {
             key,
             generation: 1,
-            address: Ok(vec!["127.0.0.1".into()]),
+            address: Ok(vec![ip_address("127.0.0.1")]),
+            bind: Some(Bind {
+                address: "127.0.0.1".into(),
+                freebind: false,
+                ports: BTreeMap::new(),
+                mode: AddressMode::VirtualIP,
+            }),
             unsupported: None,
             listeners,
             secrets: BTreeMap::new(),
@@ -106,13 +135,16 @@ impl GatewayState {
                 "Gateway is not accepted",
                 gen,
             ),
-            (Ok(_), true) => Condition::new(
-                types::PROGRAMMED,
-                true,
-                reasons::PROGRAMMED,
-                "Gateway is programmed",
-                gen,
-            ),
+            (Ok(_), true) => match self.node_port_conflicts() {
+                Some(msg) => Condition::new(types::PROGRAMMED, false, reasons::INVALID, msg, gen),
+                None => Condition::new(
+                    types::PROGRAMMED,
+                    true,
+                    reasons::PROGRAMMED,
+                    "Gateway is programmed",
+                    gen,
+                ),
+            },
         };
         conditions.push(programmed);
         if let Some(msg) = &self.insecure_frontend {
@@ -124,18 +156,7 @@ impl GatewayState {
                 gen,
             ));
         }
-        let addresses = self
-            .address
-            .as_ref()
-            .map(|a| {
-                a.iter()
-                    .map(|v| GatewayAddress {
-                        type_: "IPAddress".into(),
-                        value: v.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let addresses = self.address.clone().unwrap_or_default();
         let mut listeners: Vec<_> = self
             .own_listeners()
             .map(|l| listener_status(l, gen))
@@ -188,13 +209,49 @@ impl GatewayState {
         out
     }
 
-    /// First address Envoy binds this Gateway's listeners to.
+    /// The address Envoy binds this Gateway's listeners to.
     pub fn bind_address(&self) -> Option<&str> {
-        self.address
+        self.bind.as_ref().map(|b| b.address.as_str())
+    }
+
+    /// The port Envoy listens on for a listener port.
+    pub fn envoy_port(&self, port: u16, udp: bool) -> u16 {
+        self.bind
             .as_ref()
-            .ok()
-            .and_then(|a| a.first())
-            .map(|s| s.as_str())
+            .and_then(|b| b.ports.get(&(port, udp)))
+            .copied()
+            .unwrap_or(port)
+    }
+
+    /// NodeAddresses mode: own listeners that lost their port to an older
+    /// Gateway (every Gateway binds 0.0.0.0 on every node).
+    fn node_port_conflicts(&self) -> Option<String> {
+        if self.bind.as_ref().map(|b| b.mode) != Some(AddressMode::NodeAddresses) {
+            return None;
+        }
+        let lost: Vec<String> = self
+            .own_listeners()
+            .filter_map(|l| match &l.accepted {
+                Err((r, msg)) if *r == reasons::PORT_UNAVAILABLE => {
+                    Some(format!("{}: {msg}", l.name))
+                }
+                _ => None,
+            })
+            .collect();
+        (!lost.is_empty()).then(|| {
+            format!(
+                "listeners cannot bind their port on the nodes (NodeAddresses mode): {}",
+                lost.join("; ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+fn ip_address(v: &str) -> GatewayAddress {
+    GatewayAddress {
+        type_: "IPAddress".into(),
+        value: v.to_string(),
     }
 }
 
@@ -236,23 +293,24 @@ fn claim_ports(inputs: &Inputs, gateways: &mut GatewayMap) {
         let Some(gw) = gateways.get_mut(&key) else {
             continue;
         };
-        let Some(address) = gw.bind_address().map(str::to_string) else {
+        let Some(bind) = gw.bind.clone() else {
             continue;
         };
+        let address = bind.address;
         for l in gw.listeners.iter_mut().filter(|l| l.attachable()) {
             let udp = l.transport() == ir::Transport::Udp;
-            match owner.get(&(address.clone(), l.port, udp)) {
+            let port = bind.ports.get(&(l.port, udp)).copied().unwrap_or(l.port);
+            match owner.get(&(address.clone(), port, udp)) {
                 Some(other) if *other != key => {
                     l.accepted = Err((
                         reasons::PORT_UNAVAILABLE,
                         format!(
-                            "port {} on address {address} is already used by Gateway {other}",
-                            l.port
+                            "port {port} on address {address} is already used by Gateway {other}"
                         ),
                     ));
                 }
                 _ => {
-                    owner.insert((address.clone(), l.port, udp), key.clone());
+                    owner.insert((address.clone(), port, udp), key.clone());
                 }
             }
         }
@@ -314,7 +372,16 @@ fn gateway_state(
         ));
     }
 
-    let address = gateway_address(inputs, key, gw);
+    let (address, bind) = match addressing::resolve(inputs, &gw.spec.gateway_class_name) {
+        Ok(mode) => super::addresses::gateway_address(inputs, key, gw, &mode),
+        Err(msg) => {
+            unsupported.get_or_insert((reasons::INVALID_PARAMETERS, msg.clone()));
+            (
+                Err((reasons::INVALID_PARAMETERS, reasons::INVALID, msg)),
+                None,
+            )
+        }
+    };
     let mut secrets = BTreeMap::new();
     let mut listeners: Vec<ListenerState> = gw
         .spec
@@ -367,83 +434,12 @@ fn gateway_state(
         key: key.clone(),
         generation: gen,
         address,
+        bind,
         unsupported,
         listeners,
         secrets,
         client_cas,
         insecure_frontend: super::frontend_tls::insecure_fallback(gw),
         listener_sets,
-    }
-}
-
-fn gateway_address(
-    inputs: &Inputs,
-    key: &ObjKey,
-    gw: &Gateway,
-) -> Result<Vec<String>, (&'static str, &'static str, String)> {
-    match gw.spec.addresses.as_deref() {
-        Some(addrs) if !addrs.is_empty() => {
-            let mut out = Vec::new();
-            for (i, a) in addrs.iter().enumerate() {
-                let ty = a.r#type.as_deref().unwrap_or("IPAddress");
-                if ty != "IPAddress" {
-                    return Err((
-                        reasons::UNSUPPORTED_ADDRESS,
-                        reasons::ADDRESS_NOT_ASSIGNED,
-                        format!("spec.addresses[{i}]: address type {ty} is not supported (only IPAddress)"),
-                    ));
-                }
-                let value = a.value.as_deref().unwrap_or("");
-                if value.is_empty() {
-                    // An empty value asks the implementation to assign one.
-                    match inputs.assigned_addresses.get(key).and_then(|v| v.first()) {
-                        Some(v) => out.push(v.clone()),
-                        None => {
-                            return Err((
-                                reasons::ADDRESS_NOT_ASSIGNED,
-                                reasons::ADDRESS_NOT_ASSIGNED,
-                                "no address available in the address pool".into(),
-                            ))
-                        }
-                    }
-                    continue;
-                }
-                let Ok(ip) = value.parse::<IpAddr>() else {
-                    return Err((
-                        reasons::UNSUPPORTED_ADDRESS,
-                        reasons::ADDRESS_NOT_USABLE,
-                        format!("spec.addresses[{i}]: {value:?} is not an IP address"),
-                    ));
-                };
-                // Usable: what Envoy on every node can bind, i.e. the pool,
-                // and loopback addresses (Linux binds all of 127.0.0.0/8 and
-                // ::1 on every node; node-local by nature).
-                if let Some(pool) = inputs
-                    .address_pool
-                    .filter(|p| !p.contains(&ip) && !ip.is_loopback())
-                {
-                    // Accepted (the request is valid) but not programmed:
-                    // no Envoy of the fleet can bind it.
-                    return Err((
-                        reasons::ADDRESS_NOT_USABLE,
-                        reasons::ADDRESS_NOT_USABLE,
-                        format!(
-                            "spec.addresses[{i}]: {value} is outside the address pool {pool} \
-                             that the Envoy fleet can bind (--address-pool) and not a loopback address"
-                        ),
-                    ));
-                }
-                out.push(value.to_string());
-            }
-            Ok(out)
-        }
-        _ => match inputs.assigned_addresses.get(key) {
-            Some(v) if !v.is_empty() => Ok(v.clone()),
-            _ => Err((
-                reasons::ADDRESS_NOT_ASSIGNED,
-                reasons::ADDRESS_NOT_ASSIGNED,
-                "no address assigned: the address pool is exhausted or not configured".into(),
-            )),
-        },
     }
 }

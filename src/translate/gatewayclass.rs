@@ -99,12 +99,14 @@ pub fn gateway_classes(inputs: &Inputs, status: &mut StatusSet) -> BTreeSet<Stri
                 super::validate::summary(&violations),
                 gen,
             )
-        } else if let Some(p) = &gc.spec.parameters_ref {
+        } else if let Err(msg) = crate::addressing::resolve(inputs, name) {
+            // parametersRef to another kind, a missing or invalid
+            // GatewayClassConfig, or a mode the defaults cannot serve.
             Condition::new(
                 types::ACCEPTED,
                 false,
                 reasons::INVALID_PARAMETERS,
-                format!("parametersRef {}/{} is not supported: Switchyard takes no GatewayClass parameters", p.kind, p.name),
+                msg,
                 gen,
             )
         } else if !unknown.is_empty() {

@@ -700,7 +700,8 @@ impl RouteIndex {
                     names::listener(&gw.key, port)
                 },
                 address: address.to_string(),
-                port,
+                port: gw.envoy_port(port, udp),
+                freebind: gw.bind.as_ref().is_some_and(|b| b.freebind),
                 transport: if udp {
                     ir::Transport::Udp
                 } else {

@@ -8,6 +8,7 @@ use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::ir;
 use crate::status::{ObjectStatus, StatusSet};
 
+mod addresses;
 mod attach;
 pub mod backend;
 pub mod backend_tls;

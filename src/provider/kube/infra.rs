@@ -1,9 +1,20 @@
 //! The Kubernetes objects Switchyard creates for each of its Gateways: a
-//! Service in the Gateway's namespace (`switchyard-<gateway>`, no selector)
-//! with one port per listener port, and an EndpointSlice per address family
-//! whose endpoints are the Gateway's addresses. In-cluster clients reach a
-//! Gateway by `switchyard-<gateway>.<namespace>.svc`; kube-proxy forwards to
-//! the address Envoy listens on.
+//! Service in the Gateway's namespace (`switchyard-<gateway>`) with one port
+//! per listener port, shaped by the class's address mode
+//! ([`crate::addressing`], docs/networking.md):
+//!
+//! * VirtualIP: ClusterIP, no selector, and an EndpointSlice per address
+//!   family whose endpoints are the Gateway's addresses (kube-proxy forwards
+//!   to the address Envoy listens on);
+//! * LoadBalancer: `type: LoadBalancer` selecting the Envoy pods, `port` =
+//!   listener port, `targetPort` = the Envoy port allocated from the range;
+//!   `loadBalancerClass`, `externalTrafficPolicy`, and a static address as
+//!   `loadBalancerIP`;
+//! * NodeAddresses: ClusterIP selecting the Envoy pods, `targetPort` =
+//!   listener port.
+//!
+//! In-cluster clients reach a Gateway by
+//! `switchyard-<gateway>.<namespace>.svc` in every mode.
 //!
 //! Both carry `spec.infrastructure.labels`/`annotations` (the spec's
 //! infrastructure propagation), `gateway.networking.k8s.io/gateway-name`, and
@@ -24,6 +35,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::addressing::Mode;
 use crate::inputs::{Inputs, Kind, ObjKey};
 use crate::status::{ObjectStatus, StatusSet};
 
@@ -45,19 +57,7 @@ pub struct Desired {
     pub slices: BTreeMap<String, Value>,
 }
 
-/// The Service name for a Gateway: a DNS-1035 label (starts with a letter,
-/// no dots, at most 63 characters; a hash keeps long names unique).
-pub fn service_name(gateway: &str) -> String {
-    let base = format!("switchyard-{}", gateway.replace('.', "-"));
-    if base.len() <= 63 {
-        return base;
-    }
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(gateway.as_bytes());
-    let suffix = format!("-{}", &hex::encode(digest)[..8]);
-    let keep = base[..63 - suffix.len()].trim_end_matches('-');
-    format!("{keep}{suffix}")
-}
+pub use crate::addressing::service_name;
 
 /// Addresses the API server accepts as endpoints.
 fn endpoint_address(ip: &IpAddr) -> bool {
@@ -79,6 +79,10 @@ pub fn desired(inputs: &Inputs, status: &StatusSet) -> BTreeMap<ObjKey, Desired>
             .get(&gw.spec.gateway_class_name)
             .is_some_and(|gc| gc.spec.controller_name == inputs.controller_name);
         let Some(uid) = gw.metadata.uid.as_deref().filter(|_| ours) else {
+            continue;
+        };
+        // A class whose parameters are invalid serves nothing.
+        let Ok(mode) = crate::addressing::resolve(inputs, &gw.spec.gateway_class_name) else {
             continue;
         };
         let infra = gw.spec.infrastructure.as_ref();
@@ -103,6 +107,29 @@ pub fn desired(inputs: &Inputs, status: &StatusSet) -> BTreeMap<ObjKey, Desired>
             let proto = if l.protocol == "UDP" { "UDP" } else { "TCP" };
             ports.insert((l.port, proto));
         }
+        let envoy_ports = inputs.assigned_ports.get(key);
+        let service_ports: Vec<Value> = ports
+            .iter()
+            .filter_map(|&(port, proto)| {
+                let name = format!("{}-{port}", proto.to_ascii_lowercase());
+                match &mode {
+                    Mode::VirtualIP { .. } => {
+                        Some(json!({"name": name, "port": port, "protocol": proto}))
+                    }
+                    Mode::NodeAddresses { .. } => Some(
+                        json!({"name": name, "port": port, "protocol": proto, "targetPort": port}),
+                    ),
+                    // A port without an Envoy port (the range is exhausted)
+                    // is left out: the Gateway reports it.
+                    Mode::LoadBalancer { .. } => {
+                        let lp = u16::try_from(port).ok()?;
+                        let ep = envoy_ports?.get(&(lp, proto == "UDP"))?;
+                        Some(json!({"name": name, "port": port, "protocol": proto,
+                                    "targetPort": ep}))
+                    }
+                }
+            })
+            .collect();
         let ports: Vec<Value> = ports
             .into_iter()
             .map(|(port, proto)| {
@@ -115,18 +142,60 @@ pub fn desired(inputs: &Inputs, status: &StatusSet) -> BTreeMap<ObjKey, Desired>
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
             "name": key.name, "uid": uid, "controller": true,
         }]);
+        let selector = &inputs.addressing.envoy_pod_selector;
+        let spec = match &mode {
+            Mode::VirtualIP { .. } => json!({"type": "ClusterIP", "ports": service_ports}),
+            Mode::NodeAddresses { .. } => {
+                json!({"type": "ClusterIP", "ports": service_ports, "selector": selector})
+            }
+            Mode::LoadBalancer {
+                load_balancer_class,
+                external_traffic_policy,
+                ..
+            } => {
+                let mut spec =
+                    json!({"type": "LoadBalancer", "ports": service_ports, "selector": selector});
+                if let Some(c) = load_balancer_class {
+                    spec["loadBalancerClass"] = json!(c);
+                }
+                if let Some(p) = external_traffic_policy {
+                    spec["externalTrafficPolicy"] = json!(p);
+                }
+                // One static IPAddress (more, or another type, is
+                // AddressNotUsable and requests nothing).
+                let wanted: Vec<&str> = gw
+                    .spec
+                    .addresses
+                    .iter()
+                    .flatten()
+                    .filter_map(|a| a.value.as_deref().filter(|v| !v.is_empty()))
+                    .collect();
+                if let [ip] = wanted.as_slice() {
+                    if ip.parse::<IpAddr>().is_ok() {
+                        spec["loadBalancerIP"] = json!(ip);
+                    }
+                }
+                spec
+            }
+        };
         let service = json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": key.namespace, "labels": labels,
                          "annotations": annotations, "ownerReferences": owner},
-            "spec": {"type": "ClusterIP", "ports": ports},
+            "spec": spec,
         });
+        // Endpoints are the Gateway's addresses only in VirtualIP mode (the
+        // others select the Envoy pods).
         let addresses: Vec<IpAddr> = match status.get(Kind::Gateway, key) {
-            Some(ObjectStatus::Gateway { addresses, .. }) => addresses
-                .iter()
-                .filter_map(|a| a.value.parse::<IpAddr>().ok())
-                .filter(endpoint_address)
-                .collect(),
+            Some(ObjectStatus::Gateway { addresses, .. })
+                if matches!(mode, Mode::VirtualIP { .. }) =>
+            {
+                addresses
+                    .iter()
+                    .filter_map(|a| a.value.parse::<IpAddr>().ok())
+                    .filter(endpoint_address)
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let mut slices = BTreeMap::new();
@@ -312,6 +381,20 @@ impl InfraWriter {
     ) -> Result<(), kube::Error> {
         let pp = PatchParams::apply(MANAGER).force();
         let services: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+        // The class changed address mode and with it the Service's type:
+        // start from a new Service rather than patch one type into the
+        // other (node ports, load-balancer class and ingress go with it).
+        let ty = |d: &Desired| d.service["spec"]["type"].as_str().map(str::to_string);
+        if let Some(b) = before.filter(|b| ty(b) != ty(want)) {
+            info!(service = %key, from = ?ty(b), to = ?ty(want),
+                  "address mode changed: recreating the Gateway Service");
+            ignore_not_found(
+                services
+                    .delete(&key.name, &DeleteParams::default())
+                    .await
+                    .map(|_| ()),
+            )?;
+        }
         services
             .patch(&key.name, &pp, &Patch::Apply(&want.service))
             .await?;

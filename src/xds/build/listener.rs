@@ -219,6 +219,9 @@ pub fn build_listener(l: &ir::Listener, opts: &Options) -> listener::Listener {
         name: l.name.clone(),
         // Drain quickly on the rare listener change (route edits never touch it).
         drain_type: listener::listener::DrainType::Default as i32,
+        freebind: l
+            .freebind
+            .then_some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         ..Default::default()
     };
     if l.transport == ir::Transport::Udp {

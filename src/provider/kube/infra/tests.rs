@@ -143,3 +143,112 @@ fn service_names_are_dns_labels() {
     assert!(endpoint_address(&"10.0.0.1".parse().expect("ip")));
     assert!(endpoint_address(&"2001:db8::1".parse().expect("ip")));
 }
+
+/// `MANIFESTS` with class "ours" pointing at a GatewayClassConfig.
+fn with_config(config_spec: &str) -> crate::inputs::Inputs {
+    let text = MANIFESTS.replace(
+        "spec: {controllerName: switchyard.dev/gateway-controller}",
+        "spec:\n  controllerName: switchyard.dev/gateway-controller\n  parametersRef: \
+         {group: gateway.switchyard.dev, kind: GatewayClassConfig, name: cfg}",
+    );
+    let text = format!(
+        "{text}---\napiVersion: gateway.switchyard.dev/v1alpha1\nkind: GatewayClassConfig\n\
+         metadata: {{name: cfg}}\nspec: {config_spec}\n"
+    );
+    crate::testing::inputs(&text)
+}
+
+fn desired_with(mut inputs: crate::inputs::Inputs) -> BTreeMap<ObjKey, Desired> {
+    crate::provider::addresses::AddressPool::new(crate::addressing::AddressDefaults::default())
+        .assign(&mut inputs);
+    let out = crate::translate::translate(&inputs);
+    desired(&inputs, &out.status)
+}
+
+fn ports_of(d: &Desired) -> Vec<(i64, String, i64)> {
+    d.service["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_i64().unwrap_or(0),
+                p["protocol"].as_str().unwrap_or("").to_string(),
+                p["targetPort"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn load_balancer_mode_selects_the_envoy_pods_and_targets_the_allocated_ports() {
+    let d = desired_with(with_config(
+        "{addressMode: LoadBalancer, loadBalancer: {portRange: {from: 30100, to: 30199}, \
+         loadBalancerClass: example.com/lb, externalTrafficPolicy: Local}}",
+    ));
+    let web = &d[&ObjKey::new("apps", "switchyard-web")];
+    let spec = &web.service["spec"];
+    assert_eq!(spec["type"], "LoadBalancer");
+    assert_eq!(
+        spec["selector"]["app.kubernetes.io/name"],
+        "switchyard-envoy"
+    );
+    assert_eq!(spec["loadBalancerClass"], "example.com/lb");
+    assert_eq!(spec["externalTrafficPolicy"], "Local");
+    // The one static address is requested from the load balancer.
+    assert_eq!(spec["loadBalancerIP"], "10.20.0.7");
+    // Each listener port gets its own Envoy port from the range; UDP and
+    // TCP ports are separate spaces.
+    let ports = ports_of(web);
+    assert_eq!(ports.len(), 3);
+    let targets: BTreeSet<i64> = ports.iter().filter(|p| p.1 == "TCP").map(|p| p.2).collect();
+    assert_eq!(targets.len(), 2, "{ports:?}");
+    assert!(
+        ports.iter().all(|p| (30100..=30199).contains(&p.2)),
+        "{ports:?}"
+    );
+    assert!(web.slices.is_empty(), "the selector makes the endpoints");
+    let local = &d[&ObjKey::new("apps", "switchyard-local-gw")];
+    assert!(local.service["spec"].get("loadBalancerIP").is_none());
+    let lp = ports_of(local);
+    assert_eq!(lp.len(), 1);
+    assert!(
+        !targets.contains(&lp[0].2),
+        "two Gateways never share an Envoy port: {lp:?} {targets:?}"
+    );
+}
+
+#[test]
+fn node_addresses_mode_is_a_cluster_ip_service_on_the_listener_ports() {
+    let d = desired_with(with_config("{addressMode: NodeAddresses}"));
+    let local = &d[&ObjKey::new("apps", "switchyard-local-gw")];
+    let spec = &local.service["spec"];
+    assert_eq!(spec["type"], "ClusterIP");
+    assert_eq!(
+        spec["selector"]["app.kubernetes.io/name"],
+        "switchyard-envoy"
+    );
+    assert_eq!(ports_of(local), [(8080, "TCP".to_string(), 8080)]);
+    assert!(local.slices.is_empty());
+}
+
+#[test]
+fn virtual_ip_mode_keeps_the_selectorless_service_and_its_slices() {
+    let d = desired_with(with_config(
+        "{addressMode: VirtualIP, virtualIP: {pool: 10.30.0.0/28}}",
+    ));
+    let local = &d[&ObjKey::new("apps", "switchyard-local-gw")];
+    assert_eq!(local.service["spec"]["type"], "ClusterIP");
+    assert!(local.service["spec"].get("selector").is_none());
+    assert_eq!(
+        local.slices["switchyard-local-gw-ipv4"]["endpoints"][0]["addresses"][0],
+        "10.30.0.1"
+    );
+    assert_eq!(ports_of(local), [(8080, "TCP".to_string(), -1)]);
+}
+
+#[test]
+fn an_invalid_class_config_creates_no_services() {
+    let d = desired_with(with_config("{addressMode: VirtualIP}"));
+    assert!(d.is_empty(), "{:?}", d.keys().collect::<Vec<_>>());
+}
