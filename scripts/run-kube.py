@@ -12,8 +12,11 @@ process kubelet), the way `make run` is standalone mode.
    configured as the deploy/ manifests configure them (e2e/kubestack.py: the
    Envoy bootstrap is rendered by the DaemonSet's own init script, Envoy runs
    with the DaemonSet's arguments on the host network, xDS over mTLS).
-   Gateway addresses come from RUN_KUBE_ADDRESS_POOL (default 10.244.0.1/32:
-   the node's bridge address, reachable from this machine and from every Pod).
+   The GatewayClass uses the NodeAddresses address mode (docs/networking.md):
+   Envoy listens on the node, and the Gateway's address is the Node's
+   InternalIP (the bridge address 10.244.0.1, reachable from this machine and
+   from every Pod). RUN_KUBE_ADDRESS_MODE=VirtualIP with RUN_KUBE_ADDRESS_POOL
+   selects an address pool instead.
 4. Applies examples/kube-quickstart (echo-basic backends as Pods, a Gateway, the
    quickstart's routes), waits until the Gateway is Programmed and a request
    through its address is answered, then prints kubectl and curl lines that
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "e2e"))
 import kubestack as ks  # noqa: E402
 
+MODE = os.environ.get("RUN_KUBE_ADDRESS_MODE", "NodeAddresses")
 POOL = os.environ.get("RUN_KUBE_ADDRESS_POOL", "10.244.0.1/32")
 NS = "quickstart"
 EXAMPLE = ROOT / "examples" / "kube-quickstart"
@@ -105,7 +109,7 @@ def main():
     signal.signal(signal.SIGINT, stop)  # also when started with SIGINT ignored (a background job)
     try:
         say(f"Starting switchyard controller and Envoy as the deploy/ manifests run them (logs: {workdir}) ...")
-        ctl = stack.controller("run-kube")
+        ctl = stack.controller("run-kube", address_mode=MODE)
         envoy = stack.envoy(ctl)
         ks.wait(ctl.is_leader, 30, "the controller to hold the Lease")
         say(f"Applying {EXAMPLE.relative_to(ROOT)} (echo Pods, Gateway quickstart/demo, HTTPRoutes) ...")

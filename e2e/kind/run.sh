@@ -55,11 +55,12 @@ kubectl() { e2e/bin/kubectl --kubeconfig "$SWITCHYARD_E2E_KUBECONFIG" "$@"; }
 helm() { e2e/bin/helm --kubeconfig "$SWITCHYARD_E2E_KUBECONFIG" "$@"; }
 
 echo "== install (docs/install.md): CRDs, then the chart"
-crds=$(kubectl apply --server-side -k deploy/crds/experimental -o name | grep '^customresourcedefinition')
+crds=$( (kubectl apply --server-side -k deploy/crds/experimental -o name;
+        kubectl apply --server-side -k deploy/crds/switchyard -o name) | grep '^customresourcedefinition')
 # shellcheck disable=SC2086
 kubectl wait --for condition=Established --timeout=60s $crds
 helm upgrade --install switchyard deploy/helm/switchyard -n switchyard-system --create-namespace \
-  -f e2e/kind/values.yaml --set controller.image="$IMAGE" --set controller.addressPool="$NODE_IP/32" \
+  -f e2e/kind/values.yaml --set controller.image="$IMAGE" \
   --wait --timeout 5m
 kubectl wait --for=condition=Accepted gatewayclass/switchyard --timeout=60s
 kubectl get pods -n switchyard-system -o wide

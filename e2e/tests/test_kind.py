@@ -62,11 +62,11 @@ def test_kind_values_render_and_the_api_server_accepts_them():
     if reason or not helm.exists():
         pytest.skip(reason or "helm not built (make cluster-build)")
     print(ks.cluster_up())
-    # As e2e/kind/run.sh installs it (a kind node's address for the pool).
+    # As e2e/kind/run.sh installs it (NodeAddresses: Gateways get the kind node's address).
     r = subprocess.run([str(helm), "template", "switchyard", str(ROOT / "deploy" / "helm" / "switchyard"),
                         "-n", "switchyard-system", "-f", str(VALUES), "--set",
-                        "controller.image=ghcr.io/switchyard-dev/switchyard:0.1.0",
-                        "--set", "controller.addressPool=172.18.0.2/32"], capture_output=True, text=True, timeout=60)
+                        "controller.image=ghcr.io/switchyard-dev/switchyard:0.1.0"],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     docs = [d for d in yaml.safe_load_all(r.stdout) if d]
     out = ks.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
@@ -79,12 +79,8 @@ def test_kind_values_render_and_the_api_server_accepts_them():
     assert envoy["image"] == values["envoy"]["image"]
     chart_values = yaml.safe_load((ROOT / "deploy" / "helm" / "switchyard" / "values.yaml").read_text())
     for key in values["controller"]:
-        if key == "addressMode" and key not in chart_values["controller"]:
-            # The address modes are not in this chart yet (docs/networking.md lands with them).
-            continue
         assert key in chart_values["controller"], f"e2e/kind/values.yaml sets controller.{key}, the chart has none"
-    if "addressMode" in chart_values["controller"]:
-        container = yaml.safe_dump(dep["spec"]["template"]["spec"]["containers"][0])
-        assert "NodeAddresses" in container, container
+    container = yaml.safe_dump(dep["spec"]["template"]["spec"]["containers"][0])
+    assert "NodeAddresses" in container, container
     for key in values["envoy"]:
         assert key in chart_values["envoy"], f"e2e/kind/values.yaml sets envoy.{key}, the chart has none"
