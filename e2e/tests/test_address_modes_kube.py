@@ -145,7 +145,7 @@ def answered_by_echo(client, url, host):
 @pytest.fixture(scope="module")
 def stack():
     print("\n" + ks.cluster_up())
-    ks.kubectl("apply", "--server-side", "-f", str(ks.ROOT / "deploy" / "crds" / "switchyard"))
+    ks.kubectl("apply", "--server-side", "-k", str(ks.ROOT / "deploy" / "crds" / "switchyard"))
     ks.kubectl("wait", "--for=condition=Established", "crd/gatewayclassconfigs.gateway.switchyard.dev",
                "--timeout=30s")
     ks.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=90s")
