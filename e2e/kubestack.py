@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -362,3 +363,77 @@ class KubeStack:
                 out += [f"--- {e.name}: last lines of {e.log}",
                         "\n".join(e.log.read_text(errors="replace").splitlines()[-15:])]
         return "\n".join(out)
+
+
+class ClientNetns:
+    """A network namespace of its own for test clients: "a request from
+    outside Envoy's network namespace". A veth pair (host side 10.246.x.1/30,
+    namespace side .2) with a default route to the host, so the namespace
+    reaches the node's addresses, addresses put on the host (VIPs, load
+    balancer addresses) and, through the host, the Pod bridge."""
+
+    def __init__(self, name="syclient", subnet=0):
+        self.name = name
+        self.veth = f"{name[:10]}-h"
+        self.host_ip = f"10.246.{subnet}.1"
+        self.ip = f"10.246.{subnet}.2"
+
+    def __enter__(self):
+        self.close()
+        for cmd in (["ip", "netns", "add", self.name],
+                    ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.name],
+                    ["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.veth],
+                    ["ip", "link", "set", self.veth, "up"],
+                    ["ip", "-n", self.name, "addr", "add", f"{self.ip}/30", "dev", "eth0"],
+                    ["ip", "-n", self.name, "link", "set", "eth0", "up"],
+                    ["ip", "-n", self.name, "link", "set", "lo", "up"],
+                    ["ip", "-n", self.name, "route", "add", "default", "via", self.host_ip]):
+            subprocess.run(cmd, check=True, capture_output=True, timeout=10)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        subprocess.run(["ip", "link", "delete", self.veth], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, timeout=10)
+
+    def curl(self, url, host=None, timeout=3):
+        """(HTTP status, body) of a GET from inside the namespace; status 0 when it failed."""
+        args = ["ip", "netns", "exec", self.name, "curl", "-sS", "-m", str(timeout), "-o", "-",
+                "-w", "\n%{http_code}", url]
+        if host:
+            args[5:5] = ["-H", f"Host: {host}"]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 5)
+        body, _, code = r.stdout.rpartition("\n")
+        return (int(code) if code.isdigit() else 0), body
+
+
+class LbFiller:
+    """e2e/lbfiller.py as a process: gives LoadBalancer Services an address
+    from `pool` and forwards to their backends (see its docstring)."""
+
+    def __init__(self, pool, workdir, lb_class=None):
+        self.args = [sys.executable, str(E2E / "lbfiller.py"), f"--pool={pool}"]
+        if lb_class:
+            self.args.append(f"--class={lb_class}")
+        self.log = Path(workdir) / "lbfiller.log"
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), KUBECTL=str(BIN / "kubectl"))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self, n=20):
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
