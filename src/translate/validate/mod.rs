@@ -69,9 +69,7 @@ impl fmt::Display for Violation {
 /// Checks the `spec` of an object of `kind` against its CRD schema and CEL rules.
 pub fn spec(kind: Kind, spec: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
-    if let Some(s) = schema::spec_schema(kind) {
-        schema::check(spec, s, "spec", &mut out);
-    }
+    schema::check_spec(kind, spec, &mut out);
     cel::check(kind, spec, &mut out);
     out
 }
