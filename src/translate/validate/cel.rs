@@ -35,11 +35,12 @@ struct Out<'a>(&'a mut Vec<Violation>);
 /// path and message expressions are evaluated only then (most objects are
 /// valid, and formatting them for every check was most of the cost).
 macro_rules! check {
-    ($o:expr, $ok:expr, $path:expr, $msg:expr $(,)?) => {
-        if !($ok) {
+    ($o:expr, $ok:expr, $path:expr, $msg:expr $(,)?) => {{
+        let ok: bool = $ok;
+        if !ok {
             $o.fail($path, $msg);
         }
-    };
+    }};
 }
 
 impl Out<'_> {
@@ -110,7 +111,8 @@ fn parent_refs(spec: &Value, o: &mut Out<'_>) {
 fn backend_port(b: &Value, path: &str, o: &mut Out<'_>) {
     let service = st(b, "group").is_empty()
         && b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
-    check!(o, 
+    check!(
+        o,
         !service || has(b, "port"),
         path,
         "Must have port for Service reference",
@@ -139,13 +141,15 @@ fn rules_common(spec: &Value, o: &mut Out<'_>) {
         if let Some(sp) = r.get("sessionPersistence").filter(|s| !s.is_null()) {
             let path = format!("spec.rules[{i}].sessionPersistence");
             let cookie = sp.get("cookieConfig").filter(|c| !c.is_null());
-            check!(o, 
+            check!(
+                o,
                 cookie.is_none_or(|c| st(c, "lifetimeType") != "Permanent")
                     || has(sp, "absoluteTimeout"),
                 &path,
                 "AbsoluteTimeout must be specified when cookie lifetimeType is Permanent",
             );
-            check!(o, 
+            check!(
+                o,
                 cookie.is_none()
                     || sp.get("type").and_then(Value::as_str).unwrap_or("Cookie") == "Cookie",
                 &path,
@@ -179,7 +183,7 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         let n = list.iter().filter(|f| st(f, "type") == t).count();
         check!(o, n <= 1, path, &format!("{t} filter cannot be repeated"));
     }
-    check!(o, 
+    check!(o,
         !(list.iter().any(|f| st(f, "type") == "RequestRedirect") && list.iter().any(|f| st(f, "type") == "URLRewrite")),
         path,
         "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both",
@@ -203,14 +207,16 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         }
         if let Some(m) = f.get("requestMirror").filter(|m| !m.is_null()) {
             let mp = format!("{fp}.requestMirror");
-            check!(o, 
+            check!(
+                o,
                 !(has(m, "percent") && has(m, "fraction")),
                 &mp,
                 "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter",
             );
             if let Some(fr) = m.get("fraction").filter(|x| !x.is_null()) {
                 let den = fr.get("denominator").and_then(Value::as_i64).unwrap_or(100);
-                check!(o, 
+                check!(
+                    o,
                     int(fr, "numerator") <= den,
                     &format!("{mp}.fraction"),
                     "numerator must be less than or equal to denominator",
@@ -244,7 +250,8 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
                 let l = arr(c, field);
                 let star = l.iter().any(|x| x.as_str() == Some("*"));
                 let cap = format!("{}{}", field[..1].to_ascii_uppercase(), &field[1..]);
-                check!(o, 
+                check!(
+                    o,
                     !(star && l.len() > 1),
                     &format!("{fp}.cors.{field}"),
                     &format!("{cap} cannot contain '*' alongside other {what}"),
@@ -306,7 +313,8 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
         let rp = format!("spec.rules[{i}]");
         let rule_filters = arr(r, "filters");
         let backends = arr(r, "backendRefs");
-        check!(o, 
+        check!(
+            o,
             backends.is_empty() || !rule_filters.iter().any(|f| has(f, "requestRedirect")),
             &rp,
             "RequestRedirect filter must not be used together with backendRefs",
@@ -352,7 +360,8 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
                     .map(|d| d.as_nanos())
             };
             if let (Some(req), Some(back)) = (d("request"), d("backendRequest")) {
-                check!(o, 
+                check!(
+                    o,
                     req == 0 || back <= req,
                     &format!("{rp}.timeouts"),
                     "backendRequest timeout cannot be longer than request timeout",
@@ -369,7 +378,8 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         .unwrap_or("PathPrefix");
     let v = p.get("value").and_then(Value::as_str).unwrap_or("/");
     if !matches!(t, "Exact" | "PathPrefix") {
-        check!(o, 
+        check!(
+            o,
             t == "RegularExpression",
             path,
             "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']",
@@ -377,20 +387,23 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         return;
     }
     let which = "when type one of ['Exact', 'PathPrefix']";
-    check!(o, 
+    check!(
+        o,
         v.starts_with('/'),
         path,
         &format!("value must be an absolute path and start with '/' {which}"),
     );
     for bad in ["//", "/./", "/../", "%2f", "%2F", "#"] {
-        check!(o, 
+        check!(
+            o,
             !v.contains(bad),
             path,
             &format!("must not contain '{bad}' {which}"),
         );
     }
     for bad in ["/..", "/."] {
-        check!(o, 
+        check!(
+            o,
             !v.ends_with(bad),
             path,
             &format!("must not end with '{bad}' {which}"),
@@ -433,7 +446,8 @@ fn grpc_route(spec: &Value, o: &mut Out<'_>) {
             };
             let mp = format!("{rp}.matches[{j}].method");
             // `type` defaults to Exact, so has(self.type) always holds.
-            check!(o, 
+            check!(
+                o,
                 has(method, "service") || has(method, "method"),
                 &mp,
                 "One or both of 'service' or 'method' must be specified",
@@ -471,19 +485,21 @@ fn tls_hostnames(spec: &Value, o: &mut Out<'_>) {
     for (i, h) in arr(spec, "hostnames").iter().enumerate() {
         let h = h.as_str().unwrap_or("");
         let path = format!("spec.hostnames[{i}]");
-        check!(o, 
+        check!(
+            o,
             h.parse::<std::net::IpAddr>().is_err(),
             &path,
             "Hostnames cannot contain an IP",
         );
         if h.contains('*') {
-            check!(o, 
+            check!(o,
                 h.strip_prefix("*.").is_some_and(rfc1123),
                 &path,
                 "Wildcards on hostnames must be the first label, and the rest of hostname must be valid based on RFC-1123",
             );
         } else {
-            check!(o, 
+            check!(
+                o,
                 rfc1123(h),
                 &path,
                 "Hostnames must be valid based on RFC-1123",
@@ -539,7 +555,7 @@ fn gateway(spec: &Value, o: &mut Out<'_>) {
         }
         if t == "Hostname" {
             let v = st(a, "value");
-            check!(o, 
+            check!(o,
                 v.is_empty() || rfc1123(v.strip_prefix("*.").unwrap_or(v)),
                 &path,
                 "Hostname value must be empty or contain only valid characters (matching ^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$)",
@@ -584,24 +600,32 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
         let tls = l.get("tls").filter(|t| !t.is_null());
         let mode = tls.map(|t| t.get("mode").and_then(Value::as_str).unwrap_or("Terminate"));
         if matches!(proto, "HTTP" | "TCP" | "UDP") {
-            check!(o, 
+            check!(
+                o,
                 tls.is_none(),
                 &lp,
                 "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']",
             );
         }
         if proto == "HTTPS" {
-            check!(o, 
+            check!(
+                o,
                 mode.is_none_or(|m| m == "Terminate"),
                 &lp,
                 "tls mode must be Terminate for protocol HTTPS",
             );
         }
         if proto == "TLS" {
-            check!(o, mode.is_some(), &lp, "tls mode must be set for protocol TLS");
+            check!(
+                o,
+                mode.is_some(),
+                &lp,
+                "tls mode must be set for protocol TLS"
+            );
         }
         if matches!(proto, "TCP" | "UDP") {
-            check!(o, 
+            check!(
+                o,
                 st(l, "hostname").is_empty(),
                 &lp,
                 "hostname must not be specified for protocols ['TCP', 'UDP']",
@@ -613,7 +637,8 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
                 .get("options")
                 .and_then(Value::as_object)
                 .map_or(0, |m| m.len());
-            check!(o, 
+            check!(
+                o,
                 certs > 0 || opts > 0,
                 &format!("{lp}.tls"),
                 "certificateRefs or options must be specified when mode is Terminate",
@@ -664,12 +689,14 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
     if let Some(v) = spec.get("validation").filter(|x| !x.is_null()) {
         let cas = !arr(v, "caCertificateRefs").is_empty();
         let wk = !st(v, "wellKnownCACertificates").is_empty();
-        check!(o, 
+        check!(
+            o,
             !(cas && wk),
             "spec.validation",
             "must not contain both CACertificateRefs and WellKnownCACertificates",
         );
-        check!(o, 
+        check!(
+            o,
             cas || wk,
             "spec.validation",
             "must specify either CACertificateRefs or WellKnownCACertificates",
@@ -680,7 +707,8 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
             for (want, field, name) in [("Hostname", "hostname", "Hostname"), ("URI", "uri", "URI")]
             {
                 let set = !st(s, field).is_empty();
-                check!(o, 
+                check!(
+                    o,
                     t != want || set,
                     &p,
                     &format!(

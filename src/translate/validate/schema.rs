@@ -241,7 +241,11 @@ impl Node {
             properties: schema
                 .get("properties")
                 .and_then(Value::as_object)
-                .map(|p| p.iter().map(|(k, s)| (k.as_str(), Node::compile(s))).collect()),
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, s)| (k.as_str(), Node::compile(s)))
+                        .collect()
+                }),
             additional: schema
                 .get("additionalProperties")
                 .filter(|a| a.is_object())
@@ -294,10 +298,7 @@ fn check(v: &Value, schema: &Node, path: &Path<'_>, out: &mut Vec<Violation>) {
             Ty::Any => true,
         };
     if !type_ok {
-        bad(format!(
-            "must be of type {}",
-            schema.ty_name.unwrap_or("?")
-        ));
+        bad(format!("must be of type {}", schema.ty_name.unwrap_or("?")));
         return;
     }
     if let Some((allowed, names)) = &schema.allowed {
