@@ -20,6 +20,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::policy::BackendTlsPolicy;
+pub use self::stored::Stored;
+
+mod stored;
 
 use crate::kinds::Retranslate;
 pub use crate::kinds::{Kind, GATEWAY_GROUP};
@@ -134,11 +137,11 @@ pub struct Inputs {
     pub controller_name: String,
     pub gateway_classes: BTreeMap<String, GatewayClass>,
     pub gateways: BTreeMap<ObjKey, Gateway>,
-    pub http_routes: BTreeMap<ObjKey, HttpRoute>,
-    pub grpc_routes: BTreeMap<ObjKey, GrpcRoute>,
-    pub tls_routes: BTreeMap<ObjKey, TlsRoute>,
-    pub tcp_routes: BTreeMap<ObjKey, TcpRoute>,
-    pub udp_routes: BTreeMap<ObjKey, UdpRoute>,
+    pub http_routes: BTreeMap<ObjKey, Stored<HttpRoute>>,
+    pub grpc_routes: BTreeMap<ObjKey, Stored<GrpcRoute>>,
+    pub tls_routes: BTreeMap<ObjKey, Stored<TlsRoute>>,
+    pub tcp_routes: BTreeMap<ObjKey, Stored<TcpRoute>>,
+    pub udp_routes: BTreeMap<ObjKey, Stored<UdpRoute>>,
     pub reference_grants: BTreeMap<ObjKey, ReferenceGrant>,
     pub backend_tls_policies: BTreeMap<ObjKey, BackendTlsPolicy>,
     pub listener_sets: BTreeMap<ObjKey, ListenerSet>,
@@ -468,6 +471,30 @@ pub fn decode<T: DeserializeOwned + Serialize>(
     key: &ObjKey,
     value: serde_json::Value,
 ) -> Result<(T, Vec<String>), InputError> {
+    decode_typed(kind, key, value).map(|(obj, unknown, _)| (obj, unknown))
+}
+
+/// [`decode`], and the CRD validation of the object's `spec` (see
+/// [`crate::translate::validate::spec`]) on the typed value decoding
+/// serializes anyway: what [`crate::translate::validate::typed_spec`] would
+/// find, without serializing the object a second time.
+pub fn decode_validated<T: DeserializeOwned + Serialize>(
+    kind: Kind,
+    key: &ObjKey,
+    value: serde_json::Value,
+) -> Result<(T, Vec<String>, Vec<crate::translate::validate::Violation>), InputError> {
+    let (obj, unknown, back) = decode_typed(kind, key, value)?;
+    let spec = back.get("spec").unwrap_or(&serde_json::Value::Null);
+    let violations = crate::translate::validate::spec(kind, spec);
+    Ok((obj, unknown, violations))
+}
+
+/// [`decode`], with the typed object serialized back.
+fn decode_typed<T: DeserializeOwned + Serialize>(
+    kind: Kind,
+    key: &ObjKey,
+    value: serde_json::Value,
+) -> Result<(T, Vec<String>, serde_json::Value), InputError> {
     let obj: T =
         serde_path_to_error::deserialize(value.clone()).map_err(|e| InputError::Decode {
             kind: kind.as_str(),
@@ -485,7 +512,7 @@ pub fn decode<T: DeserializeOwned + Serialize>(
     dropped_fields(&value, &back, String::new(), &mut unknown);
     // Status is written by controllers, not read by us.
     unknown.retain(|p| !p.starts_with("status"));
-    Ok((obj, unknown))
+    Ok((obj, unknown, back))
 }
 
 /// Walks `input` and records every object key that is missing in `typed`.

@@ -134,6 +134,27 @@ macro_rules! keyed {
     };
 }
 
+/// A namespaced kind kept in `BTreeMap<ObjKey, Stored<T>>`: validated once,
+/// when decoded (see [`crate::inputs::Stored`]).
+macro_rules! validated {
+    ($field:ident) => {
+        Store {
+            insert: |inputs, kind, key, value| {
+                let (obj, unknown, violations) = crate::inputs::decode_validated(kind, key, value)?;
+                inputs.$field.insert(
+                    key.clone(),
+                    crate::inputs::Stored::validated(obj, violations),
+                );
+                Ok(unknown)
+            },
+            remove: |inputs, key| drop(inputs.$field.remove(key)),
+            keys: |inputs| inputs.$field.keys().cloned().collect(),
+            len: |inputs| inputs.$field.len(),
+            merge: |into, from| into.$field.append(&mut from.$field),
+        }
+    };
+}
+
 /// A cluster-scoped kind kept in `BTreeMap<String, T>` (by name).
 macro_rules! named {
     ($field:ident) => {
@@ -240,35 +261,35 @@ const TABLE: [KindInfo; 17] = [
         kind: Kind::HTTPRoute,
         name: "HTTPRoute",
         plural: "httproutes",
-        store: keyed!(http_routes),
+        store: validated!(http_routes),
         ..ROUTE
     },
     KindInfo {
         kind: Kind::GRPCRoute,
         name: "GRPCRoute",
         plural: "grpcroutes",
-        store: keyed!(grpc_routes),
+        store: validated!(grpc_routes),
         ..ROUTE
     },
     KindInfo {
         kind: Kind::TLSRoute,
         name: "TLSRoute",
         plural: "tlsroutes",
-        store: keyed!(tls_routes),
+        store: validated!(tls_routes),
         ..ROUTE
     },
     KindInfo {
         kind: Kind::TCPRoute,
         name: "TCPRoute",
         plural: "tcproutes",
-        store: keyed!(tcp_routes),
+        store: validated!(tcp_routes),
         ..ROUTE
     },
     KindInfo {
         kind: Kind::UDPRoute,
         name: "UDPRoute",
         plural: "udproutes",
-        store: keyed!(udp_routes),
+        store: validated!(udp_routes),
         ..ROUTE
     },
     KindInfo {

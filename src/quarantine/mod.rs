@@ -32,7 +32,7 @@ use gateway_api::experimental::{
 };
 use tracing::{info, warn};
 
-use crate::inputs::{Changes, Inputs, Kind, ObjKey};
+use crate::inputs::{Changes, Inputs, Kind, ObjKey, Stored};
 use crate::ir::{App, Model};
 use crate::status::{Condition, ObjectStatus, StatusSet};
 use crate::translate::conditions::{reasons, types};
@@ -47,14 +47,15 @@ pub const MAX_QUARANTINED: usize = 256;
 /// A source object.
 pub type Src = (Kind, ObjKey);
 
-/// The content of a route object (the kinds that can be quarantined).
+/// The content of a route object (the kinds that can be quarantined),
+/// shared with the [`Inputs`] it was read from (no copy).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Obj {
-    Http(Box<HttpRoute>),
-    Grpc(Box<GrpcRoute>),
-    Tls(Box<TlsRoute>),
-    Tcp(Box<TcpRoute>),
-    Udp(Box<UdpRoute>),
+    Http(Stored<HttpRoute>),
+    Grpc(Stored<GrpcRoute>),
+    Tls(Stored<TlsRoute>),
+    Tcp(Stored<TcpRoute>),
+    Udp(Stored<UdpRoute>),
 }
 
 /// Whether objects of `kind` can be quarantined.
@@ -68,11 +69,11 @@ pub fn quarantinable(kind: Kind) -> bool {
 /// The object's content in `inputs` (`None`: absent or not quarantinable).
 pub fn get(inputs: &Inputs, kind: Kind, key: &ObjKey) -> Option<Obj> {
     Some(match kind {
-        Kind::HTTPRoute => Obj::Http(Box::new(inputs.http_routes.get(key)?.clone())),
-        Kind::GRPCRoute => Obj::Grpc(Box::new(inputs.grpc_routes.get(key)?.clone())),
-        Kind::TLSRoute => Obj::Tls(Box::new(inputs.tls_routes.get(key)?.clone())),
-        Kind::TCPRoute => Obj::Tcp(Box::new(inputs.tcp_routes.get(key)?.clone())),
-        Kind::UDPRoute => Obj::Udp(Box::new(inputs.udp_routes.get(key)?.clone())),
+        Kind::HTTPRoute => Obj::Http(inputs.http_routes.get(key)?.clone()),
+        Kind::GRPCRoute => Obj::Grpc(inputs.grpc_routes.get(key)?.clone()),
+        Kind::TLSRoute => Obj::Tls(inputs.tls_routes.get(key)?.clone()),
+        Kind::TCPRoute => Obj::Tcp(inputs.tcp_routes.get(key)?.clone()),
+        Kind::UDPRoute => Obj::Udp(inputs.udp_routes.get(key)?.clone()),
         _ => return None,
     })
 }
@@ -82,19 +83,19 @@ fn put(inputs: &mut Inputs, kind: Kind, key: &ObjKey, obj: Option<&Obj>) {
     match obj {
         None => inputs.remove(kind, key),
         Some(Obj::Http(o)) => {
-            inputs.http_routes.insert(key.clone(), (**o).clone());
+            inputs.http_routes.insert(key.clone(), o.clone());
         }
         Some(Obj::Grpc(o)) => {
-            inputs.grpc_routes.insert(key.clone(), (**o).clone());
+            inputs.grpc_routes.insert(key.clone(), o.clone());
         }
         Some(Obj::Tls(o)) => {
-            inputs.tls_routes.insert(key.clone(), (**o).clone());
+            inputs.tls_routes.insert(key.clone(), o.clone());
         }
         Some(Obj::Tcp(o)) => {
-            inputs.tcp_routes.insert(key.clone(), (**o).clone());
+            inputs.tcp_routes.insert(key.clone(), o.clone());
         }
         Some(Obj::Udp(o)) => {
-            inputs.udp_routes.insert(key.clone(), (**o).clone());
+            inputs.udp_routes.insert(key.clone(), o.clone());
         }
     }
 }

@@ -31,14 +31,21 @@ fn int(v: &Value, k: &str) -> i64 {
 
 struct Out<'a>(&'a mut Vec<Violation>);
 
+/// `check!(o, ok, path, msg)`: records a violation when `ok` is false. The
+/// path and message expressions are evaluated only then (most objects are
+/// valid, and formatting them for every check was most of the cost).
+macro_rules! check {
+    ($o:expr, $ok:expr, $path:expr, $msg:expr $(,)?) => {{
+        let ok: bool = $ok;
+        if !ok {
+            $o.fail($path, $msg);
+        }
+    }};
+}
+
 impl Out<'_> {
     fn fail(&mut self, path: &str, msg: &str) {
         self.0.push(Violation::new(path, msg.to_string()));
-    }
-    fn check(&mut self, ok: bool, path: &str, msg: &str) {
-        if !ok {
-            self.fail(path, msg);
-        }
     }
 }
 
@@ -104,7 +111,8 @@ fn parent_refs(spec: &Value, o: &mut Out<'_>) {
 fn backend_port(b: &Value, path: &str, o: &mut Out<'_>) {
     let service = st(b, "group").is_empty()
         && b.get("kind").and_then(Value::as_str).unwrap_or("Service") == "Service";
-    o.check(
+    check!(
+        o,
         !service || has(b, "port"),
         path,
         "Must have port for Service reference",
@@ -122,7 +130,7 @@ fn l4_backends(spec: &Value, o: &mut Out<'_>) {
 fn rules_common(spec: &Value, o: &mut Out<'_>) {
     let rules = arr(spec, "rules");
     let total: usize = rules.iter().map(|r| arr(r, "matches").len()).sum();
-    o.check(total <= 128, "spec.rules", "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128");
+    check!(o, total <= 128, "spec.rules", "While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128");
     for (i, r) in rules.iter().enumerate() {
         if has(r, "name") && rules[..i].iter().any(|x| x.get("name") == r.get("name")) {
             o.fail(
@@ -133,13 +141,15 @@ fn rules_common(spec: &Value, o: &mut Out<'_>) {
         if let Some(sp) = r.get("sessionPersistence").filter(|s| !s.is_null()) {
             let path = format!("spec.rules[{i}].sessionPersistence");
             let cookie = sp.get("cookieConfig").filter(|c| !c.is_null());
-            o.check(
+            check!(
+                o,
                 cookie.is_none_or(|c| st(c, "lifetimeType") != "Permanent")
                     || has(sp, "absoluteTimeout"),
                 &path,
                 "AbsoluteTimeout must be specified when cookie lifetimeType is Permanent",
             );
-            o.check(
+            check!(
+                o,
                 cookie.is_none()
                     || sp.get("type").and_then(Value::as_str).unwrap_or("Cookie") == "Cookie",
                 &path,
@@ -171,9 +181,9 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         "URLRewrite",
     ] {
         let n = list.iter().filter(|f| st(f, "type") == t).count();
-        o.check(n <= 1, path, &format!("{t} filter cannot be repeated"));
+        check!(o, n <= 1, path, &format!("{t} filter cannot be repeated"));
     }
-    o.check(
+    check!(o,
         !(list.iter().any(|f| st(f, "type") == "RequestRedirect") && list.iter().any(|f| st(f, "type") == "URLRewrite")),
         path,
         "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both",
@@ -197,14 +207,16 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
         }
         if let Some(m) = f.get("requestMirror").filter(|m| !m.is_null()) {
             let mp = format!("{fp}.requestMirror");
-            o.check(
+            check!(
+                o,
                 !(has(m, "percent") && has(m, "fraction")),
                 &mp,
                 "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter",
             );
             if let Some(fr) = m.get("fraction").filter(|x| !x.is_null()) {
                 let den = fr.get("denominator").and_then(Value::as_i64).unwrap_or(100);
-                o.check(
+                check!(
+                    o,
                     int(fr, "numerator") <= den,
                     &format!("{mp}.fraction"),
                     "numerator must be less than or equal to denominator",
@@ -238,7 +250,8 @@ fn filters(list: &[Value], path: &str, o: &mut Out<'_>) {
                 let l = arr(c, field);
                 let star = l.iter().any(|x| x.as_str() == Some("*"));
                 let cap = format!("{}{}", field[..1].to_ascii_uppercase(), &field[1..]);
-                o.check(
+                check!(
+                    o,
                     !(star && l.len() > 1),
                     &format!("{fp}.cors.{field}"),
                     &format!("{cap} cannot contain '*' alongside other {what}"),
@@ -300,7 +313,8 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
         let rp = format!("spec.rules[{i}]");
         let rule_filters = arr(r, "filters");
         let backends = arr(r, "backendRefs");
-        o.check(
+        check!(
+            o,
             backends.is_empty() || !rule_filters.iter().any(|f| has(f, "requestRedirect")),
             &rp,
             "RequestRedirect filter must not be used together with backendRefs",
@@ -346,7 +360,8 @@ fn http_route(spec: &Value, o: &mut Out<'_>) {
                     .map(|d| d.as_nanos())
             };
             if let (Some(req), Some(back)) = (d("request"), d("backendRequest")) {
-                o.check(
+                check!(
+                    o,
                     req == 0 || back <= req,
                     &format!("{rp}.timeouts"),
                     "backendRequest timeout cannot be longer than request timeout",
@@ -363,7 +378,8 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         .unwrap_or("PathPrefix");
     let v = p.get("value").and_then(Value::as_str).unwrap_or("/");
     if !matches!(t, "Exact" | "PathPrefix") {
-        o.check(
+        check!(
+            o,
             t == "RegularExpression",
             path,
             "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']",
@@ -371,20 +387,23 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         return;
     }
     let which = "when type one of ['Exact', 'PathPrefix']";
-    o.check(
+    check!(
+        o,
         v.starts_with('/'),
         path,
         &format!("value must be an absolute path and start with '/' {which}"),
     );
     for bad in ["//", "/./", "/../", "%2f", "%2F", "#"] {
-        o.check(
+        check!(
+            o,
             !v.contains(bad),
             path,
             &format!("must not contain '{bad}' {which}"),
         );
     }
     for bad in ["/..", "/."] {
-        o.check(
+        check!(
+            o,
             !v.ends_with(bad),
             path,
             &format!("must not end with '{bad}' {which}"),
@@ -407,7 +426,7 @@ fn path_match(p: &Value, path: &str, o: &mut Out<'_>) {
         }
         ok
     };
-    o.check(valid, path, "must only contain valid characters (matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']");
+    check!(o, valid, path, "must only contain valid characters (matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']");
 }
 
 fn grpc_route(spec: &Value, o: &mut Out<'_>) {
@@ -427,7 +446,8 @@ fn grpc_route(spec: &Value, o: &mut Out<'_>) {
             };
             let mp = format!("{rp}.matches[{j}].method");
             // `type` defaults to Exact, so has(self.type) always holds.
-            o.check(
+            check!(
+                o,
                 has(method, "service") || has(method, "method"),
                 &mp,
                 "One or both of 'service' or 'method' must be specified",
@@ -439,10 +459,10 @@ fn grpc_route(spec: &Value, o: &mut Out<'_>) {
                 == "Exact"
             {
                 if let Some(s) = method.get("service").and_then(Value::as_str) {
-                    o.check(grpc_service_ok(s), &mp, "service must only contain valid characters (matching ^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)");
+                    check!(o, grpc_service_ok(s), &mp, "service must only contain valid characters (matching ^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)");
                 }
                 if let Some(m) = method.get("method").and_then(Value::as_str) {
-                    o.check(ident(m), &mp, "method must only contain valid characters (matching ^[A-Za-z_][A-Za-z_0-9]*$)");
+                    check!(o, ident(m), &mp, "method must only contain valid characters (matching ^[A-Za-z_][A-Za-z_0-9]*$)");
                 }
             }
         }
@@ -465,19 +485,21 @@ fn tls_hostnames(spec: &Value, o: &mut Out<'_>) {
     for (i, h) in arr(spec, "hostnames").iter().enumerate() {
         let h = h.as_str().unwrap_or("");
         let path = format!("spec.hostnames[{i}]");
-        o.check(
+        check!(
+            o,
             h.parse::<std::net::IpAddr>().is_err(),
             &path,
             "Hostnames cannot contain an IP",
         );
         if h.contains('*') {
-            o.check(
+            check!(o,
                 h.strip_prefix("*.").is_some_and(rfc1123),
                 &path,
                 "Wildcards on hostnames must be the first label, and the rest of hostname must be valid based on RFC-1123",
             );
         } else {
-            o.check(
+            check!(
+                o,
                 rfc1123(h),
                 &path,
                 "Hostnames must be valid based on RFC-1123",
@@ -529,11 +551,11 @@ fn gateway(spec: &Value, o: &mut Out<'_>) {
                 b.get("type").and_then(Value::as_str).unwrap_or("IPAddress") == t
                     && b.get("value") == a.get("value")
             });
-            o.check(!dup, &path, &format!("{t} values must be unique"));
+            check!(o, !dup, &path, &format!("{t} values must be unique"));
         }
         if t == "Hostname" {
             let v = st(a, "value");
-            o.check(
+            check!(o,
                 v.is_empty() || rfc1123(v.strip_prefix("*.").unwrap_or(v)),
                 &path,
                 "Hostname value must be empty or contain only valid characters (matching ^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$)",
@@ -548,7 +570,7 @@ fn gateway(spec: &Value, o: &mut Out<'_>) {
                 .into_iter()
                 .flat_map(|m| m.keys())
             {
-                o.check(label_key(k), &format!("spec.infrastructure.{field}[{k:?}]"), &format!("{what} keys must be in the form of an optional DNS subdomain prefix followed by a required name segment of up to 63 characters."));
+                check!(o, label_key(k), &format!("spec.infrastructure.{field}[{k:?}]"), &format!("{what} keys must be in the form of an optional DNS subdomain prefix followed by a required name segment of up to 63 characters."));
             }
         }
     }
@@ -578,24 +600,32 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
         let tls = l.get("tls").filter(|t| !t.is_null());
         let mode = tls.map(|t| t.get("mode").and_then(Value::as_str).unwrap_or("Terminate"));
         if matches!(proto, "HTTP" | "TCP" | "UDP") {
-            o.check(
+            check!(
+                o,
                 tls.is_none(),
                 &lp,
                 "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']",
             );
         }
         if proto == "HTTPS" {
-            o.check(
+            check!(
+                o,
                 mode.is_none_or(|m| m == "Terminate"),
                 &lp,
                 "tls mode must be Terminate for protocol HTTPS",
             );
         }
         if proto == "TLS" {
-            o.check(mode.is_some(), &lp, "tls mode must be set for protocol TLS");
+            check!(
+                o,
+                mode.is_some(),
+                &lp,
+                "tls mode must be set for protocol TLS"
+            );
         }
         if matches!(proto, "TCP" | "UDP") {
-            o.check(
+            check!(
+                o,
                 st(l, "hostname").is_empty(),
                 &lp,
                 "hostname must not be specified for protocols ['TCP', 'UDP']",
@@ -607,7 +637,8 @@ fn listeners(spec: &Value, path: &str, optional_port: bool, o: &mut Out<'_>) {
                 .get("options")
                 .and_then(Value::as_object)
                 .map_or(0, |m| m.len());
-            o.check(
+            check!(
+                o,
                 certs > 0 || opts > 0,
                 &format!("{lp}.tls"),
                 "certificateRefs or options must be specified when mode is Terminate",
@@ -658,12 +689,14 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
     if let Some(v) = spec.get("validation").filter(|x| !x.is_null()) {
         let cas = !arr(v, "caCertificateRefs").is_empty();
         let wk = !st(v, "wellKnownCACertificates").is_empty();
-        o.check(
+        check!(
+            o,
             !(cas && wk),
             "spec.validation",
             "must not contain both CACertificateRefs and WellKnownCACertificates",
         );
-        o.check(
+        check!(
+            o,
             cas || wk,
             "spec.validation",
             "must specify either CACertificateRefs or WellKnownCACertificates",
@@ -674,14 +707,15 @@ fn backend_tls_policy(spec: &Value, o: &mut Out<'_>) {
             for (want, field, name) in [("Hostname", "hostname", "Hostname"), ("URI", "uri", "URI")]
             {
                 let set = !st(s, field).is_empty();
-                o.check(
+                check!(
+                    o,
                     t != want || set,
                     &p,
                     &format!(
                         "SubjectAltName element must contain {name}, if Type is set to {name}"
                     ),
                 );
-                o.check(!(t != want && set), &p, &format!("SubjectAltName element must not contain {name}, if Type is not set to {name}"));
+                check!(o, !(t != want && set), &p, &format!("SubjectAltName element must not contain {name}, if Type is not set to {name}"));
             }
         }
     }

@@ -69,9 +69,7 @@ impl fmt::Display for Violation {
 /// Checks the `spec` of an object of `kind` against its CRD schema and CEL rules.
 pub fn spec(kind: Kind, spec: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
-    if let Some(s) = schema::spec_schema(kind) {
-        schema::check(spec, s, "spec", &mut out);
-    }
+    schema::check_spec(kind, spec, &mut out);
     cel::check(kind, spec, &mut out);
     out
 }
@@ -102,14 +100,22 @@ pub fn stored(inputs: &Inputs, kind: Kind, key: &ObjKey) -> Vec<Violation> {
                 .unwrap_or_default()
         };
     }
+    // Routes were validated when decoded (see crate::inputs::Stored).
+    macro_rules! stored {
+        ($map:expr, $key:expr) => {
+            $map.get($key)
+                .map(|o| o.violations().to_vec())
+                .unwrap_or_default()
+        };
+    }
     match kind {
         Kind::GatewayClass => of!(inputs.gateway_classes, &key.name),
         Kind::Gateway => of!(inputs.gateways, key),
-        Kind::HTTPRoute => of!(inputs.http_routes, key),
-        Kind::GRPCRoute => of!(inputs.grpc_routes, key),
-        Kind::TLSRoute => of!(inputs.tls_routes, key),
-        Kind::TCPRoute => of!(inputs.tcp_routes, key),
-        Kind::UDPRoute => of!(inputs.udp_routes, key),
+        Kind::HTTPRoute => stored!(inputs.http_routes, key),
+        Kind::GRPCRoute => stored!(inputs.grpc_routes, key),
+        Kind::TLSRoute => stored!(inputs.tls_routes, key),
+        Kind::TCPRoute => stored!(inputs.tcp_routes, key),
+        Kind::UDPRoute => stored!(inputs.udp_routes, key),
         Kind::ReferenceGrant => of!(inputs.reference_grants, key),
         Kind::BackendTLSPolicy => of!(inputs.backend_tls_policies, key),
         Kind::ListenerSet => of!(inputs.listener_sets, key),

@@ -2,6 +2,8 @@
 //! the HTTPRoute rule it becomes): values the CRD schema lets through but
 //! Envoy refuses. Each error names the field.
 
+use std::fmt::Display;
+
 use serde_json::Value;
 
 use super::{envoy, re2};
@@ -18,9 +20,9 @@ fn st<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 }
 
 /// Checks rule `i` (its JSON form); the first problem, with its field path.
+/// Paths are formatted only for the error (most rules are fine).
 pub fn check_http(i: usize, rule: &Value) -> Result<(), String> {
-    let rp = format!("spec.rules[{i}]");
-    let at = |p: String| move |e: String| format!("{p}: {e}");
+    let rp = format_args!("spec.rules[{i}]");
     let default_match = [Value::Null];
     let matches = match arr(rule, "matches") {
         [] => &default_match[..],
@@ -28,44 +30,50 @@ pub fn check_http(i: usize, rule: &Value) -> Result<(), String> {
     };
     let mut prefixes = Vec::new();
     for (j, m) in matches.iter().enumerate() {
-        let mp = format!("{rp}.matches[{j}]");
         let path = m.get("path").unwrap_or(&Value::Null);
         let value = st(path, "value").unwrap_or("/");
         match st(path, "type").unwrap_or("PathPrefix") {
-            "RegularExpression" => re2::check(value).map_err(at(format!("{mp}.path.value")))?,
+            "RegularExpression" => {
+                re2::check(value).map_err(|e| format!("{rp}.matches[{j}].path.value: {e}"))?
+            }
             "PathPrefix" => prefixes.push(value.to_string()),
             _ => {}
         }
         for (k, h) in arr(m, "headers").iter().enumerate() {
-            let hp = format!("{mp}.headers[{k}]");
-            envoy::header_name(st(h, "name").unwrap_or("")).map_err(at(format!("{hp}.name")))?;
+            let hp = format_args!("{rp}.matches[{j}].headers[{k}]");
+            envoy::header_name(st(h, "name").unwrap_or(""))
+                .map_err(|e| format!("{hp}.name: {e}"))?;
             let v = st(h, "value").unwrap_or("");
             if st(h, "type") == Some("RegularExpression") {
-                re2::check(v).map_err(at(format!("{hp}.value")))?;
+                re2::check(v).map_err(|e| format!("{hp}.value: {e}"))?;
             } else {
-                envoy::header_value(v).map_err(at(format!("{hp}.value")))?;
+                envoy::header_value(v).map_err(|e| format!("{hp}.value: {e}"))?;
             }
         }
         for (k, q) in arr(m, "queryParams").iter().enumerate() {
-            let qp = format!("{mp}.queryParams[{k}]");
+            let qp = format_args!("{rp}.matches[{j}].queryParams[{k}]");
             if st(q, "name").unwrap_or("").is_empty() {
                 return Err(format!("{qp}.name: must not be empty"));
             }
             if st(q, "type") == Some("RegularExpression") {
-                re2::check(st(q, "value").unwrap_or("")).map_err(at(format!("{qp}.value")))?;
+                re2::check(st(q, "value").unwrap_or("")).map_err(|e| format!("{qp}.value: {e}"))?;
             }
         }
     }
-    filters(arr(rule, "filters"), &format!("{rp}.filters"), &prefixes)?;
+    filters(
+        arr(rule, "filters"),
+        &format_args!("{rp}.filters"),
+        &prefixes,
+    )?;
     let mut total: u64 = 0;
     for (j, b) in arr(rule, "backendRefs").iter().enumerate() {
-        let bp = format!("{rp}.backendRefs[{j}]");
+        let bp = format_args!("{rp}.backendRefs[{j}]");
         let w = b.get("weight").and_then(Value::as_i64).unwrap_or(1);
         if !(0..=i64::from(u32::MAX)).contains(&w) {
             return Err(format!("{bp}.weight: {w} is out of range"));
         }
         total += w as u64;
-        filters(arr(b, "filters"), &format!("{bp}.filters"), &prefixes)?;
+        filters(arr(b, "filters"), &format_args!("{bp}.filters"), &prefixes)?;
     }
     if total > u64::from(u32::MAX) {
         return Err(format!(
@@ -75,16 +83,16 @@ pub fn check_http(i: usize, rule: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn filters(list: &[Value], path: &str, prefixes: &[String]) -> Result<(), String> {
+fn filters(list: &[Value], path: &dyn Display, prefixes: &[String]) -> Result<(), String> {
     for (k, f) in list.iter().enumerate() {
-        let fp = format!("{path}[{k}]");
+        let fp = format_args!("{path}[{k}]");
         for field in ["requestHeaderModifier", "responseHeaderModifier"] {
             let Some(m) = f.get(field).filter(|m| !m.is_null()) else {
                 continue;
             };
             for op in ["add", "set"] {
                 for (n, h) in arr(m, op).iter().enumerate() {
-                    let hp = format!("{fp}.{field}.{op}[{n}]");
+                    let hp = format_args!("{fp}.{field}.{op}[{n}]");
                     envoy::modifiable_header(st(h, "name").unwrap_or(""))
                         .map_err(|e| format!("{hp}.name: {e}"))?;
                     envoy::header_value(st(h, "value").unwrap_or(""))

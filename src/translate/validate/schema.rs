@@ -6,6 +6,7 @@
 //! so the two cannot drift apart. CEL rules are in cel.rs.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{OnceLock, RwLock};
 
 use serde_json::Value;
@@ -114,68 +115,229 @@ pub fn shown(v: &Value) -> String {
     }
 }
 
-/// Checks `v` against `schema`; violations are appended to `out` with
-/// their field path (`spec.rules[0].matches[1].headers[0].value`).
-pub fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<Violation>) {
+/// A field path, rendered only when a violation names it
+/// (`spec.rules[0].matches[1].headers[0].value`): checking a valid object
+/// allocates no path strings.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root(&'a str),
+    Field(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+    Key(&'a Path<'a>, &'a str),
+}
+
+impl Path<'_> {
+    fn is_empty(&self) -> bool {
+        matches!(self, Path::Root(s) if s.is_empty())
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root(s) => f.write_str(s),
+            Path::Field(p, field) if p.is_empty() => f.write_str(field),
+            Path::Field(p, field) => write!(f, "{p}.{field}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Key(p, k) => write!(f, "{p}[{k:?}]"),
+        }
+    }
+}
+
+fn violation(path: &Path<'_>, message: String) -> Violation {
+    Violation {
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// The JSON type a schema node asks for.
+#[derive(Clone, Copy)]
+enum Ty {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+    /// No `type`, or one this checker does not know: anything goes.
+    Any,
+}
+
+/// A schema node read once: every keyword the checks use, looked up when
+/// the schema is loaded rather than on every value checked.
+struct Node {
+    ty: Ty,
+    /// The `type` text, for the message.
+    ty_name: Option<&'static str>,
+    int_or_string: bool,
+    /// Allowed values and their list as the message shows it.
+    allowed: Option<(&'static [Value], String)>,
+    max_length: Option<u64>,
+    min_length: Option<u64>,
+    pattern: Option<(&'static str, Option<&'static regex::Regex>)>,
+    maximum: Option<f64>,
+    minimum: Option<f64>,
+    max_items: Option<u64>,
+    min_items: Option<u64>,
+    list_type: Option<&'static str>,
+    list_map_keys: Vec<&'static str>,
+    items: Option<Box<Node>>,
+    max_properties: Option<u64>,
+    min_properties: Option<u64>,
+    required: Vec<&'static str>,
+    properties: Option<HashMap<&'static str, Node>>,
+    additional: Option<Box<Node>>,
+}
+
+impl Node {
+    fn compile(schema: &'static Value) -> Node {
+        let ty_name = schema.get("type").and_then(Value::as_str);
+        let ty = match ty_name {
+            Some("string") => Ty::String,
+            Some("integer") => Ty::Integer,
+            Some("number") => Ty::Number,
+            Some("boolean") => Ty::Boolean,
+            Some("array") => Ty::Array,
+            Some("object") => Ty::Object,
+            _ => Ty::Any,
+        };
+        let u = |k: &str| schema.get(k).and_then(Value::as_u64);
+        let f = |k: &str| schema.get(k).and_then(Value::as_f64);
+        Node {
+            ty,
+            ty_name,
+            int_or_string: schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)),
+            allowed: schema.get("enum").and_then(Value::as_array).map(|a| {
+                let names: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                (a.as_slice(), names.join(", "))
+            }),
+            max_length: u("maxLength"),
+            min_length: u("minLength"),
+            pattern: schema
+                .get("pattern")
+                .and_then(Value::as_str)
+                .map(|p| (p, pattern(p))),
+            maximum: f("maximum"),
+            minimum: f("minimum"),
+            max_items: u("maxItems"),
+            min_items: u("minItems"),
+            list_type: schema.get("x-kubernetes-list-type").and_then(Value::as_str),
+            list_map_keys: schema
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| k.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+            items: schema.get("items").map(|s| Box::new(Node::compile(s))),
+            max_properties: u("maxProperties"),
+            min_properties: u("minProperties"),
+            required: schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+            properties: schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, s)| (k.as_str(), Node::compile(s)))
+                        .collect()
+                }),
+            additional: schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object())
+                .map(|s| Box::new(Node::compile(s))),
+        }
+    }
+}
+
+/// The compiled `spec` schema of `kind` (see [`spec_schema`]).
+fn spec_node(kind: Kind) -> Option<&'static Node> {
+    static NODES: OnceLock<RwLock<HashMap<&'static str, &'static Node>>> = OnceLock::new();
+    let map = NODES.get_or_init(Default::default);
+    if let Some(n) = map
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(kind.as_str())
+    {
+        return Some(n);
+    }
+    let schema = spec_schema(kind)?;
+    let mut map = map.write().unwrap_or_else(|e| e.into_inner());
+    let node: &'static Node = map
+        .entry(kind.as_str())
+        .or_insert_with(|| Box::leak(Box::new(Node::compile(schema))));
+    Some(node)
+}
+
+/// Checks the `spec` `v` of an object of `kind` against its CRD schema;
+/// violations are appended to `out` with their field path
+/// (`spec.rules[0].matches[1].headers[0].value`).
+pub fn check_spec(kind: Kind, v: &Value, out: &mut Vec<Violation>) {
+    if let Some(node) = spec_node(kind) {
+        check(v, node, &Path::Root("spec"), out);
+    }
+}
+
+fn check(v: &Value, schema: &Node, path: &Path<'_>, out: &mut Vec<Violation>) {
     if v.is_null() {
         return;
     }
-    let mut bad = |msg: String| out.push(Violation::new(path, msg));
-    let ty = schema.get("type").and_then(Value::as_str);
-    let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-    let type_ok = int_or_string
-        || match ty {
-            Some("string") => v.is_string(),
-            Some("integer") => v.is_i64() || v.is_u64(),
-            Some("number") => v.is_number(),
-            Some("boolean") => v.is_boolean(),
-            Some("array") => v.is_array(),
-            Some("object") => v.is_object(),
-            _ => true,
+    let mut bad = |msg: String| out.push(violation(path, msg));
+    let type_ok = schema.int_or_string
+        || match schema.ty {
+            Ty::String => v.is_string(),
+            Ty::Integer => v.is_i64() || v.is_u64(),
+            Ty::Number => v.is_number(),
+            Ty::Boolean => v.is_boolean(),
+            Ty::Array => v.is_array(),
+            Ty::Object => v.is_object(),
+            Ty::Any => true,
         };
     if !type_ok {
-        bad(format!("must be of type {}", ty.unwrap_or("?")));
+        bad(format!("must be of type {}", schema.ty_name.unwrap_or("?")));
         return;
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+    if let Some((allowed, names)) = &schema.allowed {
         if !allowed.contains(v) {
-            let names: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
             bad(format!(
-                "Unsupported value {}: supported values: {}",
-                shown(v),
-                names.join(", ")
+                "Unsupported value {}: supported values: {names}",
+                shown(v)
             ));
         }
     }
     match v {
         Value::String(s) => {
-            let n = s.chars().count() as u64;
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-                if n > max {
-                    bad(format!("must have at most {max} characters (has {n})"));
-                }
-            }
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-                if n < min {
-                    bad(format!("must have at least {min} characters"));
-                }
-            }
-            if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-                if let Some(re) = pattern(p) {
-                    if !re.is_match(s) {
-                        bad(format!("{} must match the pattern {p}", shown(v)));
+            if schema.max_length.is_some() || schema.min_length.is_some() {
+                let n = s.chars().count() as u64;
+                if let Some(max) = schema.max_length {
+                    if n > max {
+                        bad(format!("must have at most {max} characters (has {n})"));
                     }
+                }
+                if let Some(min) = schema.min_length {
+                    if n < min {
+                        bad(format!("must have at least {min} characters"));
+                    }
+                }
+            }
+            if let Some((p, Some(re))) = schema.pattern {
+                if !re.is_match(s) {
+                    bad(format!("{} must match the pattern {p}", shown(v)));
                 }
             }
         }
         Value::Number(num) => {
             if let Some(x) = num.as_f64() {
-                if let Some(max) = schema.get("maximum").and_then(Value::as_f64) {
+                if let Some(max) = schema.maximum {
                     if x > max {
                         bad(format!("{num} must be less than or equal to {max}"));
                     }
                 }
-                if let Some(min) = schema.get("minimum").and_then(Value::as_f64) {
+                if let Some(min) = schema.minimum {
                     if x < min {
                         bad(format!("{num} must be greater than or equal to {min}"));
                     }
@@ -183,7 +345,7 @@ pub fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<Violation>) {
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64) {
+            if let Some(max) = schema.max_items {
                 if items.len() as u64 > max {
                     bad(format!(
                         "must have at most {max} items (has {})",
@@ -191,92 +353,76 @@ pub fn check(v: &Value, schema: &Value, path: &str, out: &mut Vec<Violation>) {
                     ));
                 }
             }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
+            if let Some(min) = schema.min_items {
                 if (items.len() as u64) < min {
                     bad(format!("must have at least {min} items"));
                 }
             }
-            match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            match schema.list_type {
                 Some("set") => {
                     for (i, a) in items.iter().enumerate() {
                         if items[..i].contains(a) {
-                            out.push(Violation::new(
-                                &format!("{path}[{i}]"),
+                            out.push(violation(
+                                &Path::Index(path, i),
                                 format!("Duplicate value: {}", shown(a)),
                             ));
                         }
                     }
                 }
                 Some("map") => {
-                    let keys: Vec<&str> = schema
-                        .get("x-kubernetes-list-map-keys")
-                        .and_then(Value::as_array)
-                        .map(|k| k.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    let key_of = |a: &Value| -> Vec<Value> {
+                    let keys = &schema.list_map_keys;
+                    let key_of = |a: &'_ Value| -> Vec<Value> {
                         keys.iter()
                             .map(|k| a.get(*k).cloned().unwrap_or(Value::Null))
                             .collect()
                     };
+                    let same_key = |a: &Value, b: &Value| {
+                        keys.iter().all(|k| {
+                            a.get(*k).unwrap_or(&Value::Null) == b.get(*k).unwrap_or(&Value::Null)
+                        })
+                    };
                     for (i, a) in items.iter().enumerate() {
-                        let k = key_of(a);
-                        if items[..i].iter().any(|b| key_of(b) == k) {
-                            out.push(Violation::new(
-                                &format!("{path}[{i}]"),
-                                format!("Duplicate value: {}", shown(&Value::Array(k))),
+                        if items[..i].iter().any(|b| same_key(a, b)) {
+                            out.push(violation(
+                                &Path::Index(path, i),
+                                format!("Duplicate value: {}", shown(&Value::Array(key_of(a)))),
                             ));
                         }
                     }
                 }
                 _ => {}
             }
-            if let Some(item_schema) = schema.get("items") {
+            if let Some(item_schema) = &schema.items {
                 for (i, a) in items.iter().enumerate() {
-                    check(a, item_schema, &format!("{path}[{i}]"), out);
+                    check(a, item_schema, &Path::Index(path, i), out);
                 }
             }
         }
         Value::Object(fields) => {
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64) {
+            if let Some(max) = schema.max_properties {
                 if fields.len() as u64 > max {
                     bad(format!("must have at most {max} entries"));
                 }
             }
-            if let Some(min) = schema.get("minProperties").and_then(Value::as_u64) {
+            if let Some(min) = schema.min_properties {
                 if (fields.len() as u64) < min {
                     bad(format!("must have at least {min} entries"));
                 }
             }
-            for r in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if fields.get(r).is_none_or(Value::is_null) {
-                    out.push(Violation::new(&join(path, r), "Required value".into()));
+            for r in &schema.required {
+                if fields.get(*r).is_none_or(Value::is_null) {
+                    out.push(violation(&Path::Field(path, r), "Required value".into()));
                 }
             }
-            let props = schema.get("properties").and_then(Value::as_object);
-            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
             for (k, child) in fields {
-                if let Some(s) = props.and_then(|p| p.get(k)) {
-                    check(child, s, &join(path, k), out);
-                } else if let Some(s) = additional {
-                    check(child, s, &format!("{path}[{k:?}]"), out);
+                if let Some(s) = schema.properties.as_ref().and_then(|p| p.get(k.as_str())) {
+                    check(child, s, &Path::Field(path, k), out);
+                } else if let Some(s) = &schema.additional {
+                    check(child, s, &Path::Key(path, k), out);
                 }
             }
         }
         _ => {}
-    }
-}
-
-fn join(path: &str, field: &str) -> String {
-    if path.is_empty() {
-        field.to_string()
-    } else {
-        format!("{path}.{field}")
     }
 }
 
