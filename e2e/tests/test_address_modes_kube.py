@@ -115,6 +115,7 @@ def cleanup():
 @pytest.fixture(scope="module")
 def stack():
     print("\n" + ks.cluster_up())
+    ks.install_gateway_class()  # also the namespace of the Lease
     ks.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=90s")
     cleanup()
     ks.kubectl("apply", "-f", "-", stdin=BASE)

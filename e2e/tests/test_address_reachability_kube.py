@@ -145,6 +145,7 @@ def answered_by_echo(client, url, host):
 @pytest.fixture(scope="module")
 def stack():
     print("\n" + ks.cluster_up())
+    ks.install_gateway_class()  # also the namespace of the Lease
     ks.kubectl("apply", "--server-side", "-k", str(ks.ROOT / "deploy" / "crds" / "switchyard"))
     ks.kubectl("wait", "--for=condition=Established", "crd/gatewayclassconfigs.gateway.switchyard.dev",
                "--timeout=30s")
