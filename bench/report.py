@@ -198,6 +198,8 @@ def targets(sc):
                      ("Kubernetes mode: status writes after a restart with nothing changed", "0")]:
             rows.append((t, g, f"— ({why})" if why else "—", UNMEASURED))
 
+    rows += atscale_targets(sc.get("atscale"), scale)
+
     dp = sc.get("dataplane")
     if dp and "ratio" in dp:
         rows.append(("Data plane throughput vs hand-written static config", "≥ 95 %",
@@ -210,7 +212,70 @@ def targets(sc):
     return rows
 
 
+def atscale_targets(at, scale):
+    """Issue #15: a change costs the same at 10,000 and 50,000 routes as at
+    100 (within 1.5x); no failed request while routes change at 10,000; full
+    translation and controller memory at 50,000 routes."""
+    rows = []
+    sizes = {e.get("routes"): e for e in (at or {}).get("sizes", [])}
+    base = sizes.get(100)
+    base_ms = (base or {}).get("change", {}).get("mean_ms")
+    for n in (10000, 50000):
+        e = sizes.get(n)
+        title = f"Propagation per change at {n:,} routes, mean (÷ the figure at 100 routes)"
+        if e and base_ms:
+            m = e.get("change", {}).get("mean_ms")
+            ratio = m / base_ms if m else None
+            rows.append((title, "≤ 1.5×", f"{fmt(m, 'ms')} = {fmt(ratio, '×', 1)} (100 routes: {fmt(base_ms, 'ms')}; "
+                         f"Envoy applying the RouteConfiguration: {fmt(e.get('breakdown_mean', {}).get('envoy_apply_ms'), 'ms')})",
+                         check(ratio, 1.5)))
+        else:
+            rows.append((title, "≤ 1.5×", "—", UNMEASURED))
+    e = sizes.get(10000)
+    title = "Route changes under traffic at 10,000 routes, non-200 responses"
+    if e:
+        t = e.get("traffic", {})
+        rows.append((title, "0", f"{fmt(t.get('non_200'))} of {fmt(t.get('requests'))} requests over {e.get('changes')} changes",
+                     check(t.get("non_200"), 0, "==")))
+    else:
+        rows.append((title, "0", "—", UNMEASURED))
+    s50 = by_routes(scale, 50000)
+    for title, goal, key, limit, unit in [("Full translation at 50,000 routes (translate + xDS build)", "≤ 500 ms", "full_ms", 500, "ms"),
+                                          ("Controller RSS at 50,000 routes", "≤ 600 MiB", "controller_rss_mib", 600, "MiB")]:
+        if s50:
+            rows.append((title, goal, fmt(s50.get(key), unit), check(s50.get(key), limit)))
+        else:
+            rows.append((title, goal, "—", UNMEASURED))
+    return rows
+
+
 # ---------------------------------------------------------------- sections
+
+def section_atscale(at, plot_rel=None):
+    rows = []
+    for e in at.get("sizes", []):
+        c, b, t, r = e.get("change", {}), e.get("breakdown_mean", {}), e.get("traffic", {}), e.get("rss_loaded", {})
+        rows.append([fmt(e.get("routes")), fmt(c.get("mean_ms"), "ms"), fmt(c.get("p50_ms"), "ms"), fmt(c.get("max_ms"), "ms"),
+                     fmt(e.get("ratio_to_smallest"), "×", 1), fmt(b.get("controller_ms"), "ms"), fmt(b.get("envoy_apply_ms"), "ms"),
+                     fmt(b.get("after_ack_ms"), "ms"), fmt((e.get("xds_bytes_per_change") or 0) / 1024, "KiB", 0),
+                     f"{fmt(t.get('non_200'))} / {fmt(t.get('requests'))}", fmt(r.get("controller_mib"), "MiB"),
+                     fmt(r.get("envoy_mib"), "MiB")])
+    out = ["### Changes at configuration size",
+           "The synthetic configuration of the scale scenario (one virtual host per route) at each size, then "
+           "changes alternating between a route added in a file of its own and an existing route switching backend "
+           "and toggling a response header; each timed from the file write until Envoy answers accordingly, while "
+           "four keep-alive clients request the changing route and routes already in place (every response counted). "
+           "Where the time goes, from the ADS server's push and ACK log lines: the controller (file watch, debounce, "
+           "translation, build, until the RouteConfiguration is sent), Envoy (from the push until its ACK: decoding, "
+           "validating and applying the port's RouteConfiguration, which holds every virtual host of the port), "
+           "and after the ACK until the probe sees the answer.", "",
+           table(["routes", "change: mean", "p50", "max", "÷ smallest", "controller", "Envoy applying", "after ACK",
+                  "pushed per change", "non-200 / requests", "controller RSS", "Envoy RSS"], rows)]
+    if plot_rel:
+        out += ["", f"![Propagation per change over configuration size]({plot_rel})"]
+    return "\n".join(out)
+
+
 
 def memory_text(mem):
     parts = (mem or "").split()
@@ -451,7 +516,7 @@ def merge_extra(res, extra, shown):
             f"load average at start {m.get('loadavg_at_start', '?')}; same machine)._")
 
 
-def render(res, src, plot_rel, notes, compare_md=None, extra_note=None):
+def render(res, src, plot_rel, notes, compare_md=None, extra_note=None, atscale_plot_rel=None):
     sc = res.get("scenarios", {})
     trows = targets(sc)
     met = sum(1 for r in trows if r[3] == MET)
@@ -469,7 +534,7 @@ def render(res, src, plot_rel, notes, compare_md=None, extra_note=None):
     if extra_note:
         out += ["", extra_note]
     for name, fn in [("propagation", lambda p: section_propagation(p, plot_rel)), ("churn", section_churn),
-                     ("scale", section_scale), ("endpoints", section_endpoints), ("dataplane", section_dataplane),
+                     ("atscale", lambda a: section_atscale(a, atscale_plot_rel)), ("scale", section_scale), ("endpoints", section_endpoints), ("dataplane", section_dataplane),
                      ("fanout", section_fanout), ("kube", section_kube), ("micro", section_micro)]:
         if sc.get(name):
             out += ["", fn(sc[name])]
@@ -521,6 +586,41 @@ def plot(res, path):
     ax.set_title(f"Switchyard propagation latency — {res.get('date', '')}{' (quick run)' if res.get('quick') else ''}\n"
                  f"{m.get('cores', '?')} cores, {m.get('cpu', '')}; Envoy {m.get('envoy', '').split('/')[1] if '/' in m.get('envoy', '') else m.get('envoy', '')}",
                  fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_atscale(res, path):
+    at = res.get("scenarios", {}).get("atscale") or {}
+    sizes = [e for e in at.get("sizes", []) if e.get("change", {}).get("mean_ms")]
+    if len(sizes) < 2:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [e["routes"] for e in sizes]
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
+    ax.plot(xs, [e["change"]["mean_ms"] for e in sizes], marker="o", linewidth=2, color="tab:blue", label="change → served (mean)")
+    ax.plot(xs, [e.get("breakdown_mean", {}).get("envoy_apply_ms") for e in sizes], marker="s", color="tab:orange",
+            label="of which Envoy applying the RouteConfiguration (push → ACK)")
+    ax.plot(xs, [e.get("breakdown_mean", {}).get("controller_ms") for e in sizes], marker="^", color="tab:green",
+            label="of which the controller (file write → push)")
+    base = sizes[0]["change"]["mean_ms"]
+    ax.plot(xs, [1.5 * base] * len(xs), linestyle="--", color="tab:red", linewidth=1,
+            label=f"target: within 1.5× of the figure at {xs[0]:,} routes")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("HTTPRoutes configured (one virtual host each)")
+    ax.set_ylabel("ms per change")
+    ax.grid(True, which="both", alpha=0.3)
+    m = res.get("machine", {})
+    ax.set_title(f"Switchyard: cost of one route change by configuration size — {res.get('date', '')}\n"
+                 f"{m.get('cores', '?')} cores, {m.get('cpu', '')}", fontsize=10)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -581,7 +681,9 @@ def main():
         except ValueError:
             cshown = csrc
         compare_md = compare_report.section(cres, cshown, cplot_rel)
-    out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md, extra_note))
+    atscale_plot = plot_path.with_name("atscale.png")
+    atscale_rel = os.path.relpath(atscale_plot, out.parent) if plot_atscale(res, atscale_plot) else None
+    out.write_text(render(res, src_shown, plot_rel, existing_notes(out), compare_md, extra_note, atscale_rel))
     print(f"wrote {out}" + (f" and {plot_path}" if plotted else "") + (f"; side by side from {csrc}" if cres else ""))
 
 
