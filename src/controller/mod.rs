@@ -261,6 +261,11 @@ impl World {
 /// that, the truth (`Pending`) is written.
 const PROGRAMMED_GRACE: Duration = Duration::from_secs(5);
 
+/// How long status writes may give way to waiting configuration changes
+/// before a pass writes regardless (a steady stream of changes must not keep
+/// status from being written).
+const STATUS_MAX_DEFER: Duration = Duration::from_secs(1);
+
 /// Whether the API server's copy of Gateway `gw` says `Programmed=True`.
 fn programmed_now(raw: &RawObjects, gw: &ObjKey) -> bool {
     raw.get(&(Kind::Gateway, gw.clone()))
@@ -531,13 +536,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Status as metrics: exported by the replica that writes status only.
     let mut status_metrics = crate::metrics::status::StatusMetrics::new();
     let mut nack_events: Vec<nack::Quarantined> = Vec::new();
+    let mut last_translation: Option<Instant> = None;
+    let mut status_behind_since: Option<Instant> = None;
     loop {
         tokio::select! {
             change = rx.recv() => {
                 let Some(change) = change else { break };
                 world.apply(change);
-                // Coalesce a burst of events.
-                let deadline = Instant::now() + opts.debounce;
+                // Coalesce a burst of events: a change after a quiet spell is
+                // translated at once (leading edge); changes that follow
+                // within the debounce of the last translation wait for it
+                // to end and go out together.
+                let deadline = last_translation.map_or_else(Instant::now, |t| t + opts.debounce);
+                while let Ok(c) = rx.try_recv() {
+                    world.apply(c);
+                }
                 while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                     world.apply(c);
                 }
@@ -592,6 +605,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         if !world.changes.is_empty() && world.initial_sync_done() {
             let t0 = Instant::now();
+            last_translation = Some(t0);
             let mut changes = std::mem::take(&mut world.changes);
             if changes.within(Retranslate::Endpoints) && last_snapshot.is_some() {
                 let n = engine.endpoints_only(&world.inputs);
@@ -685,7 +699,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 mark_undecodable(&mut status, &world.undecodable);
                 status_metrics.update(&status);
                 status_handle.set(status.clone());
-                status_pending = writer.write(&status, &world.raw, &leadership).await.1;
+                // A change waiting in the watch queue goes first: the pass
+                // stops before its next patch and resumes after the change
+                // went out; status that waited STATUS_MAX_DEFER is written
+                // whatever waits.
+                let starving = status_behind_since.is_some_and(|t| t.elapsed() > STATUS_MAX_DEFER);
+                let waiting = || !starving && !rx.is_empty();
+                status_pending = writer
+                    .write(&status, &world.raw, &leadership, &waiting)
+                    .await
+                    .1;
+                if !status_pending {
+                    status_behind_since = None;
+                } else if status_behind_since.is_none() {
+                    status_behind_since = Some(Instant::now());
+                }
                 if let Some(infra) = infra.as_mut().filter(|_| leadership.is_leader()) {
                     let desired =
                         crate::provider::kube::infra::desired(&world.inputs, engine.status());

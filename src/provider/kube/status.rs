@@ -276,6 +276,11 @@ pub struct KubeStatusWriter {
     /// Routes whose `status.parents` could not take all our entries, and how
     /// many were left out when that was last logged (one warning per change).
     truncated: Mutex<BTreeMap<(Kind, ObjKey), usize>>,
+    /// Patches the API server accepted whose object the watch has not
+    /// delivered again yet: the `resourceVersion` each was computed from and
+    /// the status sent. A pass that still sees that version and computes the
+    /// same status skips it (no second write of the same status).
+    sent: Mutex<BTreeMap<(Kind, ObjKey), (Value, Value)>>,
 }
 
 /// Status patches per second the writer allows itself, and the burst: the
@@ -327,6 +332,7 @@ impl KubeStatusWriter {
             resources: BTreeMap::new(),
             limiter: Mutex::new(TokenBucket::new(WRITES_PER_SEC, WRITE_BURST)),
             truncated: Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -343,11 +349,17 @@ impl KubeStatusWriter {
     /// Every patch is sent only while `leadership` has time left, and is
     /// abandoned when that time runs out: a replica that lost (or may have
     /// lost) the Lease writes nothing more.
+    ///
+    /// Before each patch, `yield_now` is asked whether something more urgent
+    /// waits (a configuration change to translate and push): if so the pass
+    /// stops there and reports a retry, so a change waits for one status
+    /// patch at most (the caller keeps status from starving).
     pub async fn write(
         &self,
         set: &StatusSet,
         raw: &RawObjects,
         leadership: &Leadership,
+        yield_now: &(dyn Fn() -> bool + Send + Sync),
     ) -> (usize, bool) {
         let now = now_rfc3339();
         let mut writes = 0;
@@ -364,12 +376,25 @@ impl KubeStatusWriter {
                 &now,
             );
             self.note_truncation(*kind, key, patch.dropped_parents);
+            let rv = current
+                .get("metadata")
+                .and_then(|m| m.get("resourceVersion"))
+                .cloned()
+                .unwrap_or(Value::Null);
             let Some(status) = patch.status else {
+                self.forget_sent(*kind, key);
                 continue;
             };
+            if self.already_sent(*kind, key, &rv, &status) {
+                continue;
+            }
             let Some(ar) = self.resources.get(kind) else {
                 continue;
             };
+            if yield_now() {
+                retry = true;
+                break;
+            }
             let allowed = self
                 .limiter
                 .lock()
@@ -385,11 +410,6 @@ impl KubeStatusWriter {
             } else {
                 Api::namespaced_with(self.client.clone(), &key.namespace, ar)
             };
-            let rv = current
-                .get("metadata")
-                .and_then(|m| m.get("resourceVersion"))
-                .cloned()
-                .unwrap_or(Value::Null);
             let patch = json!({ "metadata": { "resourceVersion": rv }, "status": status });
             let Some(left) = leadership.remaining() else {
                 debug!("not leading any more: status writes stop");
@@ -410,6 +430,9 @@ impl KubeStatusWriter {
             match sent {
                 Ok(_) => {
                     writes += 1;
+                    if let Ok(mut sent) = self.sent.lock() {
+                        sent.insert((*kind, key.clone()), (rv, status));
+                    }
                     debug!(kind = kind.as_str(), object = %key, "status written");
                     crate::metrics::catalogue::STATUS_WRITES.inc([kind.as_str()]);
                 }
@@ -426,7 +449,34 @@ impl KubeStatusWriter {
         if let Ok(mut t) = self.truncated.lock() {
             t.retain(|k, _| raw.contains_key(k));
         }
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.retain(|k, _| raw.contains_key(k));
+        }
         (writes, retry)
+    }
+
+    /// Whether `status` was already accepted for this object at version `rv`
+    /// (the watch has not delivered the result yet). Once the object moved on,
+    /// the entry is dropped and the pass compares with the object itself.
+    fn already_sent(&self, kind: Kind, key: &ObjKey, rv: &Value, status: &Value) -> bool {
+        let Ok(mut sent) = self.sent.lock() else {
+            return false;
+        };
+        let id = (kind, key.clone());
+        match sent.get(&id) {
+            Some((at, what)) if at == rv => what == status,
+            Some(_) => {
+                sent.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn forget_sent(&self, kind: Kind, key: &ObjKey) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.remove(&(kind, key.clone()));
+        }
     }
 
     /// Logs a warning when a route's `status.parents` cannot take all our
