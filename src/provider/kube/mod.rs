@@ -7,5 +7,6 @@ pub mod cert_events;
 pub mod events;
 pub mod infra;
 pub mod lease;
+pub mod sent;
 pub mod status;
 pub mod watch;

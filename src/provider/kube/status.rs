@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::inputs::{Kind, ObjKey};
 use crate::kinds::StatusWrite;
 use crate::provider::kube::lease::Leadership;
+use crate::provider::kube::sent::SentPatches;
 use crate::status::{
     now_rfc3339, stamp_conditions, without_times, ObjectStatus, RouteParentStatus, StatusSet,
 };
@@ -276,11 +277,8 @@ pub struct KubeStatusWriter {
     /// Routes whose `status.parents` could not take all our entries, and how
     /// many were left out when that was last logged (one warning per change).
     truncated: Mutex<BTreeMap<(Kind, ObjKey), usize>>,
-    /// Patches the API server accepted whose object the watch has not
-    /// delivered again yet: the `resourceVersion` each was computed from and
-    /// the status sent. A pass that still sees that version and computes the
-    /// same status skips it (no second write of the same status).
-    sent: Mutex<BTreeMap<(Kind, ObjKey), (Value, Value)>>,
+    /// Patches accepted whose result the watch has not delivered yet.
+    sent: SentPatches,
 }
 
 /// Status patches per second the writer allows itself, and the burst: the
@@ -332,7 +330,7 @@ impl KubeStatusWriter {
             resources: BTreeMap::new(),
             limiter: Mutex::new(TokenBucket::new(WRITES_PER_SEC, WRITE_BURST)),
             truncated: Mutex::new(BTreeMap::new()),
-            sent: Mutex::new(BTreeMap::new()),
+            sent: SentPatches::default(),
         }
     }
 
@@ -382,10 +380,10 @@ impl KubeStatusWriter {
                 .cloned()
                 .unwrap_or(Value::Null);
             let Some(status) = patch.status else {
-                self.forget_sent(*kind, key);
+                self.sent.forget(*kind, key);
                 continue;
             };
-            if self.already_sent(*kind, key, &rv, &status) {
+            if self.sent.already(*kind, key, &rv, &status) {
                 continue;
             }
             let Some(ar) = self.resources.get(kind) else {
@@ -430,9 +428,7 @@ impl KubeStatusWriter {
             match sent {
                 Ok(_) => {
                     writes += 1;
-                    if let Ok(mut sent) = self.sent.lock() {
-                        sent.insert((*kind, key.clone()), (rv, status));
-                    }
+                    self.sent.record(*kind, key, rv, status);
                     debug!(kind = kind.as_str(), object = %key, "status written");
                     crate::metrics::catalogue::STATUS_WRITES.inc([kind.as_str()]);
                 }
@@ -449,34 +445,8 @@ impl KubeStatusWriter {
         if let Ok(mut t) = self.truncated.lock() {
             t.retain(|k, _| raw.contains_key(k));
         }
-        if let Ok(mut sent) = self.sent.lock() {
-            sent.retain(|k, _| raw.contains_key(k));
-        }
+        self.sent.retain(|k| raw.contains_key(k));
         (writes, retry)
-    }
-
-    /// Whether `status` was already accepted for this object at version `rv`
-    /// (the watch has not delivered the result yet). Once the object moved on,
-    /// the entry is dropped and the pass compares with the object itself.
-    fn already_sent(&self, kind: Kind, key: &ObjKey, rv: &Value, status: &Value) -> bool {
-        let Ok(mut sent) = self.sent.lock() else {
-            return false;
-        };
-        let id = (kind, key.clone());
-        match sent.get(&id) {
-            Some((at, what)) if at == rv => what == status,
-            Some(_) => {
-                sent.remove(&id);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn forget_sent(&self, kind: Kind, key: &ObjKey) {
-        if let Ok(mut sent) = self.sent.lock() {
-            sent.remove(&(kind, key.clone()));
-        }
     }
 
     /// Logs a warning when a route's `status.parents` cannot take all our
