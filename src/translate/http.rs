@@ -106,8 +106,7 @@ fn compile_rule(
     ref_error: &mut Option<RefError>,
 ) -> Result<CompiledRule, RuleError> {
     // Values the schema accepts but Envoy would refuse drop the rule.
-    let json = serde_json::to_value(rule).unwrap_or_default();
-    super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
+    super::validate::rule::check_http(index, rule).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
     let timeouts = compile_timeouts(rule)?;
     let retry = super::http_policy::retry(rule)?;
     // Matches.
