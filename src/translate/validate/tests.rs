@@ -382,16 +382,20 @@ fn envoy_side_checks_reach_backend_filters_and_query_params() {
         "backendRefs: [{name: s, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: Host, value: x}]}}]}]",
     );
     assert!(
-        e.starts_with("spec.rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: "),
+        e.starts_with(
+            "spec.rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: "
+        ),
         "{e}"
     );
     let e = rule_error("matches: [{queryParams: [{name: '', value: x}]}]");
-    assert_eq!(e, "spec.rules[0].matches[0].queryParams[0].name: must not be empty");
+    assert_eq!(
+        e,
+        "spec.rules[0].matches[0].queryParams[0].name: must not be empty"
+    );
     let e = rule_error("backendRefs: [{name: s, port: 80, weight: -1}]");
     assert_eq!(e, "spec.rules[0].backendRefs[0].weight: -1 is out of range");
-    let e = rule_error(
-        "filters: [{type: RequestRedirect, requestRedirect: {hostname: \"a\\nb\"}}]",
-    );
+    let e =
+        rule_error("filters: [{type: RequestRedirect, requestRedirect: {hostname: \"a\\nb\"}}]");
     assert!(
         e.starts_with("spec.rules[0].filters[0].requestRedirect.hostname: "),
         "{e}"
