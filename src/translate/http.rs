@@ -30,6 +30,11 @@ pub(super) struct CompiledRule {
     pub name: Option<Arc<str>>,
     pub matches: Vec<ir::RouteMatch>,
     pub action: ir::RouteAction,
+    /// `action` as every entry of the rule uses it, whatever listener the
+    /// route attached through, when that is so (not a redirect, whose port
+    /// depends on the listener, nor a prefix rewrite, filled per match):
+    /// the entries then share this value instead of copying it.
+    pub shared_action: Option<Arc<ir::RouteAction>>,
     pub request_headers: ir::HeaderMods,
     pub response_headers: ir::HeaderMods,
 }
@@ -245,11 +250,15 @@ fn compile_rule(
             session,
         })
     };
+    let shared_action = (!matches!(action, ir::RouteAction::Redirect(_))
+        && !uses_matched_prefix(&action))
+    .then(|| Arc::new(action.clone()));
     Ok(CompiledRule {
         index,
         name: rule.name.as_deref().map(Arc::from),
         matches,
         action,
+        shared_action,
         request_headers,
         response_headers,
     })
