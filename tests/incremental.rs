@@ -618,3 +618,71 @@ fn incremental_matches_full_on_l4_config() {
         );
     }
 }
+
+/// Every virtual host of a model, by name.
+fn vhosts(
+    model: &Model,
+) -> std::collections::BTreeMap<String, std::sync::Arc<switchyard::ir::VirtualHost>> {
+    let mut out = std::collections::BTreeMap::new();
+    for gw in model.gateways.values() {
+        for l in &gw.listeners {
+            for c in &l.chains {
+                if let switchyard::ir::App::Http(rc) = &c.app {
+                    for vh in &rc.virtual_hosts {
+                        out.insert(vh.name.clone(), vh.clone());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A full translation keeps the previous one's virtual hosts that are equal
+/// (the same value, already encoded); one whose routes a Service change
+/// affects is built anew, and the output stays what a fresh translation
+/// and build give.
+#[test]
+fn full_translation_keeps_equal_virtual_hosts_and_drops_changed_ones() {
+    let mut inputs = switchyard::synthetic::inputs(40, 4, 2);
+    let mut t = Translator::default();
+    let mut b = Builder::default();
+    let first = t.update(&inputs, &Changes::everything()).model;
+    b.build(&first);
+    let second = t.update(&inputs, &Changes::everything());
+    assert!(second.full);
+    let (v1, v2) = (vhosts(&first), vhosts(&second.model));
+    assert!(v1.len() >= 40, "{} virtual hosts", v1.len());
+    assert_eq!(v1.keys().collect::<Vec<_>>(), v2.keys().collect::<Vec<_>>());
+    for (name, vh) in &v2 {
+        assert!(std::sync::Arc::ptr_eq(vh, &v1[name]), "{name} not kept");
+    }
+    // Routes in team-0 send to svc-1 there: without it their backend is invalid.
+    let gone = ObjKey::new("team-0", "svc-1");
+    assert!(inputs.services.remove(&gone).is_some());
+    let mut ch = Changes::default();
+    ch.record(Kind::Service, &gone);
+    let third = t.update(&inputs, &ch);
+    assert!(third.full);
+    let fresh = translate(&inputs);
+    assert_eq!(*third.model, fresh.model);
+    assert_eq!(b.build(&third.model), build(&fresh.model));
+    let v3 = vhosts(&third.model);
+    let (mut kept, mut rebuilt) = (0, 0);
+    for (name, vh) in &v3 {
+        // Route r is in namespace team-{r % 4}, with hostname r{r}.example.com.
+        let team0 = (0..40)
+            .step_by(4)
+            .any(|r| name.ends_with(&format!("/r{r}.example.com")));
+        if std::sync::Arc::ptr_eq(vh, &v2[name]) {
+            assert!(!team0, "{name} kept although its backend is gone");
+            kept += 1;
+        } else {
+            assert!(team0, "{name} rebuilt although nothing it uses changed");
+            assert_ne!(**vh, *v2[name]);
+            rebuilt += 1;
+        }
+    }
+    assert_eq!(rebuilt, 10);
+    assert!(kept >= 30, "{kept} kept");
+}

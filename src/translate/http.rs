@@ -30,6 +30,11 @@ pub(super) struct CompiledRule {
     pub name: Option<Arc<str>>,
     pub matches: Vec<ir::RouteMatch>,
     pub action: ir::RouteAction,
+    /// `action` as every entry of the rule uses it, whatever listener the
+    /// route attached through, when that is so (not a redirect, whose port
+    /// depends on the listener, nor a prefix rewrite, filled per match):
+    /// the entries then share this value instead of copying it.
+    pub shared_action: Option<Arc<ir::RouteAction>>,
     pub request_headers: ir::HeaderMods,
     pub response_headers: ir::HeaderMods,
 }
@@ -106,8 +111,7 @@ fn compile_rule(
     ref_error: &mut Option<RefError>,
 ) -> Result<CompiledRule, RuleError> {
     // Values the schema accepts but Envoy would refuse drop the rule.
-    let json = serde_json::to_value(rule).unwrap_or_default();
-    super::validate::rule::check_http(index, &json).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
+    super::validate::rule::check_http(index, rule).map_err(|e| (reasons::UNSUPPORTED_VALUE, e))?;
     let timeouts = compile_timeouts(rule)?;
     let retry = super::http_policy::retry(rule)?;
     // Matches.
@@ -246,11 +250,15 @@ fn compile_rule(
             session,
         })
     };
+    let shared_action = (!matches!(action, ir::RouteAction::Redirect(_))
+        && !uses_matched_prefix(&action))
+    .then(|| Arc::new(action.clone()));
     Ok(CompiledRule {
         index,
         name: rule.name.as_deref().map(Arc::from),
         matches,
         action,
+        shared_action,
         request_headers,
         response_headers,
     })

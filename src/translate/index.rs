@@ -598,6 +598,12 @@ impl RouteIndex {
         }
     }
 
+    /// See [`Tables::adopt_equal`]: the virtual hosts of `prev` (the index
+    /// of the previous full translation) that are equal to the new ones.
+    pub fn adopt_equal_vhosts(&mut self, prev: &RouteIndex) -> usize {
+        self.tables.adopt_equal(&prev.tables)
+    }
+
     /// Rebuilds what the changes since the last refresh touched.
     pub fn refresh(&mut self) {
         self.tables.refresh();

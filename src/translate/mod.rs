@@ -165,12 +165,16 @@ impl Translator {
                 (false, Some(touched), previous)
             }
             _ => {
+                let mut new = State::new(inputs);
                 let old = match self.state.take() {
                     Some(State {
                         gateways,
                         routes,
                         status,
                     }) => {
+                        // Unchanged virtual hosts keep their value (and its
+                        // encoding) from the previous translation.
+                        new.routes.adopt_equal_vhosts(&routes);
                         // Freeing a large index takes milliseconds nobody
                         // needs to wait for: it happens off the update path.
                         let _ = std::thread::Builder::new()
@@ -180,7 +184,7 @@ impl Translator {
                     }
                     None => StatusSet::default(),
                 };
-                self.state = Some(State::new(inputs));
+                self.state = Some(new);
                 (true, None, old)
             }
         };

@@ -191,8 +191,12 @@ impl Tables {
         for rule in rules {
             // One action for all matches of the rule, unless a prefix
             // rewrite needs each match's prefix.
-            let shared = (!http::uses_matched_prefix(&rule.action))
-                .then(|| Arc::new(http::with_redirect_port(rule.action.clone(), l.port, https)));
+            let shared = match &rule.shared_action {
+                Some(a) => Some(a.clone()),
+                None => (!http::uses_matched_prefix(&rule.action)).then(|| {
+                    Arc::new(http::with_redirect_port(rule.action.clone(), l.port, https))
+                }),
+            };
             for (mi, m) in rule.matches.iter().enumerate() {
                 let sort_key = (m.precedence(), age.clone(), rule.index, mi);
                 let route = Arc::new(ir::Route {
@@ -275,6 +279,35 @@ impl Tables {
         for d in emptied {
             table.domains.remove(&d);
         }
+    }
+
+    /// Takes `prev`'s virtual host wherever the one just built is equal to
+    /// it (same table, same domain): the value, and with it its encoding
+    /// (`ir::VirtualHost::encoded`), carries over from the previous full
+    /// translation, so a Gateway or Service change that leaves a virtual
+    /// host as it was costs neither its encoding nor its re-sending. Returns
+    /// how many were taken.
+    pub fn adopt_equal(&mut self, prev: &Tables) -> usize {
+        let mut taken = 0;
+        for (gw, tables) in &mut self.by_gateway {
+            let Some(old_tables) = prev.by_gateway.get(gw) else {
+                continue;
+            };
+            for (id, table) in tables {
+                let Some(old) = old_tables.get(id).filter(|o| o.name == table.name) else {
+                    continue;
+                };
+                for (order, vh) in &mut table.vhosts {
+                    if let Some(o) = old.vhosts.get(order) {
+                        if !Arc::ptr_eq(o, vh) && **o == **vh {
+                            *vh = o.clone();
+                            taken += 1;
+                        }
+                    }
+                }
+            }
+        }
+        taken
     }
 
     /// Rebuilds the virtual hosts of changed domains, and of every domain

@@ -302,7 +302,12 @@ fn reference_grant_and_backend_tls_policy_rules() {
 
 /// Envoy-side checks of a rule the schema accepts.
 fn rule_error(s: &str) -> String {
-    rule::check_http(0, &yaml(s)).expect_err("refused")
+    rule::check_http(0, &typed_rule(s)).expect_err("refused")
+}
+
+/// A rule given as YAML, decoded as the translator sees it.
+fn typed_rule(s: &str) -> gateway_api::experimental::httproutes::HttpRouteRules {
+    serde_json::from_value(yaml(s)).expect("a rule")
 }
 
 #[test]
@@ -340,14 +345,15 @@ fn envoy_side_rule_checks_name_the_field() {
     let long = format!("/{}", "a".repeat(120));
     let e = rule_error(&format!("matches: [{{path: {{type: PathPrefix, value: '{long}'}}}}]\nfilters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /b}}}}}}]"));
     assert!(e.contains("too long for Envoy's prefix rewrite"), "{e}");
-    let refs: Vec<String> = (0..2)
-        .map(|i| format!("{{name: s{i}, port: 80, weight: 4294967295}}"))
+    // Each weight fits the typed field (i32); their sum does not fit Envoy's u32.
+    let refs: Vec<String> = (0..3)
+        .map(|i| format!("{{name: s{i}, port: 80, weight: 2147483647}}"))
         .collect();
     let e = rule_error(&format!("backendRefs: [{}]", refs.join(",")));
-    assert!(e.contains("weights sum to 8589934590"), "{e}");
+    assert!(e.contains("weights sum to 6442450941"), "{e}");
     assert!(rule::check_http(
         0,
-        &yaml("matches: [{path: {type: RegularExpression, value: '/v[0-9]+/.*'}}]")
+        &typed_rule("matches: [{path: {type: RegularExpression, value: '/v[0-9]+/.*'}}]")
     )
     .is_ok());
 }
@@ -368,4 +374,30 @@ fn a_field_named_description_survives_stripping_schema_descriptions() {
         )),
     );
     refused(&bad, "spec.description", "");
+}
+
+#[test]
+fn envoy_side_checks_reach_backend_filters_and_query_params() {
+    let e = rule_error(
+        "backendRefs: [{name: s, port: 80, filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: Host, value: x}]}}]}]",
+    );
+    assert!(
+        e.starts_with(
+            "spec.rules[0].backendRefs[0].filters[0].requestHeaderModifier.add[0].name: "
+        ),
+        "{e}"
+    );
+    let e = rule_error("matches: [{queryParams: [{name: '', value: x}]}]");
+    assert_eq!(
+        e,
+        "spec.rules[0].matches[0].queryParams[0].name: must not be empty"
+    );
+    let e = rule_error("backendRefs: [{name: s, port: 80, weight: -1}]");
+    assert_eq!(e, "spec.rules[0].backendRefs[0].weight: -1 is out of range");
+    let e =
+        rule_error("filters: [{type: RequestRedirect, requestRedirect: {hostname: \"a\\nb\"}}]");
+    assert!(
+        e.starts_with("spec.rules[0].filters[0].requestRedirect.hostname: "),
+        "{e}"
+    );
 }
