@@ -489,19 +489,20 @@ pub fn decode_validated<T: DeserializeOwned + Serialize>(
     Ok((obj, unknown, violations))
 }
 
-/// [`decode`], with the typed object serialized back.
+/// [`decode`], with the typed object serialized back. The typed object is
+/// decoded from a borrow of `value` (no copy of the whole manifest), which
+/// is dropped once the unknown-field walk compared it with the typed one.
 fn decode_typed<T: DeserializeOwned + Serialize>(
     kind: Kind,
     key: &ObjKey,
     value: serde_json::Value,
 ) -> Result<(T, Vec<String>, serde_json::Value), InputError> {
-    let obj: T =
-        serde_path_to_error::deserialize(value.clone()).map_err(|e| InputError::Decode {
-            kind: kind.as_str(),
-            key: key.clone(),
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
+    let obj: T = serde_path_to_error::deserialize(&value).map_err(|e| InputError::Decode {
+        kind: kind.as_str(),
+        key: key.clone(),
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
     let back = serde_json::to_value(&obj).map_err(|e| InputError::Decode {
         kind: kind.as_str(),
         key: key.clone(),

@@ -8,6 +8,7 @@
 pub mod addressing;
 pub mod admin;
 pub mod admin_grpc;
+pub mod allocator;
 pub mod certgen;
 pub mod certs;
 pub mod cli;

@@ -32,9 +32,12 @@ struct Contribution {
     listeners_invalid: u32,
 }
 
+/// What was exported for one object. Its series are not kept: they are
+/// derived again from `status` when the object changes or goes (a few
+/// microseconds), rather than held as seven label strings per condition
+/// for every object (~0.8 KB per route, 3.8 MiB at 5,000 routes).
 struct Exported {
     status: ObjectStatus,
-    series: Vec<Series>,
     contribution: Contribution,
 }
 
@@ -274,7 +277,7 @@ impl StatusMetrics {
         for k in gone {
             if let Some(old) = self.objects.remove(&k) {
                 self.account(&old.contribution, -1);
-                remove.extend(old.series);
+                remove.extend(derive(k.0, &k.1, &old.status).0);
                 changed += 1;
             }
         }
@@ -284,21 +287,20 @@ impl StatusMetrics {
             let (series, contribution) = derive(*kind, key, st);
             if let Some(old) = self.objects.get(&id) {
                 let old_c = old.contribution;
+                let (old_series, _) = derive(*kind, key, &old.status);
                 remove.extend(
-                    old.series
-                        .iter()
-                        .filter(|s| series.binary_search(s).is_err())
-                        .cloned(),
+                    old_series
+                        .into_iter()
+                        .filter(|s| series.binary_search(s).is_err()),
                 );
                 self.account(&old_c, -1);
             }
             self.account(&contribution, 1);
-            set.extend(series.iter().cloned());
+            set.extend(series);
             self.objects.insert(
                 id,
                 Exported {
                     status: st.clone(),
-                    series,
                     contribution,
                 },
             );

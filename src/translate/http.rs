@@ -121,7 +121,7 @@ fn compile_rule(
         .as_deref()
         .filter(|m| !m.is_empty())
         .unwrap_or(&default_match);
-    let mut matches = Vec::new();
+    let mut matches = Vec::with_capacity(spec_matches.len());
     for (j, m) in spec_matches.iter().enumerate() {
         matches.push(
             compile_match(m)

@@ -231,7 +231,8 @@ pub(super) fn compile_rules<R>(
     n: usize,
     mut f: impl FnMut(usize) -> Result<R, RuleError>,
 ) -> (Vec<R>, Vec<RuleError>) {
-    let mut rules = Vec::new();
+    // Sized up front: a route keeps these for as long as it lives.
+    let mut rules = Vec::with_capacity(n);
     let mut dropped = Vec::new();
     for i in 0..n {
         let prefix = format!("spec.rules[{i}]");
@@ -466,7 +467,7 @@ impl RouteIndex {
             partially_invalid: compiled.partially_invalid.as_deref(),
             ref_error: compiled.ref_error.as_ref(),
         };
-        let mut parents = Vec::new();
+        let mut parents = Vec::with_capacity(route.parent_refs.len());
         let mut attachments = Vec::new();
         for pr in &route.parent_refs {
             let Some((gw_key, candidates)) = resolve_parent(pr, &key.namespace, gateways) else {
@@ -507,6 +508,8 @@ impl RouteIndex {
                 self.add_entries((kind, key), c, a, gateways);
             }
         }
+        // Kept for as long as the route lives: no spare capacity.
+        attachments.shrink_to_fit();
         self.routes.insert(
             (kind, key.clone()),
             RouteState {

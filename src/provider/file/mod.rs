@@ -15,6 +15,7 @@
 //! defined by several files is reported on each; the first file by path is
 //! served, and the object stays while any of them defines it.
 
+mod defs;
 mod limits;
 pub mod names;
 mod parse;
@@ -87,7 +88,7 @@ pub struct DirLoader {
     inputs: Inputs,
     /// Which files define each object, with the content hash of each
     /// definition; the first by path is the one in `inputs`.
-    defs: HashMap<Id, BTreeMap<PathBuf, u64>>,
+    defs: HashMap<Id, defs::Definitions>,
     /// Objects defined by more than one file.
     dups: BTreeSet<Id>,
     parser: BoundedParser,
@@ -312,7 +313,7 @@ impl DirLoader {
             let Some(defs) = self.defs.get(id) else {
                 continue;
             };
-            let files: Vec<String> = defs.keys().map(|p| p.display().to_string()).collect();
+            let files: Vec<String> = defs.paths().map(|p| p.display().to_string()).collect();
             let message = format!(
                 "{} {} is defined in {} files: {}; the first by path ({}) is served, and the \
                  object stays while any of them defines it",
@@ -474,9 +475,10 @@ impl DirLoader {
             .map(|f| (f.objects, f.linger_until))
             .unwrap_or_default();
         let mut objects = BTreeMap::new();
+        let shared: Arc<Path> = Arc::from(path);
         for o in parsed {
             objects.insert((o.kind, o.key.clone()), o.hash);
-            self.define(path, o, &mut out.changes);
+            self.define(&shared, o, &mut out.changes);
         }
         let lost: Vec<(Id, u64)> = old
             .into_iter()
@@ -542,15 +544,15 @@ impl DirLoader {
     }
 
     /// `path` defines `o`; it is served if `path` is the first of its files.
-    fn define(&mut self, path: &Path, o: ParsedObject, changes: &mut Changes) {
+    fn define(&mut self, path: &Arc<Path>, o: ParsedObject, changes: &mut Changes) {
         let id = (o.kind, o.key.clone());
         let entry = self.defs.entry(id.clone()).or_default();
-        let served_before = entry.first_key_value().map(|(_, h)| *h);
-        entry.insert(path.to_path_buf(), o.hash);
+        let served_before = entry.first().map(|(_, h)| h);
+        entry.insert(path, o.hash);
         if entry.len() > 1 {
             self.dups.insert(id);
         }
-        let first = entry.first_key_value().is_some_and(|(p, _)| p == path);
+        let first = entry.first().is_some_and(|(p, _)| p == &**path);
         if first && served_before != Some(o.hash) {
             self.serve(o.kind, &o.key, o.value, changes);
         }
@@ -577,7 +579,7 @@ impl DirLoader {
         let Some(entry) = self.defs.get_mut(id) else {
             return;
         };
-        let was_served = entry.first_key_value().is_some_and(|(p, _)| p == path);
+        let was_served = entry.first().is_some_and(|(p, _)| p == path);
         let old_hash = entry.remove(path);
         if entry.len() < 2 {
             self.dups.remove(id);
@@ -589,8 +591,8 @@ impl DirLoader {
             let next = self
                 .defs
                 .get(id)
-                .and_then(|e| e.first_key_value())
-                .map(|(p, h)| (p.clone(), *h));
+                .and_then(|e| e.first())
+                .map(|(p, h)| (p.to_path_buf(), h));
             let Some((other, h)) = next else {
                 self.defs.remove(id);
                 self.inputs.remove(id.0, &id.1);
