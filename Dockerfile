@@ -24,5 +24,8 @@ COPY --from=builder /out/switchyard /usr/local/bin/switchyard
 USER 65532:65532
 # xDS (gRPC) and admin (/healthz, /readyz, /metrics).
 EXPOSE 18000 18001
+# Allocator options (src/allocator.rs): set here, the controller starts with
+# them and needs no re-execution of itself to apply them.
+ENV MIMALLOC_PURGE_DELAY=0 MIMALLOC_ALLOW_THP=0
 ENTRYPOINT ["/usr/local/bin/switchyard"]
 CMD ["controller"]
