@@ -421,6 +421,15 @@ def section_dataplane(d):
         how = f"{d['rounds']} rounds of {d['seconds']} s per side, alternating order; the median run of each side is compared"
     else:
         how = "one run per side"
+    logged = d.get("with_access_log")
+    log_line = []
+    if d.get("access_log") is False:
+        log_line = ["", "Switchyard's side ran without its JSON access log (`--envoy-access-log=false`; the static side has "
+                    "none)." + (f" With the access log on (the default), {logged['rounds']} rounds: "
+                                f"**{100 * logged['ratio']:.1f} %** of the static configuration (per-round ratios "
+                                f"{', '.join(f'{100 * x:.1f} %' for x in logged.get('round_ratios', []))}): what one JSON "
+                                "line per request costs Envoy, plus, in standalone mode, the controller relaying Envoy's "
+                                "standard output into its own log." if logged else "")]
     return "\n".join([
         "### Data plane",
         f"Same Envoy binary (`--concurrency 1`{', pinned to CPU 0' if d.get('rounds') else ''}), same echo backend, "
@@ -428,7 +437,8 @@ def section_dataplane(d):
         f"Switchyard's configuration against a minimal static one; {how}.", "",
         table(["config", "req/s (median run)", "p99 (that run)", "every run, req/s"], rows), "",
         f"Ratio: **{100 * d['ratio']:.1f} %**"
-        + (f" (per-round ratios, sorted: {', '.join(f'{100 * x:.1f} %' for x in d['round_ratios'])})." if d.get("round_ratios") else ".")])
+        + (f" (per-round ratios, sorted: {', '.join(f'{100 * x:.1f} %' for x in d['round_ratios'])})." if d.get("round_ratios") else ".")]
+        + log_line)
 
 
 def section_micro(micro):

@@ -355,8 +355,15 @@ def median_run(runs):
     return {"rps": mid["rps"], "p99_ms": mid["p99_ms"], "runs": runs}
 
 
-def dataplane(seconds, rounds):
+def dataplane(seconds, rounds, access_log_rounds=0):
     """Same Envoy, same backend, same wrk: Switchyard's config versus a minimal static one.
+
+    Switchyard's side runs without its JSON access log (`--envoy-access-log=false`):
+    the static side has none, and the question is what Switchyard's generated
+    configuration costs. What the access log costs (on by default; in
+    standalone mode every line also goes through the controller, which
+    relays Envoy's standard output) is measured apart, with the log on, for
+    `access_log_rounds` rounds, and reported next to it.
 
     Both Envoys run side by side (one idle while the other is measured), pinned
     to CPU 0 with wrk on CPU 1, and are measured in alternating order (ABBA)
@@ -365,7 +372,16 @@ def dataplane(seconds, rounds):
     """
     if subprocess.run(["which", "wrk"], capture_output=True).returncode != 0:
         return {"skipped": "wrk not installed (make bench installs it)"}
-    with h.Stack(backends=1, extra_args=["--envoy-extra-arg=--concurrency", "--envoy-extra-arg=1"]) as st:
+    out = dataplane_side(seconds, rounds, access_log=False)
+    if access_log_rounds and "ratio" in out:
+        logged = dataplane_side(seconds, access_log_rounds, access_log=True)
+        out["with_access_log"] = {k: logged[k] for k in ("ratio", "round_ratios", "rounds") if k in logged}
+    return out
+
+
+def dataplane_side(seconds, rounds, access_log):
+    args = ["--envoy-extra-arg=--concurrency", "--envoy-extra-arg=1", f"--envoy-access-log={'true' if access_log else 'false'}"]
+    with h.Stack(backends=1, extra_args=args) as st:
         st.write("base.yaml", h.gateway_manifests(st.gw_port, [("svc-0", st.backend_ports[0])]))
         st.write("route.yaml", h.route_manifest("dp", "dp.bench", "svc-0"))
         st.start_switchyard()
@@ -398,7 +414,7 @@ def dataplane(seconds, rounds):
         mid = len(ratios) // 2
         ratio = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
         return {"switchyard": a, "static": b, "ratio": round(ratio, 3), "round_ratios": [round(x, 3) for x in ratios],
-                "rounds": rounds, "seconds": seconds}
+                "rounds": rounds, "seconds": seconds, "access_log": access_log}
 
 
 def machine():
@@ -436,7 +452,7 @@ def main():
         ("atscale", lambda: atscale([100, 1000] if quick else [100, 1000, 10000, 50000], changes=6 if quick else 20)),
         ("scale", lambda: scale([100, 1000] if quick else [100, 1000, 5000, 10000, 50000])),
         ("endpoints", lambda: endpoints(50)),
-        ("dataplane", lambda: dataplane(3, 2) if quick else dataplane(5, 8)),
+        ("dataplane", lambda: dataplane(3, 2, 1) if quick else dataplane(5, 8, 4)),
         ("fanout", lambda: fanout([100] if quick else [100, 1000], ["delta", "sotw"],
                                   routes=100 if quick else 1000, changes=5 if quick else 10)),
         ("kube", lambda: kube_bench(100 if quick else 1000)),

@@ -20,22 +20,26 @@ fn http_connection_manager(
     route_config: &str,
     access_log: Option<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
 ) -> listener::Filter {
-    // Applies the per-route CORS policies; a route without one passes
-    // through. Always present, so a route gaining CORS changes only RDS.
+    // Applies the per-route CORS policies. Always in the chain, so a route
+    // gaining CORS changes only RDS; disabled unless the route's config
+    // enables it (`route_policy::enabled`), so other requests never create
+    // it (a filter per request costs throughput).
     let cors = hcm::HttpFilter {
         name: super::route_policy::CORS_FILTER.into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
             &envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors::default(),
         ))),
+        disabled: true,
         ..Default::default()
     };
     // Keeps sessions on one endpoint for routes that enable it per route;
-    // without session state it does nothing. Always present, like CORS.
+    // in the chain and disabled by default, like CORS.
     let session = hcm::HttpFilter {
         name: super::route_policy::STATEFUL_SESSION_FILTER.into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(any(
             &envoy_types::pb::envoy::extensions::filters::http::stateful_session::v3::StatefulSession::default(),
         ))),
+        disabled: true,
         ..Default::default()
     };
     let router = hcm::HttpFilter {

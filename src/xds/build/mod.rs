@@ -623,7 +623,7 @@ fn build_route(r: &ir::Route) -> route::Route {
     if let ir::RouteAction::Forward(ir::Forward { cors: Some(c), .. }) = &*r.action {
         out.typed_per_filter_config.insert(
             route_policy::CORS_FILTER.into(),
-            route_policy::cors_policy(c),
+            route_policy::enabled(route_policy::cors_policy(c)),
         );
     }
     if let ir::RouteAction::Forward(ir::Forward {
@@ -632,7 +632,7 @@ fn build_route(r: &ir::Route) -> route::Route {
     {
         out.typed_per_filter_config.insert(
             route_policy::STATEFUL_SESSION_FILTER.into(),
-            route_policy::stateful_session(s, &r.matcher.path),
+            route_policy::enabled(route_policy::stateful_session(s, &r.matcher.path)),
         );
     }
     out

@@ -190,6 +190,19 @@ fn origin_matchers(o: &ir::CorsOrigin) -> Vec<matcher::StringMatcher> {
     }
 }
 
+/// A route's configuration of an HTTP filter that every connection manager
+/// carries disabled ([`CORS_FILTER`], [`STATEFUL_SESSION_FILTER`]): wrapped in
+/// a `FilterConfig` that enables it for this route. Requests on other routes
+/// never instantiate the filter, and a route gaining or losing it is still an
+/// RDS-only change.
+pub(super) fn enabled(config: Any) -> Any {
+    any(&route::FilterConfig {
+        config: Some(config),
+        is_optional: false,
+        disabled: false,
+    })
+}
+
 /// The per-route CORS policy (`typed_per_filter_config` of [`CORS_FILTER`]).
 /// A preflight from an origin that is not allowed is answered by Envoy
 /// without CORS headers, never forwarded.
