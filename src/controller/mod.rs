@@ -265,6 +265,9 @@ const PROGRAMMED_GRACE: Duration = Duration::from_secs(5);
 /// before a pass writes regardless (a steady stream of changes must not keep
 /// status from being written).
 const STATUS_MAX_DEFER: Duration = Duration::from_secs(1);
+/// What a pass of deferred status writes may take before a waiting change
+/// goes first again: status progresses, and a change waits this long at most.
+const STATUS_STARVED_SLICE: Duration = Duration::from_millis(50);
 
 /// Whether the API server's copy of Gateway `gw` says `Programmed=True`.
 fn programmed_now(raw: &RawObjects, gw: &ObjKey) -> bool {
@@ -701,10 +704,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 status_handle.set(status.clone());
                 // A change waiting in the watch queue goes first: the pass
                 // stops before its next patch and resumes after the change
-                // went out; status that waited STATUS_MAX_DEFER is written
-                // whatever waits.
+                // went out; status that waited STATUS_MAX_DEFER gets a slice
+                // of STATUS_STARVED_SLICE per pass whatever waits.
                 let starving = status_behind_since.is_some_and(|t| t.elapsed() > STATUS_MAX_DEFER);
-                let waiting = || !starving && !rx.is_empty();
+                let pass = Instant::now();
+                let waiting =
+                    || !rx.is_empty() && (!starving || pass.elapsed() > STATUS_STARVED_SLICE);
                 status_pending = writer
                     .write(&status, &world.raw, &leadership, &waiting)
                     .await
