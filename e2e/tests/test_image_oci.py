@@ -62,10 +62,12 @@ def test_final_stage_is_parsed_and_unknown_instructions_refused():
     assert df["expose"] == ["18000/tcp", "18001/tcp"]
     assert df["entrypoint"] == ["/usr/local/bin/switchyard"] and df["cmd"] == ["controller"]
     assert df["copies"] == [{"from": "builder", "src": "/out/switchyard", "dest": "/usr/local/bin/switchyard"}]
+    # The allocator options (src/allocator.rs) travel in the image's environment.
+    assert df["env"] == ["MIMALLOC_PURGE_DELAY=0", "MIMALLOC_ALLOW_THP=0"]
     changed = image_oci.parse_dockerfile(DOCKERFILE.read_text().replace('CMD ["controller"]', 'CMD ["fleet", "status"]')
                                          + 'ENV A=1 B="two words"\nEXPOSE 53/udp\n')
     assert changed["cmd"] == ["fleet", "status"] and changed["expose"][-1] == "53/udp"
-    assert changed["env"] == ["A=1", "B=two words"]
+    assert changed["env"] == df["env"] + ["A=1", "B=two words"]
     for bad in ("RUN echo hi", "CMD controller", "COPY . /app", "HEALTHCHECK NONE"):
         with pytest.raises(image_oci.DockerfileError):
             image_oci.parse_dockerfile(DOCKERFILE.read_text() + bad + "\n")
