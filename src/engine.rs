@@ -34,7 +34,11 @@ pub struct Engine {
 
 /// Routes only reach Envoy through listeners and route tables: a change is
 /// confirmed once every node runs these types at or after it.
-const CONFIRMING: [&str; 2] = [xds::type_url::LISTENER, xds::type_url::ROUTE];
+const CONFIRMING: [&str; 3] = [
+    xds::type_url::LISTENER,
+    xds::type_url::SCOPED_ROUTE,
+    xds::type_url::ROUTE,
+];
 
 /// The model being served (with current endpoints), for `explain` over the
 /// admin API. Cloning the handle is cheap; reading it clones an `Arc`.

@@ -218,6 +218,12 @@ enum Command {
         /// connection (docs/observability.md); `false` turns it off.
         #[arg(long, env = "SWITCHYARD_ENVOY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
         envoy_access_log: bool,
+        /// A port whose route table holds more virtual hosts than this is
+        /// served in shards (scoped routes keyed on a hash of the host), so
+        /// a route change makes Envoy re-read one shard, not the whole
+        /// table (docs/scaling.md); 0 never shards.
+        #[arg(long, env = "SWITCHYARD_ROUTE_SHARDS_ABOVE", default_value_t = switchyard::xds::build::DEFAULT_SHARD_THRESHOLD)]
+        route_shards_above: usize,
     },
     /// Issue the xDS mTLS certificates: a CA (reused if present), the xDS
     /// server's, and one per Envoy client with its identity.
@@ -331,6 +337,12 @@ enum Command {
         /// connection (docs/observability.md); `false` turns it off.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         envoy_access_log: bool,
+        /// A port whose route table holds more virtual hosts than this is
+        /// served in shards (scoped routes keyed on a hash of the host), so
+        /// a route change makes Envoy re-read one shard, not the whole
+        /// table (docs/scaling.md); 0 never shards.
+        #[arg(long, default_value_t = switchyard::xds::build::DEFAULT_SHARD_THRESHOLD)]
+        route_shards_above: usize,
     },
 }
 
@@ -520,6 +532,7 @@ fn main() -> anyhow::Result<()> {
             xds_insecure,
             gateway_services,
             envoy_access_log,
+            route_shards_above,
         } => {
             let identity = if identity.is_empty() {
                 format!(
@@ -568,6 +581,7 @@ fn main() -> anyhow::Result<()> {
                     gateway_services,
                     build: switchyard::xds::build::Options {
                         access_log: envoy_access_log,
+                        route_shards_above,
                     },
                 },
             ))
@@ -643,6 +657,7 @@ fn main() -> anyhow::Result<()> {
             envoy_max_failed_starts,
             envoy_stats_port,
             envoy_access_log,
+            route_shards_above,
         } => {
             anyhow::ensure!(
                 xds_tls_dir.is_some() || xds_listen.ip().is_loopback() || xds_insecure,
@@ -704,6 +719,7 @@ fn main() -> anyhow::Result<()> {
                     debounce: Duration::from_millis(debounce_ms),
                     build: switchyard::xds::build::Options {
                         access_log: envoy_access_log,
+                        route_shards_above,
                     },
                 },
             ))

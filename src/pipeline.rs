@@ -32,6 +32,7 @@ fn type_label(t: &str) -> &'static str {
         type_url::ENDPOINT => "endpoints",
         type_url::LISTENER => "listeners",
         type_url::ROUTE => "routes",
+        type_url::SCOPED_ROUTE => "scoped_routes",
         type_url::SECRET => "secrets",
         _ => "other",
     }

@@ -17,7 +17,9 @@ pub fn parse_types(given: &[String]) -> Result<Vec<&'static str>, String> {
                 .into_iter()
                 .find(|t| *t == g.as_str() || type_label(t) == g.to_ascii_lowercase())
                 .ok_or_else(|| {
-                    format!("unknown type {g:?}: expected cds, eds, lds, rds, sds or a type URL")
+                    format!(
+                        "unknown type {g:?}: expected cds, eds, lds, rds, srds, sds or a type URL"
+                    )
                 })
         })
         .collect()

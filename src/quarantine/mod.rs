@@ -113,8 +113,27 @@ pub fn contributors(model: &Model, names: &[String]) -> BTreeSet<Src> {
             let listener_wanted = wanted.contains(l.name.as_str());
             for chain in &l.chains {
                 match &chain.app {
-                    App::Http(rc) if wanted.contains(rc.name.as_str()) => {
-                        for vh in &rc.virtual_hosts {
+                    App::Http(rc) => {
+                        // The whole table, or the virtual hosts of the
+                        // named shards of it (`xds::build::shard`).
+                        let shards: Vec<(u32, u32)> = if wanted.contains(rc.name.as_str()) {
+                            vec![(0, 1)]
+                        } else {
+                            wanted
+                                .iter()
+                                .filter_map(|n| crate::xds::build::shard::parse_shard_name(n))
+                                .filter(|(t, _, _)| *t == rc.name)
+                                .map(|(_, i, k)| (i, k))
+                                .collect()
+                        };
+                        if shards.is_empty() {
+                            continue;
+                        }
+                        for vh in rc.virtual_hosts.iter().filter(|vh| {
+                            shards
+                                .iter()
+                                .any(|(i, k)| crate::xds::build::shard::in_shard(vh, *i, *k))
+                        }) {
                             for r in &vh.routes {
                                 if let Some(k) = kind_named(r.source.kind) {
                                     out.insert((k, (*r.source.route).clone()));

@@ -17,13 +17,17 @@ pub mod tls;
 pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    /// The scopes of a sharded route table (`build::shard`).
+    pub const SCOPED_ROUTE: &str =
+        "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
     /// Make-before-break push order: clusters, then their endpoints, then
-    /// secrets, then listeners, then the routes listeners point at.
-    pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, SECRET, LISTENER, ROUTE];
+    /// secrets, then listeners, then the scopes of sharded route tables,
+    /// then the routes listeners (or scopes) point at.
+    pub const PUSH_ORDER: [&str; 6] = [CLUSTER, ENDPOINT, SECRET, LISTENER, SCOPED_ROUTE, ROUTE];
 }
 
 /// One named xDS resource, already encoded.

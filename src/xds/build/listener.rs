@@ -18,6 +18,7 @@ use crate::ir;
 fn http_connection_manager(
     stat_prefix: &str,
     route_config: &str,
+    shards: u32,
     access_log: Option<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
 ) -> listener::Filter {
     // Applies the per-route CORS policies. Always in the chain, so a route
@@ -49,16 +50,32 @@ fn http_connection_manager(
         ))),
         ..Default::default()
     };
+    // A sharded table: the scope key is computed first, before any filter
+    // looks up the route (`shard`).
+    let (route_specifier, http_filters) = if shards > 1 {
+        (
+            super::shard::scoped_routes(route_config, shards),
+            vec![
+                super::shard::key_filter(route_config, shards),
+                cors,
+                session,
+                router,
+            ],
+        )
+    } else {
+        (
+            hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+                config_source: Some(ads()),
+                route_config_name: route_config.to_string(),
+            }),
+            vec![cors, session, router],
+        )
+    };
     let m = hcm::HttpConnectionManager {
         stat_prefix: stat_name(stat_prefix),
         access_log: access_log.into_iter().collect(),
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
-            hcm::Rds {
-                config_source: Some(ads()),
-                route_config_name: route_config.to_string(),
-            },
-        )),
-        http_filters: vec![cors, session, router],
+        route_specifier: Some(route_specifier),
+        http_filters,
         // The Host header reaches the backend exactly as the client sent it,
         // port included (conformance HTTPRouteListenerPortMatching); matching
         // ignores the port (ignore_port_in_host_matching on the route table).
@@ -257,6 +274,7 @@ pub fn build_listener(l: &ir::Listener, opts: &Options) -> listener::Listener {
             ir::App::Http(rc) => http_connection_manager(
                 &stat,
                 &rc.name,
+                super::shard::shard_count(rc.virtual_hosts.len(), opts.route_shards_above),
                 opts.access_log
                     .then(|| access_log::stdout_json(&l.name, false)),
             ),

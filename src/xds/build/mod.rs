@@ -22,8 +22,10 @@ mod cluster_tls;
 mod listener;
 mod options;
 mod route_policy;
+pub mod shard;
 pub use listener::{build_listener, downstream_tls_context};
 pub use options::{stat_name, Options};
+pub use shard::DEFAULT_THRESHOLD as DEFAULT_SHARD_THRESHOLD;
 
 /// Cluster name that is never defined: Envoy answers requests routed to it
 /// with `cluster_not_found_response_code` (500), which is what the spec asks
@@ -56,6 +58,9 @@ pub struct Builder {
     /// Route configurations by name, with the virtual hosts they were
     /// spliced from: unchanged when every virtual host is the same value.
     route_configs: HashMap<String, (Vec<Arc<ir::VirtualHost>>, Resource)>,
+    /// The scopes of each sharded table, by table name, with the shard
+    /// count they were built for.
+    scopes: HashMap<String, (u32, Arc<Vec<Resource>>)>,
 }
 
 impl Builder {
@@ -72,7 +77,8 @@ impl Builder {
         let mut snap = Snapshot::default();
         let mut used_clusters = HashSet::new();
         let mut used_secrets = HashSet::new();
-        let mut used_route_configs = HashSet::new();
+        let mut used_route_configs: HashSet<String> = HashSet::new();
+        let mut used_scopes = HashSet::new();
         for (key, gw) in &model.gateways {
             let mut set = ResourceSet::default();
             for c in gw.clusters.values() {
@@ -95,14 +101,30 @@ impl Builder {
                     Resource::new(&l.name, &build_listener(l, &self.options)),
                 );
                 for rc in route_configs(l) {
-                    used_route_configs.insert(rc.name.as_str());
-                    set.insert(type_url::ROUTE, self.route_config(rc));
+                    let (n, threshold) = (rc.virtual_hosts.len(), self.options.route_shards_above);
+                    if shard::shard_count(n, threshold) == 1 {
+                        used_route_configs.insert(rc.name.clone());
+                        set.insert(type_url::ROUTE, self.route_config(rc));
+                    }
+                    if !shard::serves_shards(n, threshold) {
+                        continue;
+                    }
+                    let k = shard::SHARDS;
+                    for part in shard::split(rc, k) {
+                        used_route_configs.insert(part.name.clone());
+                        set.insert(type_url::ROUTE, self.route_config(&part));
+                    }
+                    used_scopes.insert(rc.name.as_str());
+                    for r in self.scopes(&rc.name, k).iter() {
+                        set.insert(type_url::SCOPED_ROUTE, r.clone());
+                    }
                 }
             }
             snap.gateways.insert(key.to_string(), set);
         }
         self.route_configs
             .retain(|k, _| used_route_configs.contains(k.as_str()));
+        self.scopes.retain(|k, _| used_scopes.contains(k.as_str()));
         self.clusters
             .retain(|k, _| used_clusters.contains(k.as_str()));
         self.secrets
@@ -143,6 +165,23 @@ impl Builder {
         let r = route_config_resource(rc);
         self.route_configs
             .insert(rc.name.clone(), (rc.virtual_hosts.clone(), r.clone()));
+        r
+    }
+
+    /// The scope resources of the sharded table `table` with `k` shards.
+    fn scopes(&mut self, table: &str, k: u32) -> Arc<Vec<Resource>> {
+        if let Some((built_for, r)) = self.scopes.get(table) {
+            if *built_for == k {
+                return Arc::clone(r);
+            }
+        }
+        let r: Arc<Vec<Resource>> = Arc::new(
+            shard::scopes(table, k)
+                .iter()
+                .map(|s| Resource::new(&s.name, s))
+                .collect(),
+        );
+        self.scopes.insert(table.to_string(), (k, Arc::clone(&r)));
         r
     }
 
@@ -432,7 +471,15 @@ fn cluster_name(b: &ir::WeightedBackend) -> String {
 }
 
 pub fn build_route_config(rc: &ir::RouteConfig) -> route::RouteConfiguration {
+    // A shard's table (`shard`) drops the scope key header the Lua filter
+    // wrote, so backends never see it.
+    let request_headers_to_remove = if rc.name.contains(shard::SHARD_SUFFIX) {
+        vec![shard::SHARD_HEADER.to_string()]
+    } else {
+        Vec::new()
+    };
     route::RouteConfiguration {
+        request_headers_to_remove,
         name: rc.name.clone(),
         virtual_hosts: rc
             .virtual_hosts
@@ -772,5 +819,101 @@ mod tests {
         vh.domains = vec!["changed.example.com".into()];
         other.virtual_hosts[3] = Arc::new(vh);
         assert_ne!(route_config_resource(&other).version, r.version);
+    }
+
+    #[test]
+    fn a_table_above_the_threshold_is_served_in_shards_and_keeps_them_above_half() {
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+        let model = |routes: usize| {
+            crate::translate::translate(&crate::synthetic::inputs(routes, 3, 1)).model
+        };
+        let build = |routes: usize, threshold: usize| {
+            Builder::with_options(Options {
+                access_log: false,
+                route_shards_above: threshold,
+            })
+            .build(&model(routes))
+        };
+        let routes_of = |snap: &Snapshot, t: &str| -> Vec<String> {
+            snap.gateways
+                .values()
+                .flat_map(|s| s.get(t).into_iter().flat_map(|m| m.keys().cloned()))
+                .collect()
+        };
+        let hcm_of = |snap: &Snapshot| -> hcm::HttpConnectionManager {
+            let set = snap.gateways.values().next().expect("a gateway");
+            let l = set.get(type_url::LISTENER).expect("listeners");
+            let l: envoy_types::pb::envoy::config::listener::v3::Listener =
+                prost::Message::decode(l.values().next().expect("one").any.value.as_slice())
+                    .expect("listener");
+            let f = l.filter_chains[0].filters[0].config_type.clone();
+            let Some(
+                envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a),
+            ) = f
+            else {
+                panic!("typed config");
+            };
+            prost::Message::decode(a.value.as_slice()).expect("hcm")
+        };
+        // 40 routes → one virtual host each: at or below 60, one table.
+        let below = build(40, 100);
+        assert_eq!(routes_of(&below, type_url::ROUTE).len(), 1);
+        assert!(routes_of(&below, type_url::SCOPED_ROUTE).is_empty());
+        // Above half the threshold: the one table, plus the shards kept warm.
+        let band = build(40, 60);
+        let names = routes_of(&band, type_url::ROUTE);
+        assert_eq!(names.len(), 1 + shard::SHARDS as usize);
+        assert_eq!(
+            routes_of(&band, type_url::SCOPED_ROUTE).len(),
+            shard::SHARDS as usize
+        );
+        assert!(matches!(
+            hcm_of(&band).route_specifier,
+            Some(hcm::http_connection_manager::RouteSpecifier::Rds(_))
+        ));
+        // Above the threshold: only the shards, and the listener uses scopes
+        // with the key filter first.
+        let above = build(40, 30);
+        let names = routes_of(&above, type_url::ROUTE);
+        assert_eq!(names.len(), shard::SHARDS as usize);
+        assert!(
+            names.iter().all(|n| shard::parse_shard_name(n).is_some()),
+            "{names:?}"
+        );
+        let m = hcm_of(&above);
+        assert!(matches!(
+            m.route_specifier,
+            Some(hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(
+                _
+            ))
+        ));
+        assert_eq!(m.http_filters[0].name, "switchyard.route_shard");
+        // Every virtual host is in some shard, and the shards drop the key header.
+        let set = above.gateways.values().next().expect("a gateway");
+        let mut hosts = 0;
+        for r in set.get(type_url::ROUTE).expect("routes").values() {
+            let rc: route::RouteConfiguration =
+                prost::Message::decode(r.any.value.as_slice()).expect("route configuration");
+            assert_eq!(
+                rc.request_headers_to_remove,
+                vec![shard::SHARD_HEADER.to_string()]
+            );
+            hosts += rc.virtual_hosts.len();
+        }
+        assert_eq!(hosts, band_hosts(&band));
+    }
+
+    fn band_hosts(snap: &Snapshot) -> usize {
+        let set = snap.gateways.values().next().expect("a gateway");
+        set.get(type_url::ROUTE)
+            .expect("routes")
+            .values()
+            .filter(|r| shard::parse_shard_name(&r.name).is_none())
+            .map(|r| {
+                let rc: route::RouteConfiguration =
+                    prost::Message::decode(r.any.value.as_slice()).expect("route configuration");
+                rc.virtual_hosts.len()
+            })
+            .sum()
     }
 }

@@ -6,11 +6,18 @@ pub struct Options {
     /// A JSON access log on Envoy's stdout for every HTTP connection
     /// manager and TCP proxy (`--envoy-access-log`).
     pub access_log: bool,
+    /// A port's route table with more virtual hosts than this is served
+    /// in shards through scoped routes (`shard`); 0 never shards
+    /// (`--route-shards-above`).
+    pub route_shards_above: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { access_log: true }
+        Options {
+            access_log: true,
+            route_shards_above: super::shard::DEFAULT_THRESHOLD,
+        }
     }
 }
 

@@ -299,6 +299,7 @@ pub(crate) fn type_label(t: &str) -> &'static str {
         type_url::ENDPOINT => "eds",
         type_url::LISTENER => "lds",
         type_url::ROUTE => "rds",
+        type_url::SCOPED_ROUTE => "srds",
         type_url::SECRET => "sds",
         _ => "other",
     }

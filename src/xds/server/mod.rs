@@ -400,7 +400,10 @@ fn gates(t: &str) -> &'static [&'static str] {
         type_url::CLUSTER | type_url::ENDPOINT | type_url::SECRET => {
             &[type_url::LISTENER, type_url::ROUTE]
         }
-        type_url::ROUTE => &[type_url::LISTENER],
+        // A shard's table goes once no scope (and no listener) names it;
+        // scopes once no listener uses them.
+        type_url::ROUTE => &[type_url::LISTENER, type_url::SCOPED_ROUTE],
+        type_url::SCOPED_ROUTE => &[type_url::LISTENER],
         _ => &[],
     }
 }
@@ -583,7 +586,10 @@ impl Session {
             let mut progressed = false;
             for t in self.order() {
                 let gate = self.gate(&t);
-                let hold = (t == type_url::LISTENER || t == type_url::ROUTE) && !self.warm(&view);
+                let hold = matches!(
+                    t.as_str(),
+                    type_url::LISTENER | type_url::SCOPED_ROUTE | type_url::ROUTE
+                ) && !self.warm(&view);
                 let Some(st) = self.types.get_mut(&t) else {
                     continue;
                 };

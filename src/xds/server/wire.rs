@@ -53,7 +53,7 @@ impl Wire for Sotw {
             hold,
             nonce,
         } = step;
-        let full = st.wildcard || t == type_url::LISTENER || t == type_url::CLUSTER;
+        let full = st.wildcard || wildcard_type(t);
         let mut desired: TypeMap = if full {
             w.clone()
         } else {
@@ -153,9 +153,7 @@ impl Wire for Delta {
             for (name, version) in req.initial_resource_versions {
                 st.have.insert(name, Held { version, res: None });
             }
-            if req.resource_names_subscribe.is_empty()
-                && (t == type_url::LISTENER || t == type_url::CLUSTER)
-            {
+            if req.resource_names_subscribe.is_empty() && wildcard_type(&t) {
                 st.wildcard = true;
             }
         }
@@ -282,4 +280,10 @@ impl Wire for Delta {
             r.removed_resources.len(),
         )
     }
+}
+
+/// Types Envoy subscribes to as a whole (no names): listeners, clusters,
+/// and the scopes of sharded route tables.
+fn wildcard_type(t: &str) -> bool {
+    t == type_url::LISTENER || t == type_url::CLUSTER || t == type_url::SCOPED_ROUTE
 }
