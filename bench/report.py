@@ -430,6 +430,13 @@ def section_dataplane(d):
                                 f"{', '.join(f'{100 * x:.1f} %' for x in logged.get('round_ratios', []))}): what one JSON "
                                 "line per request costs Envoy, plus, in standalone mode, the controller relaying Envoy's "
                                 "standard output into its own log." if logged else "")]
+    sharded = d.get("with_route_shards")
+    if sharded:
+        log_line += ["", f"With the route table served in shards (`--route-shards-above=1`: scoped routes, and a Lua filter "
+                     f"that hashes every request's host into the scope key), {sharded['rounds']} rounds: "
+                     f"**{100 * sharded['ratio']:.1f} %** of the static configuration (per-round ratios "
+                     f"{', '.join(f'{100 * x:.1f} %' for x in sharded.get('round_ratios', []))}). Only ports above the "
+                     "threshold (2,000 virtual hosts by default) pay this."]
     return "\n".join([
         "### Data plane",
         f"Same Envoy binary (`--concurrency 1`{', pinned to CPU 0' if d.get('rounds') else ''}), same echo backend, "

@@ -355,7 +355,7 @@ def median_run(runs):
     return {"rps": mid["rps"], "p99_ms": mid["p99_ms"], "runs": runs}
 
 
-def dataplane(seconds, rounds, access_log_rounds=0):
+def dataplane(seconds, rounds, access_log_rounds=0, shard_rounds=0):
     """Same Envoy, same backend, same wrk: Switchyard's config versus a minimal static one.
 
     Switchyard's side runs without its JSON access log (`--envoy-access-log=false`):
@@ -363,7 +363,10 @@ def dataplane(seconds, rounds, access_log_rounds=0):
     configuration costs. What the access log costs (on by default; in
     standalone mode every line also goes through the controller, which
     relays Envoy's standard output) is measured apart, with the log on, for
-    `access_log_rounds` rounds, and reported next to it.
+    `access_log_rounds` rounds, and reported next to it. So is the cost of a
+    route table served in shards (`--route-shards-above`: scoped routes and
+    the Lua filter that computes the scope key of every request), for
+    `shard_rounds` rounds with the threshold at 1.
 
     Both Envoys run side by side (one idle while the other is measured), pinned
     to CPU 0 with wrk on CPU 1, and are measured in alternating order (ABBA)
@@ -376,14 +379,22 @@ def dataplane(seconds, rounds, access_log_rounds=0):
     if access_log_rounds and "ratio" in out:
         logged = dataplane_side(seconds, access_log_rounds, access_log=True)
         out["with_access_log"] = {k: logged[k] for k in ("ratio", "round_ratios", "rounds") if k in logged}
+    if shard_rounds and "ratio" in out:
+        sharded = dataplane_side(seconds, shard_rounds, access_log=False, shards=True)
+        out["with_route_shards"] = {k: sharded[k] for k in ("ratio", "round_ratios", "rounds") if k in sharded}
     return out
 
 
-def dataplane_side(seconds, rounds, access_log):
+def dataplane_side(seconds, rounds, access_log, shards=False):
     args = ["--envoy-extra-arg=--concurrency", "--envoy-extra-arg=1", f"--envoy-access-log={'true' if access_log else 'false'}"]
+    if shards:
+        args.append("--route-shards-above=1")
     with h.Stack(backends=1, extra_args=args) as st:
         st.write("base.yaml", h.gateway_manifests(st.gw_port, [("svc-0", st.backend_ports[0])]))
         st.write("route.yaml", h.route_manifest("dp", "dp.bench", "svc-0"))
+        if shards:
+            # Two virtual hosts: above the threshold of 1, so the table is sharded.
+            st.write("other.yaml", h.route_manifest("dp-other", "other.dp.bench", "svc-0"))
         st.start_switchyard()
         wait_gateway(st)
         if st.envoy_pid():
@@ -452,7 +463,7 @@ def main():
         ("atscale", lambda: atscale([100, 1000] if quick else [100, 1000, 10000, 50000], changes=6 if quick else 20)),
         ("scale", lambda: scale([100, 1000] if quick else [100, 1000, 5000, 10000, 50000])),
         ("endpoints", lambda: endpoints(50)),
-        ("dataplane", lambda: dataplane(3, 2, 1) if quick else dataplane(5, 8, 4)),
+        ("dataplane", lambda: dataplane(3, 2, 1, 1) if quick else dataplane(5, 8, 4, 4)),
         ("fanout", lambda: fanout([100] if quick else [100, 1000], ["delta", "sotw"],
                                   routes=100 if quick else 1000, changes=5 if quick else 10)),
         ("kube", lambda: kube_bench(100 if quick else 1000)),

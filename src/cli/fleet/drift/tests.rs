@@ -218,3 +218,67 @@ fn chunked_bodies_are_decoded() {
     assert_eq!(super::super::dechunk(b"zz\r\n"), None);
     assert_eq!(super::super::dechunk(b"5\r\nab"), None);
 }
+
+/// A table served in shards: scopes and shard tables are expected in Envoy
+/// only while it runs that table's scopes; the one table only while it does
+/// not. Scopes are compared like any resource.
+#[test]
+fn shards_are_expected_only_where_envoy_runs_the_tables_scopes() {
+    const RC: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+    const SC: &str = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
+    let scope_ours = |name: &str| {
+        json!({"@type": SC, "name": name, "routeConfigurationName": name,
+               "key": {"fragments": [{"stringKey": name}]}})
+    };
+    let scope_envoy = |name: &str, table: &str| {
+        json!({"@type": SC, "name": name, "route_configuration_name": table,
+               "key": {"fragments": [{"string_key": name}]}})
+    };
+    let rc_ours = |name: &str| json!({"@type": RC, "name": name});
+    let rc_envoy =
+        |name: &str| json!({"version_info": "1", "route_config": {"@type": RC, "name": name}});
+    let with = |routes: Vec<Value>, scopes: Vec<Value>| {
+        let mut d = dump(vec![], vec![], vec![]);
+        let configs = d["configs"].as_array_mut().expect("configs");
+        configs.push(
+            json!({"@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+                            "dynamic_route_configs": routes}),
+        );
+        configs.push(json!({"@type": "type.googleapis.com/envoy.admin.v3.ScopedRoutesConfigDump",
+                            "dynamic_scoped_route_configs": [{"name": "gw/80~256shards", "scoped_route_configs": scopes}]}));
+        d
+    };
+    let ours = pushed(&[
+        (type_url::ROUTE, rc_ours("gw/80")),
+        (type_url::ROUTE, rc_ours("gw/80~shard0of256")),
+        (type_url::ROUTE, rc_ours("gw/80~shard1of256")),
+        (type_url::SCOPED_ROUTE, scope_ours("gw/80~shard0of256")),
+        (type_url::SCOPED_ROUTE, scope_ours("gw/80~shard1of256")),
+    ]);
+    // Below the threshold: Envoy runs the one table; the shards kept warm are not drift.
+    let r = compare(&ours, &with(vec![rc_envoy("gw/80")], vec![]));
+    assert!(!r.has_drift(), "{r:?}");
+    // Above it: Envoy runs the scopes and shards, not the one table. One
+    // shard missing and one scope pointing elsewhere are drift.
+    let r = compare(
+        &ours,
+        &with(
+            vec![rc_envoy("gw/80~shard0of256")],
+            vec![
+                scope_envoy("gw/80~shard0of256", "gw/80~shard0of256"),
+                scope_envoy("gw/80~shard1of256", "gw/80~shard0of256"),
+            ],
+        ),
+    );
+    assert_eq!(
+        r.missing_in_envoy,
+        vec![ResourceId {
+            type_: "rds".into(),
+            name: "gw/80~shard1of256".into()
+        }]
+    );
+    assert_eq!(r.different.len(), 1, "{:?}", r.different);
+    assert_eq!(r.different[0].id.name, "gw/80~shard1of256");
+    assert_eq!(r.different[0].id.type_, "srds");
+    assert!(r.extra_in_envoy.is_empty(), "{:?}", r.extra_in_envoy);
+}
