@@ -551,9 +551,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 // within the debounce of the last translation wait for it
                 // to end and go out together.
                 let deadline = last_translation.map_or_else(Instant::now, |t| t + opts.debounce);
-                while let Ok(c) = rx.try_recv() {
-                    world.apply(c);
-                }
+                // (Timeout polls `recv` before it checks the deadline: what
+                // is already queued is taken even when the deadline passed.)
                 while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                     world.apply(c);
                 }

@@ -374,15 +374,16 @@ impl KubeStatusWriter {
                 &now,
             );
             self.note_truncation(*kind, key, patch.dropped_parents);
+            let Some(status) = patch.status else {
+                self.sent.forget(*kind, key);
+                continue;
+            };
+            // Only objects that need a patch pay for this clone.
             let rv = current
                 .get("metadata")
                 .and_then(|m| m.get("resourceVersion"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let Some(status) = patch.status else {
-                self.sent.forget(*kind, key);
-                continue;
-            };
             if self.sent.already(*kind, key, &rv, &status) {
                 continue;
             }
