@@ -126,23 +126,91 @@ def test_threshold_crossings_lose_no_request(sharded):
     host = "h2.shard.test"
     table = f"default/bench/{gw.stack.gw_port}"
     outcomes = {}
-    for phase, n in (("down", 2), ("up", 40), ("down again", 2), ("up again", 40)):
+    # 3 exact hosts: at or below the threshold (one table), above half of it
+    # (the scopes and shards stay served).
+    for phase, n in (("down", 3), ("up", 40), ("down again", 3), ("up again", 40)):
         finish = harness.load(gw.addr, gw.stack.gw_port, host, 4)
         try:
             gw.write("exact.yaml", exact_routes(n))
             gw.wait_for(f"h{n - 1}.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
-            if n == 2:
+            if n == 3:
                 gw.wait_for("h3.shard.test", pred=lambda s, b, h: s == 200 and h.get("x-caught") == "all", timeout=20)
             # Envoy runs the shape the threshold asks for.
             names = set(shard_versions(gw))
             deadline = time.time() + 10
-            while (table in names) != (n == 2) and time.time() < deadline:
+            while (table in names) != (n == 3) and time.time() < deadline:
                 time.sleep(0.05)
                 names = set(shard_versions(gw))
-            assert (table in names) == (n == 2), (phase, sorted(names)[:5])
+            assert (table in names) == (n == 3), (phase, sorted(names)[:5])
             time.sleep(0.3)
         finally:
             outcomes[phase] = finish()
     for phase, results in outcomes.items():
         assert set(results) == {200}, (phase, results)
         assert results[200] > 20, (phase, results)
+
+
+def test_crossing_up_again_after_the_old_listener_drained(sharded):
+    """Sharded → one table → (the sharded listener's drain ends: Envoy drops
+    its scope subscription) → sharded again: the new listener must get its
+    scopes and serve, without waiting out Envoy's initial fetch timeout."""
+    import harness
+    gw = sharded
+    gw.write("wild.yaml", WILDCARD)
+    gw.write("any.yaml", CATCH_ALL)
+    gw.write("exact.yaml", exact_routes(40))
+    gw.wait_for("h39.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
+    gw.write("exact.yaml", exact_routes(3))
+    gw.wait_for("h3.shard.test", pred=lambda s, b, h: s == 200 and h.get("x-caught") == "all", timeout=20)
+    time.sleep(8)  # past the supervisor's --drain-time-s
+    finish = harness.load(gw.addr, gw.stack.gw_port, "h1.shard.test", 4)
+    try:
+        t0 = time.time()
+        gw.write("exact.yaml", exact_routes(40))
+        gw.wait_for("h39.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
+        took = time.time() - t0
+        time.sleep(0.5)
+    finally:
+        results = finish()
+    assert set(results) == {200}, results
+    assert took < 5, f"the sharded listener took {took:.1f} s to serve"
+    for h in ("h0.shard.test", "h21.shard.test", "x.wild.test", "nothing.test"):
+        s, _, _ = gw.get(h)
+        assert s == 200, h
+
+
+def test_scopes_leaving_after_the_drain_keep_the_gateway_programmed(sharded):
+    """Sharded → one table in the band (scopes still served) → the sharded
+    listener drains away → the table shrinks below half the threshold, so
+    the scopes go: Envoy, without an SRDS watch, may not answer that last
+    SRDS response; the Gateway must still become Programmed at the new
+    version and later changes must still go out."""
+    gw = sharded
+    gw.write("wild.yaml", WILDCARD)
+    gw.write("any.yaml", CATCH_ALL)
+    gw.write("exact.yaml", exact_routes(40))
+    gw.wait_for("h39.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
+    gw.write("exact.yaml", exact_routes(3))
+    gw.wait_for("h3.shard.test", pred=lambda s, b, h: s == 200 and h.get("x-caught") == "all", timeout=20)
+    time.sleep(8)  # past the supervisor's --drain-time-s
+    gw.remove("wild.yaml")
+    gw.remove("any.yaml")
+    gw.write("exact.yaml", exact_routes(1))
+    gw.wait_for("h1.shard.test", pred=lambda s, b, h: s == 404, timeout=20)
+    gw.wait_condition("Gateway", "bench", "Programmed", timeout=20)
+    # A later change still goes out, and a removal completes.
+    gw.write("exact.yaml", exact_routes(2))
+    gw.wait_for("h1.shard.test", pred=lambda s, b, h: s == 200 and name_of(b) == "backend-1", timeout=20)
+    gw.write("exact.yaml", exact_routes(1))
+    gw.wait_for("h1.shard.test", pred=lambda s, b, h: s == 404, timeout=20)
+    gw.wait_condition("Gateway", "bench", "Programmed", timeout=20)
+    nodes = gw.stack.admin_json("/debug/nodes")
+    want = gw.stack.admin_json("/debug/snapshot")["version"]
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        nodes = gw.stack.admin_json("/debug/nodes")
+        types = nodes[0]["types"]
+        if all(int(str(v.get("acked_version", 0)).split(".")[0]) >= want for v in types.values()):
+            break
+        time.sleep(0.1)
+    assert all(int(str(v.get("acked_version", 0)).split(".")[0]) >= want for v in types.values()), types

@@ -551,8 +551,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 // within the debounce of the last translation wait for it
                 // to end and go out together.
                 let deadline = last_translation.map_or_else(Instant::now, |t| t + opts.debounce);
-                // (Timeout polls `recv` before it checks the deadline: what
-                // is already queued is taken even when the deadline passed.)
+                // (Timeout polls `recv` before it checks the deadline, so
+                // what is queued is taken even when the deadline passed, up
+                // to tokio's cooperative budget: a longer burst goes out in
+                // two translations.)
                 while let Ok(Some(c)) = tokio::time::timeout_at(deadline.into(), rx.recv()).await {
                     world.apply(c);
                 }

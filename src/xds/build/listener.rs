@@ -274,7 +274,7 @@ pub fn build_listener(l: &ir::Listener, opts: &Options) -> listener::Listener {
             ir::App::Http(rc) => http_connection_manager(
                 &stat,
                 &rc.name,
-                super::shard::shard_count(rc.virtual_hosts.len(), opts.route_shards_above),
+                super::shard::shards_of(rc, opts.route_shards_above),
                 opts.access_log
                     .then(|| access_log::stdout_json(&l.name, false)),
             ),

@@ -101,12 +101,12 @@ impl Builder {
                     Resource::new(&l.name, &build_listener(l, &self.options)),
                 );
                 for rc in route_configs(l) {
-                    let (n, threshold) = (rc.virtual_hosts.len(), self.options.route_shards_above);
-                    if shard::shard_count(n, threshold) == 1 {
+                    let threshold = self.options.route_shards_above;
+                    if shard::shards_of(rc, threshold) == 1 {
                         used_route_configs.insert(rc.name.clone());
                         set.insert(type_url::ROUTE, self.route_config(rc));
                     }
-                    if !shard::serves_shards(n, threshold) {
+                    if !shard::serves_shards_of(rc, threshold) {
                         continue;
                     }
                     let k = shard::SHARDS;

@@ -55,6 +55,43 @@ pub const SHARDS: u32 = 256;
 /// Default of [`super::Options::route_shards_above`].
 pub const DEFAULT_THRESHOLD: usize = 2000;
 
+/// The most wildcard and catch-all virtual hosts a sharded table may have:
+/// every shard holds each of them, so Envoy would hold 256 copies of each.
+/// A table with more stays one table (its edits cost what they cost without
+/// shards).
+pub const MAX_SHARED_VHOSTS: usize = 32;
+
+/// What decides a table's shape: (virtual hosts that count toward the
+/// threshold, whether the table may be sharded). Only exact hosts count,
+/// since only they are split; a table with more than
+/// [`MAX_SHARED_VHOSTS`] wildcard and catch-all hosts is never sharded.
+pub fn size(rc: &ir::RouteConfig) -> (usize, bool) {
+    let shared = rc
+        .virtual_hosts
+        .iter()
+        .filter(|v| in_every_shard(v))
+        .count();
+    (rc.virtual_hosts.len() - shared, shared <= MAX_SHARED_VHOSTS)
+}
+
+/// The shard count of `rc` with `threshold` ([`shard_count`] of its
+/// [`size`]).
+pub fn shards_of(rc: &ir::RouteConfig, threshold: usize) -> u32 {
+    match size(rc) {
+        (exact, true) => shard_count(exact, threshold),
+        (_, false) => 1,
+    }
+}
+
+/// Whether `rc`'s scopes and shards are served ([`serves_shards`] of its
+/// [`size`]).
+pub fn serves_shards_of(rc: &ir::RouteConfig, threshold: usize) -> bool {
+    match size(rc) {
+        (exact, true) => serves_shards(exact, threshold),
+        (_, false) => false,
+    }
+}
+
 /// The shard count of a table of `vhosts` virtual hosts: 1 (served as one
 /// table) at or below `threshold` (0: never sharded), else [`SHARDS`].
 pub fn shard_count(vhosts: usize, threshold: usize) -> u32 {
@@ -221,7 +258,8 @@ pub fn key_filter(table: &str, k: u32) -> hcm::HttpFilter {
 }
 
 /// The script: the host as Envoy's virtual host selection sees it (the
-/// port removed, also after an IPv6 literal's `]`; lower-cased), hashed as
+/// port removed: everything from the last `:` that no `]` follows;
+/// lower-cased), hashed as
 /// [`host_hash`] does, into the scope key.
 fn lua_source(table: &str, k: u32) -> String {
     // The table name goes in as a Lua long string; ours never hold `]]`.
@@ -232,8 +270,8 @@ function envoy_on_request(handle)
   local headers = handle:headers()
   local host = string.lower(headers:get(":authority") or "")
   local stop = #host
-  local colon = string.find(host, ":[0-9]*$")
-  if colon ~= nil and (string.sub(host, 1, 1) ~= "[" or string.sub(host, colon - 1, colon - 1) == "]") then
+  local colon = string.find(host, ":[^:%]]*$")
+  if colon ~= nil then
     stop = colon - 1
   end
   local h = 0
@@ -251,16 +289,13 @@ end
 /// The host part of an `:authority` as the script computes it (for tests
 /// and for `explain`).
 pub fn authority_host(authority: &str) -> String {
+    // As Envoy strips a port: at the last `:`, unless a `]` follows it (an
+    // IPv6 literal without a port).
     let host = authority.to_ascii_lowercase();
-    if let Some(colon) = host.rfind(':') {
-        let port = &host[colon + 1..];
-        let digits = port.bytes().all(|b| b.is_ascii_digit());
-        let ipv6 = host.starts_with('[');
-        if digits && (!ipv6 || host[..colon].ends_with(']')) {
-            return host[..colon].to_string();
-        }
+    match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => host[..colon].to_string(),
+        _ => host,
     }
-    host
 }
 
 #[cfg(test)]
@@ -294,6 +329,25 @@ mod tests {
     }
 
     #[test]
+    fn only_exact_hosts_count_and_many_wildcards_keep_one_table() {
+        let table = |exact: usize, wild: usize| ir::RouteConfig {
+            name: "t".into(),
+            virtual_hosts: (0..exact)
+                .map(|i| vh(&format!("e{i}"), &[&format!("e{i}.test")]))
+                .chain((0..wild).map(|i| vh(&format!("w{i}"), &[&format!("*.w{i}.test")])))
+                .collect(),
+        };
+        assert_eq!(size(&table(10, 3)), (10, true));
+        assert_eq!(shards_of(&table(10, 3), 9), SHARDS);
+        assert_eq!(shards_of(&table(10, 3), 10), 1, "wildcards do not count");
+        assert!(serves_shards_of(&table(10, 3), 12));
+        let many = table(10, MAX_SHARED_VHOSTS + 1);
+        assert!(!size(&many).1);
+        assert_eq!(shards_of(&many, 1), 1);
+        assert!(!serves_shards_of(&many, 1));
+    }
+
+    #[test]
     fn host_hash_is_the_scripts_arithmetic() {
         // (h * 31 + byte) mod 2^32 computed in u64, as LuaJIT's doubles do
         // it exactly.
@@ -322,7 +376,8 @@ mod tests {
         assert_eq!(authority_host("foo.example.com"), "foo.example.com");
         assert_eq!(authority_host("[::1]:80"), "[::1]");
         assert_eq!(authority_host("[::1]"), "[::1]");
-        assert_eq!(authority_host("foo:bar"), "foo:bar");
+        assert_eq!(authority_host("foo:bar"), "foo");
+        assert_eq!(authority_host("[::1]:"), "[::1]");
     }
 
     #[test]

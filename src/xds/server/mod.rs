@@ -394,6 +394,17 @@ impl TypeState {
     }
 }
 
+/// Whether a listener of the view routes through scopes: some sharded
+/// table is served as shards only (a table between half the threshold and
+/// the threshold is served both ways, its listener using the one table).
+fn scopes_in_use(view: &cache::View) -> bool {
+    let routes = view.get(type_url::ROUTE);
+    view.get(type_url::SCOPED_ROUTE).keys().any(|n| {
+        super::build::shard::parse_shard_name(n)
+            .is_some_and(|(table, _, _)| !routes.contains_key(table))
+    })
+}
+
 /// Types whose removal waits for LDS/RDS ACKs.
 fn gates(t: &str) -> &'static [&'static str] {
     match t {
@@ -554,6 +565,27 @@ impl Session {
         }
     }
 
+    /// After a listener push: every scope goes out again (right after it, in
+    /// push order). A listener that starts using scoped routes opens a new
+    /// SRDS watch, and when Envoy already holds a wildcard SRDS subscription
+    /// (or held one until a listener drained) it asks for nothing: the new
+    /// watch is only fed by the next SRDS response, without which the
+    /// listener waits out its initial fetch timeout and then serves with no
+    /// scopes (measured: `e2e/tests/test_route_shards.py`). Scopes are small
+    /// (256 of ~230 bytes per sharded table) and listener pushes rare.
+    fn resend_scopes(&mut self) {
+        if let Some(st) = self
+            .types
+            .get_mut(type_url::SCOPED_ROUTE)
+            .filter(|s| s.subscribed)
+        {
+            for h in st.have.values_mut() {
+                h.version.clear();
+            }
+            st.force = true;
+        }
+    }
+
     /// Subscribed types, in push order.
     fn order(&self) -> Vec<String> {
         let mut out: Vec<String> = type_url::PUSH_ORDER
@@ -626,6 +658,16 @@ impl Session {
                 crate::metrics::catalogue::XDS_PUSHES.inc([label]);
                 crate::metrics::catalogue::XDS_PUSH_BYTES.add([label], bytes as u64);
                 tx.send(Ok(resp)).await.map_err(|_| ())?;
+                if t == type_url::LISTENER {
+                    self.resend_scopes();
+                }
+                if t == type_url::SCOPED_ROUTE && !scopes_in_use(&view) {
+                    // No listener of the view uses scopes: once the last
+                    // one drained, Envoy has no SRDS watch and leaves the
+                    // response unanswered (measured). It carries nothing a
+                    // request depends on, so it counts as applied.
+                    self.on_reply(&t, None);
+                }
             }
             if !progressed {
                 break;

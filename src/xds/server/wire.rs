@@ -15,6 +15,8 @@ impl Wire for Sotw {
     }
 
     fn on_request(s: &mut Session, req: DiscoveryRequest) {
+        debug!(node = %s.node, type_url = %req.type_url, nonce = %req.response_nonce,
+            version = %req.version_info, names = req.resource_names.len(), "SotW request");
         let t = req.type_url;
         if t.is_empty() {
             warn!(node = %s.node, "request without type_url ignored");
@@ -132,6 +134,10 @@ impl Wire for Delta {
     }
 
     fn on_request(s: &mut Session, req: DeltaDiscoveryRequest) {
+        debug!(node = %s.node, type_url = %req.type_url, nonce = %req.response_nonce,
+            subscribe = ?req.resource_names_subscribe.iter().take(4).collect::<Vec<_>>(),
+            unsubscribe = ?req.resource_names_unsubscribe.iter().take(4).collect::<Vec<_>>(),
+            initial = req.initial_resource_versions.len(), "delta request");
         let t = req.type_url;
         if t.is_empty() {
             warn!(node = %s.node, "request without type_url ignored");
