@@ -150,19 +150,26 @@ def test_threshold_crossings_lose_no_request(sharded):
         assert results[200] > 20, (phase, results)
 
 
-def test_crossing_up_again_after_the_old_listener_drained(sharded):
-    """Sharded → one table → (the sharded listener's drain ends: Envoy drops
-    its scope subscription) → sharded again: the new listener must get its
-    scopes and serve, without waiting out Envoy's initial fetch timeout."""
-    import harness
-    gw = sharded
+def sharded_then_one_table_drained(gw):
+    """40 exact hosts + wildcard + catch-all (sharded), then 3 exact hosts
+    (one table, scopes still served), then past the supervisor's
+    --drain-time-s: the sharded listener is gone from Envoy."""
     gw.write("wild.yaml", WILDCARD)
     gw.write("any.yaml", CATCH_ALL)
     gw.write("exact.yaml", exact_routes(40))
     gw.wait_for("h39.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
     gw.write("exact.yaml", exact_routes(3))
     gw.wait_for("h3.shard.test", pred=lambda s, b, h: s == 200 and h.get("x-caught") == "all", timeout=20)
-    time.sleep(8)  # past the supervisor's --drain-time-s
+    time.sleep(8)
+
+
+def test_crossing_up_again_after_the_old_listener_drained(sharded):
+    """Sharded → one table → (the sharded listener's drain ends: Envoy drops
+    its scope subscription) → sharded again: the new listener must get its
+    scopes and serve, without waiting out Envoy's initial fetch timeout."""
+    import harness
+    gw = sharded
+    sharded_then_one_table_drained(gw)
     finish = harness.load(gw.addr, gw.stack.gw_port, "h1.shard.test", 4)
     try:
         t0 = time.time()
@@ -186,13 +193,7 @@ def test_scopes_leaving_after_the_drain_keep_the_gateway_programmed(sharded):
     SRDS response; the Gateway must still become Programmed at the new
     version and later changes must still go out."""
     gw = sharded
-    gw.write("wild.yaml", WILDCARD)
-    gw.write("any.yaml", CATCH_ALL)
-    gw.write("exact.yaml", exact_routes(40))
-    gw.wait_for("h39.shard.test", pred=lambda s, b, h: s == 200 and "x-caught" not in h, timeout=20)
-    gw.write("exact.yaml", exact_routes(3))
-    gw.wait_for("h3.shard.test", pred=lambda s, b, h: s == 200 and h.get("x-caught") == "all", timeout=20)
-    time.sleep(8)  # past the supervisor's --drain-time-s
+    sharded_then_one_table_drained(gw)
     gw.remove("wild.yaml")
     gw.remove("any.yaml")
     gw.write("exact.yaml", exact_routes(1))
